@@ -1,0 +1,115 @@
+# Commands: the only way into a runtime from other reactors and other threads.
+#
+# Wake-up protocol (all steps run with the GIL held, so each is atomic against the others):
+#   loop:    polling = True; if the queue is non-empty, wait 0 ms; release the GIL; epoll_wait
+#   sender:  append; if polling and not wake_pending: wake_pending = True; write(eventfd)
+#   loop:    on the eventfd's event read it and clear wake_pending; then drain the queue.
+# A command appended before `polling` is set is seen by the queue check; one appended after it
+# writes the eventfd.  Either way epoll_wait does not sleep on a queued command.
+
+cdef enum:
+    CMD_CONNECT = 1
+    CMD_LISTEN = 2
+    CMD_CLOSE = 3
+    CMD_USER = 4
+    # internal, never counted as user commands
+    CMD_RESOLVED = 10         # a name lookup finished (posted by the resolver thread)
+    CMD_CONNECT_TIMEOUT = 11
+    CMD_RESUME_ACCEPT = 12    # accepts were paused after EMFILE/ENFILE
+    CMD_DRAIN_TIMEOUT = 13    # a graceful close waited too long for the peer to read
+
+
+@cython.final
+@cython.freelist(64)
+cdef class _Command:
+    pass
+
+
+cdef inline _Command _new_command(int kind, object target, object a, object b,
+                                  object deferred, object completion):
+    cdef _Command c = _Command.__new__(_Command)
+    c.kind = kind
+    c.target = target
+    c.a = a
+    c.b = b
+    c.completion = completion
+    c.due_ns = 0 if deferred is None else deferred.due_ns
+    return c
+
+
+@cython.final
+cdef class _Inbox:
+
+    def __cinit__(self):
+        self.queue = collections.deque()
+        self.evfd = -1
+
+    cdef int push(self, object cmd) except -1:
+        if self.closed:
+            raise RuntimeClosedError("the runtime is closed; the command was not sent")
+        self.queue.append(cmd)
+        if self.polling and not self.wake_pending:
+            self.wake_pending = True
+            self.wake()
+        return 0
+
+    cdef int wake(self) except -1:
+        cdef int rc
+        while True:
+            rc = rio_write_u64(self.evfd, 1)
+            if rc >= 0 or rio_errno() != EINTR:
+                return 0
+
+
+@cython.final
+cdef class CmdSender:
+    """Sends commands to one runtime; thread-safe.  Every command takes a ``deferred``
+    (Deferred.IMMEDIATE by default) and an ``on_completion`` callable that runs exactly once on
+    the runtime's thread with the ReactorID, or with the exception that stopped the command.
+    Sending to a closed runtime raises RuntimeClosedError."""
+
+    def __init__(self):
+        raise TypeError("use ReactRuntime.cmd_sender")
+
+    def send_connect(self, addr, Py_ssize_t recv_buffer_min_size, Reactor reactor not None,
+                     deferred=None, on_completion=None, *, timeout=None, max_send_queue=None,
+                     max_msg_size=None, nodelay=True):
+        """Connect to ``addr`` ("host:port" or (host, port)) without blocking the loop (names are
+        resolved on a helper thread); on success reactor.on_connected runs, then
+        on_completion(reactor_id).  Failures reach on_completion as exceptions:
+        ConnectionRefusedError, TimeoutError (``timeout`` seconds), socket.gaierror,
+        ValueError for a malformed address."""
+        if recv_buffer_min_size <= 0:
+            raise ValueError(f"recv_buffer_min_size must be positive, not {recv_buffer_min_size}")
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be positive or None")
+        opts = (recv_buffer_min_size, max_send_queue, max_msg_size, bool(nodelay), timeout)
+        self.inbox.push(_new_command(CMD_CONNECT, None, (addr, reactor), opts, deferred,
+                                     on_completion))
+
+    def send_listen(self, addr, handler not None, deferred=None, on_completion=None):
+        """Listen on ``addr``; ``handler`` is a TcpListenerHandler.  on_completion gets the
+        listener's ReactorID (rt.local_address(id) tells a port-0 listener's port) or the
+        error (OSError with errno EADDRINUSE, PermissionError, ...)."""
+        self.inbox.push(_new_command(CMD_LISTEN, None, addr, handler, deferred, on_completion))
+
+    def send_close(self, ReactorID reactor_id not None, deferred=None, on_completion=None, *,
+                   abort=False):
+        """Close a stream (queued bytes are flushed first unless abort=True) or a listener."""
+        self.inbox.push(_new_command(CMD_CLOSE, reactor_id, bool(abort), None, deferred,
+                                     on_completion))
+
+    def send_user_cmd(self, ReactorID reactor_id not None, cmd, deferred=None,
+                      on_completion=None):
+        """Deliver ``cmd`` to the reactor's on_command.  A stale or unknown id completes with
+        ReactorNotFoundError; an exception from on_command is passed to on_completion (and
+        closes the reactor)."""
+        self.inbox.push(_new_command(CMD_USER, reactor_id, cmd, None, deferred, on_completion))
+
+    def _post_internal(self, int kind, target, a):
+        """Used by helper threads (name resolution) to hand results to the loop."""
+        self.inbox.push(_new_command(kind, target, a, None, None, None))
+
+    @property
+    def closed(self):
+        return self.inbox.closed

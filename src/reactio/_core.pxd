@@ -1,0 +1,209 @@
+# Public Cython API of reactio.  A user's Cython module may
+#     from reactio._core cimport Reactor, DispatchContext, MessageResult, ExpectMsgSize, DropMsgSize
+# and subclass Reactor as a cdef class: the runtime then calls the overridden methods through
+# the C vtable, with no Python call and (through on_inbound_raw / send_raw) no Python object per
+# message.
+from libc.stdint cimport uint32_t, uint64_t, int64_t
+
+
+cdef class ReactorID:
+    """Slot + generation: unique for the lifetime of a runtime; a stale id never matches."""
+    cdef readonly uint32_t slot
+    cdef readonly uint32_t generation
+
+
+cdef class MessageResult:
+    """ExpectMsgSize(n) (is_drop False) or DropMsgSize(n) (is_drop True).  Instances for small n
+    are cached, so returning one allocates nothing."""
+    cdef readonly Py_ssize_t size
+    cdef readonly bint is_drop
+
+
+cpdef MessageResult ExpectMsgSize(Py_ssize_t n)
+cpdef MessageResult DropMsgSize(Py_ssize_t n)
+
+
+cdef class _RecvStore:
+    # Owner of the receive bytes.  Exported as the memoryview handed to on_inbound_message; a
+    # store with live exports is never resized or freed in place (a new one replaces it), so a
+    # view kept past its callback can show stale bytes but never freed memory.
+    cdef char *data
+    cdef Py_ssize_t cap
+    cdef Py_ssize_t exports
+    cdef Py_ssize_t view_start, view_len
+
+
+cdef class MsgReader:
+    cdef _RecvStore store
+    cdef Py_ssize_t start          # first unprocessed byte
+    cdef Py_ssize_t end            # one past the last received byte
+    cdef Py_ssize_t decoded        # last ExpectMsgSize(n), 0 if none
+    cdef readonly Py_ssize_t min_reserve
+    cdef readonly Py_ssize_t max_msg_size
+    cdef bint busy                 # inside a read/dispatch: re-entry is refused
+    cdef int last_errno            # errno of the failed recv() behind READ_ERROR
+
+    cdef Py_ssize_t _ensure_space(self) except -1
+    cdef Py_ssize_t _recv(self, DispatchContext ctx) except -100
+    cdef int _after_read(self, DispatchContext ctx, Py_ssize_t status) except -1
+    cdef int _dispatch_all(self, DispatchContext ctx, Py_ssize_t new_bytes) except -1
+    cdef int fast_read(self, DispatchContext ctx) except -1
+    cdef int fast_dispatch(self, DispatchContext ctx) except -1
+
+
+cdef class MsgSender:
+    cdef char *buf
+    cdef Py_ssize_t cap
+    cdef Py_ssize_t head, tail      # queued bytes are buf[head:tail]
+    cdef uint64_t total_queued      # bytes ever accepted (sent directly or queued)
+    cdef uint64_t total_sent        # bytes ever written to the kernel
+    cdef object completions         # deque of (total_queued at end of message, callable) or None
+    cdef readonly Py_ssize_t max_send_queue
+    cdef readonly Py_ssize_t high_water
+    cdef readonly Py_ssize_t low_water
+    cdef bint paused                # on_pause_writing was called, on_resume_writing is owed
+
+    cdef int _append(self, const char *data, Py_ssize_t n) except -1
+
+
+cdef class Reactor:
+    cdef object _close_error
+
+    cpdef on_connected(self, DispatchContext ctx, object listener_id)
+    cpdef on_inbound_message(self, object buf, Py_ssize_t new_bytes,
+                             Py_ssize_t decoded_msg_size, DispatchContext ctx)
+    # Zero-object path: the default wraps the bytes in a memoryview and calls
+    # on_inbound_message.  A Cython subclass may override it to parse the bytes in place.
+    cdef MessageResult on_inbound_raw(self, char *data, Py_ssize_t size, Py_ssize_t new_bytes,
+                                      Py_ssize_t decoded_msg_size, DispatchContext ctx)
+    cpdef on_readable(self, DispatchContext ctx)
+    cpdef on_command(self, object cmd, DispatchContext ctx)
+    cpdef on_close(self, ReactorID reactor_id, object cmd_sender)
+    cpdef on_pause_writing(self, DispatchContext ctx)
+    cpdef on_resume_writing(self, DispatchContext ctx)
+
+
+cdef class DispatchContext:
+    cdef ReactRuntime rt
+    cdef readonly Reactor reactor
+    cdef readonly ReactorID reactor_id
+    cdef readonly MsgReader reader
+    cdef readonly MsgSender sender
+    cdef int fd
+    cdef int state
+    cdef int in_callback            # >0 while a callback of this reactor runs
+    cdef uint32_t events            # epoll interest currently registered
+    cdef bint abort                 # close with RST, dropping queued bytes
+    cdef bint default_readable      # on_readable not overridden: call the reader directly
+    cdef object close_error
+    cdef object connect             # _PendingConnect while connecting
+
+    # Send: 0 = all bytes written, 1 = some bytes queued.  Raises on a closed or broken
+    # connection and when the queue would exceed max_send_queue (the connection is then closed).
+    cdef int send_raw(self, const char *data, Py_ssize_t n, object on_sent=*) except -1
+    cdef int _flush(self) except -1
+    cdef int _set_events(self, uint32_t events) except -1
+    cdef int _flush_completions(self) except -1
+
+
+cdef class _Command:
+    cdef int kind
+    cdef object target          # ReactorID, or the object an internal command is about
+    cdef object a, b            # payload
+    cdef object completion
+    cdef int64_t due_ns
+    cdef bint cancelled         # internal timers are cancelled lazily
+
+
+cdef class _Inbox:
+    cdef object queue               # collections.deque: append/popleft are atomic under the GIL
+    cdef int evfd
+    cdef bint polling               # the loop is (about to be) blocked in epoll_wait
+    cdef bint wake_pending          # an eventfd write is in flight
+    cdef bint closed
+    cdef int push(self, object cmd) except -1
+    cdef int wake(self) except -1
+
+
+cdef class CmdSender:
+    cdef _Inbox inbox
+
+
+cdef class _Listener:
+    cdef int fd
+    cdef object handler
+    cdef ReactorID reactor_id
+    cdef bint paused
+    cdef bint closed
+    cdef Py_ssize_t recv_min, max_send_queue, max_msg_size
+    cdef bint nodelay
+
+
+cdef class _PendingConnect:
+    cdef bint is_listen
+    cdef object addr, reactor, handler, completion, infos, last_error, timeout
+    cdef Py_ssize_t idx, recv_min, max_send_queue, max_msg_size
+    cdef bint nodelay, done
+    cdef DispatchContext ctx
+    cdef _Command timer
+
+
+cdef class ReactRuntime:
+    cdef int epfd
+    cdef _Inbox inbox
+    cdef readonly CmdSender cmd_sender
+    cdef void *events               # epoll_event[max_events], preallocated
+    cdef int max_events
+    cdef list slots                 # DispatchContext | _Listener | None, indexed by slot
+    cdef uint32_t *gens             # current generation of each slot
+    cdef uint32_t *free_slots       # stack of free slot numbers
+    cdef Py_ssize_t nslots, nfree, slots_cap
+    cdef list timers                # heap of (due_ns, seq, _Command)
+    cdef uint64_t timer_seq
+    cdef Py_ssize_t n_cancelled_timers
+    cdef set pending_connects       # _PendingConnect: resolving, connecting, or binding
+    cdef Py_ssize_t n_streams, n_listeners, n_user_deferred
+    cdef uint64_t n_sock_events, n_received_cmds
+    cdef bint closed, in_process, stopping
+    cdef readonly Py_ssize_t max_send_queue, max_msg_size, high_water, low_water
+    cdef readonly double drain_timeout
+
+    cdef bint _idle(self)
+    cdef object _process(self, double timeout, bint wait_when_idle)
+    cdef int _poll(self, int timeout_ms) except -1
+    cdef int _handle_stream_event(self, DispatchContext ctx, uint32_t ev) except -1
+    cdef int _readable(self, DispatchContext ctx) except -1
+    cdef int _callback_failed(self, DispatchContext ctx, exc) except -1
+    cdef int _after_callback(self, DispatchContext ctx) except -1
+    cdef int _request_close(self, DispatchContext ctx, object err, bint abort) except -1
+    cdef int _finalize(self, DispatchContext ctx) except -1
+    cdef int _close_listener(self, _Listener lst) except -1
+    cdef object _lookup(self, ReactorID rid)
+    cdef ReactorID _alloc_slot(self, object obj)
+    cdef void _free_slot(self, uint32_t slot)
+    cdef DispatchContext _new_stream(self, int fd, Reactor reactor, Py_ssize_t recv_min,
+                                     object max_send_queue, object max_msg_size, bint nodelay,
+                                     bint connecting)
+    cdef object _connected(self, DispatchContext ctx, object listener_id)
+    cdef int _accept(self, _Listener lst) except -1
+    cdef int _adopt(self, _Listener lst, int fd, object peer) except -1
+    cdef int _start_connect(self, _Command cmd) except -1
+    cdef int _start_listen(self, _Command cmd) except -1
+    cdef int _resolve(self, _PendingConnect p) except -1
+    cdef int _resolved(self, _PendingConnect p, object result) except -1
+    cdef int _bind(self, _PendingConnect p) except -1
+    cdef int _try_next_address(self, _PendingConnect p) except -1
+    cdef int _connect_ready(self, DispatchContext ctx) except -1
+    cdef int _discard_connecting(self, DispatchContext ctx) except -1
+    cdef int _connect_failed(self, _PendingConnect p, object exc) except -1
+    cdef int _schedule(self, _Command cmd, int64_t due_ns) except -1
+    cdef int _cancel(self, _Command cmd) except -1
+    cdef int _run_timers(self) except -1
+    cdef int _run_commands(self) except -1
+    cdef int _execute(self, object command) except -1
+    cdef int _exec_user(self, _Command cmd) except -1
+    cdef int _exec_close(self, _Command cmd) except -1
+    cdef int _exec_connect_timeout(self, _PendingConnect p) except -1
+    cdef int _exec_resume_accept(self, _Listener lst, ReactorID rid) except -1
+    cdef int _exec_drain_timeout(self, DispatchContext ctx, ReactorID rid) except -1
+    cdef int _complete(self, object completion, object result) except -1

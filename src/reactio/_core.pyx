@@ -1,0 +1,259 @@
+# cython: language_level=3
+"""reactio's hot loop: the runtime, reactor slots, framed reading, queued sending, commands and
+timers.
+
+Layout of this module (one compilation unit, split by concern):
+  _core.pyx        values handed to users (ReactorID, MessageResult, Deferred) and Reactor
+  _reader.pxi      MsgReader: receive buffer, read strategies, the framing dispatch loop
+  _sender.pxi      MsgSender + DispatchContext: direct writes, the send queue, watermarks
+  _commands.pxi    CmdSender and the cross-thread inbox (eventfd wake-up)
+  _runtime.pxi     ReactRuntime: epoll loop, accept, connect, close, timers, command execution
+
+Rules the code keeps everywhere:
+  * a callback's exception closes only its reactor; KeyboardInterrupt/SystemExit propagate;
+  * a reactor is finalized (fd closed, slot freed, on_close called) only when none of its
+    callbacks is on the stack (DispatchContext.in_callback == 0);
+  * every completion runs exactly once, on the runtime's thread.
+"""
+cimport cython
+from cpython.buffer cimport (PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release,
+                             PyObject_GetBuffer)
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.memoryview cimport PyMemoryView_FromObject
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memmove
+
+from reactio._epoll cimport *
+
+import collections
+import enum
+import heapq
+import logging
+import os
+
+from reactio import _net
+from reactio.errors import (CommandNotHandledError, MessageResultError, MessageTooLargeError,
+                            ReactioError, ReactorClosedError, ReactorNotFoundError,
+                            RuntimeClosedError, SendQueueOverflowError)
+
+log = logging.getLogger("reactio")
+
+# DispatchContext.state
+cdef enum:
+    ST_CONNECTING = 0   # outbound connect in progress; no callbacks yet
+    ST_OPEN = 1
+    ST_DRAINING = 2     # graceful close: flushing queued bytes, reading stopped
+    ST_CLOSING = 3      # finalize as soon as no callback of this reactor is on the stack
+    ST_CLOSED = 4
+
+cdef uint64_t WAKE_KEY = 0xFFFFFFFFFFFFFFFFULL
+
+DEFAULT_MAX_SEND_QUEUE = 16 * 1024 * 1024
+DEFAULT_MAX_MSG_SIZE = 16 * 1024 * 1024
+DEFAULT_HIGH_WATER = 64 * 1024
+DEFAULT_LOW_WATER = 16 * 1024
+
+
+def monotonic_ns():
+    """The clock of Deferred.until() and of deferred commands (CLOCK_MONOTONIC on Linux)."""
+    return rio_monotonic_ns()
+
+
+@cython.final
+cdef class ReactorID:
+    """Identifies a reactor or listener of one runtime: slot + generation.  A slot's generation
+    changes each time it is freed, so an id is never reused and a stale id is refused."""
+
+    def __cinit__(self, uint32_t slot, uint32_t generation):
+        self.slot = slot
+        self.generation = generation
+
+    def __eq__(self, other):
+        if type(other) is not ReactorID:
+            return NotImplemented
+        return (self.slot == (<ReactorID>other).slot
+                and self.generation == (<ReactorID>other).generation)
+
+    def __hash__(self):
+        return hash((self.slot, self.generation))
+
+    def to_int(self):
+        """(generation << 32) | slot: the key registered with the poller."""
+        return (<uint64_t>self.generation << 32) | self.slot
+
+    @staticmethod
+    def from_int(uint64_t value):
+        return ReactorID(<uint32_t>(value & 0xFFFFFFFFULL), <uint32_t>(value >> 32))
+
+    def __repr__(self):
+        return f"ReactorID({self.slot}:{self.generation})"
+
+    def __str__(self):
+        return f"{self.slot}:{self.generation}"
+
+    def __reduce__(self):
+        return (ReactorID, (self.slot, self.generation))
+
+
+# ----------------------------------------------------------------------------- MessageResult
+
+@cython.final
+cdef class MessageResult:
+    """What on_inbound_message returns; build it with ExpectMsgSize(n) or DropMsgSize(n)."""
+
+    def __repr__(self):
+        return f"{'DropMsgSize' if self.is_drop else 'ExpectMsgSize'}({self.size})"
+
+    def __eq__(self, other):
+        if type(other) is not MessageResult:
+            return NotImplemented
+        return self.size == (<MessageResult>other).size and self.is_drop == (<MessageResult>other).is_drop
+
+    def __hash__(self):
+        return hash((self.size, self.is_drop))
+
+
+cdef enum:
+    RESULT_CACHE_SIZE = 8192   # results for sizes below this are preallocated on first use
+
+cdef list _expect_cache = [None] * RESULT_CACHE_SIZE
+cdef list _drop_cache = [None] * RESULT_CACHE_SIZE
+
+
+cdef inline MessageResult _make_result(Py_ssize_t n, bint is_drop, list cache):
+    cdef MessageResult r
+    if n < 0:
+        raise MessageResultError(
+            f"{'DropMsgSize' if is_drop else 'ExpectMsgSize'}({n}): size must not be negative")
+    if n < RESULT_CACHE_SIZE:
+        o = cache[n]
+        if o is not None:
+            return <MessageResult>o
+    r = MessageResult.__new__(MessageResult)
+    r.size = n
+    r.is_drop = is_drop
+    if n < RESULT_CACHE_SIZE:
+        cache[n] = r
+    return r
+
+
+cpdef MessageResult ExpectMsgSize(Py_ssize_t n):
+    """The message is incomplete.  n == 0: its size is unknown, call again on any new bytes;
+    n > 0: call again once n bytes (counted from the start of buf) are buffered; n must then be
+    larger than the bytes buffered now."""
+    return _make_result(n, False, _expect_cache)
+
+
+cpdef MessageResult DropMsgSize(Py_ssize_t n):
+    """n bytes (0 < n <= len(buf)) are consumed; remaining bytes are dispatched at once."""
+    return _make_result(n, True, _drop_cache)
+
+
+class Deferred:
+    """When a command runs: ``Deferred.IMMEDIATE``, ``Deferred.after(seconds)`` or
+    ``Deferred.until(monotonic_ns)`` (reactio.monotonic_ns() clock).  Deferred commands run in
+    due order (ties in send order), never before their time."""
+    __slots__ = ("due_ns",)
+
+    def __init__(self, due_ns=0):
+        self.due_ns = int(due_ns)
+
+    @classmethod
+    def after(cls, seconds):
+        if seconds < 0:
+            raise ValueError("Deferred.after() needs a non-negative delay")
+        return cls(rio_monotonic_ns() + int(seconds * 1e9))
+
+    @classmethod
+    def until(cls, monotonic_ns):
+        return cls(monotonic_ns)
+
+    def __repr__(self):
+        return "Deferred.IMMEDIATE" if self.due_ns == 0 else f"Deferred.until({self.due_ns})"
+
+
+Deferred.IMMEDIATE = Deferred(0)
+
+
+class SendOrQueResult(enum.IntEnum):
+    COMPLETE = 0    # every byte reached the kernel; nothing is queued
+    IN_QUEUE = 1    # some bytes wait in the send queue and go out when the socket is writable
+
+
+cdef tuple _SEND_RESULTS = (SendOrQueResult.COMPLETE, SendOrQueResult.IN_QUEUE)
+
+
+# ----------------------------------------------------------------------------------- Reactor
+
+cdef class Reactor:
+    """One TCP stream's protocol: framing (on_inbound_message) and handling.
+
+    Subclass it in Python (override with ``def``) or in Cython (``cimport reactio._core`` and
+    override the cpdef methods, or the cdef ``on_inbound_raw`` for zero-object dispatch).  An
+    exception raised by a callback closes this reactor (its on_close still runs) and is logged on
+    the ``reactio`` logger; KeyboardInterrupt and SystemExit propagate out of process_events().
+    """
+
+    cpdef on_connected(self, DispatchContext ctx, object listener_id):
+        """The stream is connected.  listener_id is the accepting listener's ReactorID, or None
+        for an outbound connection.  The reactor may send here."""
+        pass
+
+    cpdef on_inbound_message(self, object buf, Py_ssize_t new_bytes,
+                             Py_ssize_t decoded_msg_size, DispatchContext ctx):
+        """Frame and handle received bytes.  buf is a writable memoryview of every unprocessed
+        byte, valid only during this call; new_bytes counts the bytes not yet shown to this
+        callback; decoded_msg_size is the n of the last ExpectMsgSize(n), else 0.  Return
+        ExpectMsgSize(n) or DropMsgSize(n)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement on_inbound_message")
+
+    cdef MessageResult on_inbound_raw(self, char *data, Py_ssize_t size, Py_ssize_t new_bytes,
+                                      Py_ssize_t decoded_msg_size, DispatchContext ctx):
+        cdef _RecvStore store = ctx.reader.store
+        store.view_start = data - store.data
+        store.view_len = size
+        r = self.on_inbound_message(PyMemoryView_FromObject(store), new_bytes,
+                                    decoded_msg_size, ctx)
+        if type(r) is not MessageResult:
+            raise MessageResultError(
+                f"{type(self).__name__}.on_inbound_message returned {r!r}; it must return "
+                "ExpectMsgSize(n) or DropMsgSize(n)")
+        return <MessageResult>r
+
+    cpdef on_readable(self, DispatchContext ctx):
+        """The socket is readable.  The default reads everything available, then dispatches
+        (ctx.reader.try_read_fast_read); override to use try_read_fast_dispatch or read your
+        own way."""
+        ctx.reader.fast_read(ctx)
+
+    cpdef on_command(self, object cmd, DispatchContext ctx):
+        """A user command sent with CmdSender.send_user_cmd.  Not overriding it makes such a
+        command complete with CommandNotHandledError (the reactor stays open)."""
+        raise CommandNotHandledError(f"{type(self).__name__} does not handle commands "
+                                     f"(override on_command); command {cmd!r} not delivered")
+
+    cpdef on_close(self, ReactorID reactor_id, object cmd_sender):
+        """The stream is closed (socket gone).  close_error tells why: None for an orderly
+        close, else the exception.  Typical use: a deferred reconnect via cmd_sender."""
+        pass
+
+    cpdef on_pause_writing(self, DispatchContext ctx):
+        """The send queue rose above the high watermark."""
+        pass
+
+    cpdef on_resume_writing(self, DispatchContext ctx):
+        """The send queue fell to the low watermark after on_pause_writing."""
+        pass
+
+    @property
+    def close_error(self):
+        """Why the stream closed (set before on_close): None, or the exception."""
+        return self._close_error
+
+
+include "_reader.pxi"
+include "_sender.pxi"
+include "_commands.pxi"
+include "_runtime.pxi"

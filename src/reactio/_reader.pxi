@@ -1,0 +1,214 @@
+# MsgReader: the receive buffer and the framing dispatch loop (reactio semantics, §3 of the
+# reference notes), with limits: the buffer never grows past max_msg_size + min_reserve.
+
+# _recv() results other than a byte count
+cdef enum:
+    READ_EOF = 0
+    READ_AGAIN = -1     # drained: EAGAIN, or a short read (level-triggered, so safe)
+    READ_ERROR = -3     # reader.last_errno says why
+    READ_FULL = -4      # the buffer is at its limit; more bytes may wait in the kernel
+
+
+@cython.final
+@cython.no_gc
+cdef class _RecvStore:
+
+    def __cinit__(self, Py_ssize_t cap):
+        self.data = <char *>malloc(cap)
+        if self.data == NULL:
+            raise MemoryError()
+        self.cap = cap
+
+    def __dealloc__(self):
+        free(self.data)
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        PyBuffer_FillInfo(view, self, self.data + self.view_start, self.view_len, 0, flags)
+        self.exports += 1
+
+    def __releasebuffer__(self, Py_buffer *view):
+        self.exports -= 1
+
+
+@cython.final
+cdef class MsgReader:
+    """Per-stream receive buffer.  Each read gets at least ``min_reserve`` bytes of free space
+    (recv_buffer_min_size); the buffer doubles as needed up to max_msg_size and keeps the
+    partial message at its front between reads."""
+
+    def __cinit__(self, Py_ssize_t min_reserve, Py_ssize_t max_msg_size):
+        if min_reserve <= 0:
+            raise ValueError(f"recv_buffer_min_size must be positive, not {min_reserve}")
+        if max_msg_size <= 0:
+            raise ValueError(f"max_msg_size must be positive, not {max_msg_size}")
+        self.min_reserve = min_reserve
+        self.max_msg_size = max_msg_size
+        self.store = _RecvStore(min_reserve)
+
+    def bytes_in_buffer(self):
+        """Received bytes not yet consumed by DropMsgSize."""
+        return self.end - self.start
+
+    def clear(self):
+        """Drop buffered bytes and forget the expected message size."""
+        self.start = self.end = self.decoded = 0
+
+    def try_read_fast_read(self, DispatchContext ctx):
+        """Read everything the socket has, then dispatch every complete message (the
+        default): fewest system calls per event."""
+        self.fast_read(ctx)
+
+    def try_read_fast_dispatch(self, DispatchContext ctx):
+        """Dispatch after every chunk read: earliest dispatch of the first message in a
+        burst, and the smallest buffer."""
+        self.fast_dispatch(ctx)
+
+    cdef Py_ssize_t _ensure_space(self) except -1:
+        """Free bytes after end: at least min_reserve, unless the buffer is at its limit."""
+        cdef _RecvStore s = self.store
+        cdef _RecvStore grown
+        cdef Py_ssize_t used, newcap, limit
+        cdef char *p
+        if s.cap - self.end >= self.min_reserve:
+            return s.cap - self.end
+        used = self.end - self.start
+        if self.start > 0:
+            memmove(s.data, s.data + self.start, used)
+            self.start = 0
+            self.end = used
+            if s.cap - used >= self.min_reserve:
+                return s.cap - used
+        limit = self.max_msg_size + self.min_reserve
+        newcap = max(used + self.min_reserve, 2 * s.cap)
+        if newcap > limit:
+            newcap = limit
+        if newcap <= s.cap:
+            return s.cap - self.end
+        if s.exports == 0:
+            p = <char *>realloc(s.data, newcap)
+            if p == NULL:
+                raise MemoryError()
+            s.data = p
+            s.cap = newcap
+        else:
+            # a memoryview of the old bytes is still alive: leave it valid memory
+            grown = _RecvStore(newcap)
+            memcpy(grown.data, s.data, used)
+            self.store = grown
+        return self.store.cap - self.end
+
+    cdef Py_ssize_t _recv(self, DispatchContext ctx) except -100:
+        cdef Py_ssize_t room = self._ensure_space()
+        cdef ssize_t n
+        cdef int err
+        if room == 0:
+            return READ_FULL
+        while True:
+            n = recv(ctx.fd, self.store.data + self.end, room, 0)
+            if n > 0:
+                self.end += n
+                return n
+            if n == 0:
+                return READ_EOF
+            err = rio_errno()
+            if err == EINTR:
+                continue
+            if rio_would_block(err):
+                return READ_AGAIN
+            self.last_errno = err
+            return READ_ERROR
+
+    cdef int fast_read(self, DispatchContext ctx) except -1:
+        cdef Py_ssize_t before, r
+        if self.busy:
+            raise RuntimeError("MsgReader re-entered from its own dispatch")
+        self.busy = True
+        try:
+            before = self.end - self.start
+            while True:
+                r = self._recv(ctx)
+                if r > 0:
+                    if self.end < self.store.cap:   # short read: the socket is drained
+                        r = READ_AGAIN
+                        break
+                    continue
+                break
+            if self.end - self.start > before:
+                self._dispatch_all(ctx, self.end - self.start - before)
+            self._after_read(ctx, r)
+        finally:
+            self.busy = False
+        return 0
+
+    cdef int fast_dispatch(self, DispatchContext ctx) except -1:
+        cdef Py_ssize_t r
+        cdef bint drained
+        if self.busy:
+            raise RuntimeError("MsgReader re-entered from its own dispatch")
+        self.busy = True
+        try:
+            while True:
+                r = self._recv(ctx)
+                if r <= 0:
+                    break
+                drained = self.end < self.store.cap   # before dispatch moves start/end
+                self._dispatch_all(ctx, r)
+                if drained or ctx.state != ST_OPEN:
+                    r = READ_AGAIN
+                    break
+            self._after_read(ctx, r)
+        finally:
+            self.busy = False
+        return 0
+
+    cdef int _after_read(self, DispatchContext ctx, Py_ssize_t status) except -1:
+        if status == READ_AGAIN:
+            return 0
+        if status == READ_EOF:
+            # peer shut its write side: bytes already read were dispatched; flush what we
+            # queued (the peer may still read), then close
+            ctx.rt._request_close(ctx, None, False)
+        elif status == READ_ERROR:
+            ctx.rt._request_close(ctx, _net.os_error(self.last_errno, "recv"), True)
+        elif status == READ_FULL and self.end - self.start >= self.max_msg_size:
+            raise MessageTooLargeError(
+                f"a message exceeds max_msg_size={self.max_msg_size} bytes "
+                f"({self.end - self.start} bytes buffered without a complete message)")
+        return 0
+
+    cdef int _dispatch_all(self, DispatchContext ctx, Py_ssize_t new_bytes) except -1:
+        cdef Py_ssize_t avail, n
+        cdef MessageResult res
+        cdef Reactor reactor = ctx.reactor
+        while self.start < self.end and ctx.state == ST_OPEN:
+            avail = self.end - self.start
+            if self.decoded > avail:
+                break
+            res = reactor.on_inbound_raw(self.store.data + self.start, avail, new_bytes,
+                                         self.decoded, ctx)
+            if res is None:
+                raise MessageResultError(
+                    f"{type(reactor).__name__}.on_inbound_message returned None; it must "
+                    "return ExpectMsgSize(n) or DropMsgSize(n)")
+            n = res.size
+            if res.is_drop:
+                if n <= 0 or n > avail:
+                    raise MessageResultError(
+                        f"DropMsgSize({n}) with {avail} bytes buffered: the size must be "
+                        f"in 1..{avail}")
+                self.start += n
+                self.decoded = 0
+                new_bytes = self.end - self.start
+            else:
+                if n != 0 and n <= avail:
+                    raise MessageResultError(
+                        f"ExpectMsgSize({n}) with {avail} bytes already buffered: the size "
+                        f"must be 0 (unknown) or more than {avail}")
+                if n > self.max_msg_size:
+                    raise MessageTooLargeError(
+                        f"ExpectMsgSize({n}) exceeds max_msg_size={self.max_msg_size}")
+                self.decoded = n
+                break
+        if self.start == self.end:
+            self.start = self.end = 0
+        return 0

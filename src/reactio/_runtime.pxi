@@ -1,0 +1,912 @@
+# ReactRuntime: one epoll loop.  process_events() = wait for socket events (GIL released), handle
+# them, run due timers (deferred commands), run the commands queued when the drain began.
+
+
+@cython.final
+cdef class _Listener:
+    pass
+
+
+@cython.final
+cdef class _PendingConnect:
+    """An outbound connect or a listen waiting for a name lookup / the TCP handshake."""
+    pass
+
+
+cdef inline int _ceil_ms(int64_t ns):
+    if ns <= 0:
+        return 0
+    if ns >= <int64_t>2000000000 * 1000000:
+        return 2000000000
+    return <int>((ns + 999999) // 1000000)
+
+
+cdef class ReactRuntime:
+    """One event loop (epoll on Linux).  Use it from one thread; other threads reach it only
+    through its cmd_sender.  ``with ReactRuntime() as rt:`` closes it on exit."""
+
+    def __cinit__(self):
+        self.epfd = -1
+        self.inbox = _Inbox()
+        self.slots = []
+        self.timers = []
+        self.pending_connects = set()
+
+    def __init__(self, *, max_send_queue=DEFAULT_MAX_SEND_QUEUE, max_msg_size=DEFAULT_MAX_MSG_SIZE,
+                 high_water=DEFAULT_HIGH_WATER, low_water=DEFAULT_LOW_WATER,
+                 drain_timeout=30.0, int max_events=1024):
+        cdef epoll_event ev
+        if REACTIO_IOCP:
+            raise NotImplementedError("the IOCP backend is not built into this module")
+        if max_events <= 0:
+            raise ValueError("max_events must be positive")
+        MsgSender(max_send_queue, high_water, low_water)       # validates the limits
+        MsgReader(1, max_msg_size)
+        self.max_send_queue = max_send_queue
+        self.max_msg_size = max_msg_size
+        self.high_water = high_water
+        self.low_water = low_water
+        self.drain_timeout = drain_timeout
+        self.max_events = max_events
+        self.events = malloc(sizeof(epoll_event) * max_events)
+        if self.events == NULL:
+            raise MemoryError()
+        self.epfd = epoll_create1(EPOLL_CLOEXEC)
+        if self.epfd < 0:
+            raise _net.os_error(rio_errno(), "epoll_create1")
+        self.inbox.evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        if self.inbox.evfd < 0:
+            raise _net.os_error(rio_errno(), "eventfd")
+        ev.events = EPOLLIN
+        ev.data.u64 = WAKE_KEY
+        if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.inbox.evfd, &ev) != 0:
+            raise _net.os_error(rio_errno(), "epoll_ctl(eventfd)")
+        self.cmd_sender = CmdSender.__new__(CmdSender)
+        self.cmd_sender.inbox = self.inbox
+
+    def __dealloc__(self):
+        # no Python callbacks here: close() is where on_close and completions run
+        cdef Py_ssize_t i
+        if not self.closed:
+            for obj in self.slots:
+                if type(obj) is DispatchContext and (<DispatchContext>obj).fd >= 0:
+                    rio_close((<DispatchContext>obj).fd)
+                elif type(obj) is _Listener and (<_Listener>obj).fd >= 0:
+                    rio_close((<_Listener>obj).fd)
+            if self.inbox is not None:
+                self.inbox.closed = True
+                if self.inbox.evfd >= 0:
+                    rio_close_fd(self.inbox.evfd)
+            if self.epfd >= 0:
+                rio_close_fd(self.epfd)
+        free(self.events)
+        free(self.gens)
+        free(self.free_slots)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def get_cmd_sender(self):
+        return self.cmd_sender
+
+    # ------------------------------------------------------------------ counters
+
+    def count_reactors(self):
+        """Live streams and listeners."""
+        return self.n_streams + self.n_listeners
+
+    def count_streams(self):
+        return self.n_streams
+
+    def count_deferred_queue(self):
+        """User commands waiting for their Deferred time."""
+        return self.n_user_deferred
+
+    def count_sock_events(self):
+        return self.n_sock_events
+
+    def count_received_commands(self):
+        return self.n_received_cmds
+
+    @property
+    def closed(self):
+        return self.closed
+
+    def local_address(self, ReactorID reactor_id not None):
+        """The local address of a stream or listener (a port-0 listener's real port)."""
+        obj = self._lookup(reactor_id)
+        if obj is None:
+            raise ReactorNotFoundError(f"no reactor {reactor_id}")
+        if type(obj) is _Listener:
+            return _sock_address((<_Listener>obj).fd, False)
+        return _sock_address((<DispatchContext>obj).fd, False)
+
+    def peer_address(self, ReactorID reactor_id not None):
+        obj = self._lookup(reactor_id)
+        if type(obj) is not DispatchContext:
+            raise ReactorNotFoundError(f"no stream {reactor_id}")
+        return _sock_address((<DispatchContext>obj).fd, True)
+
+    def get_context(self, ReactorID reactor_id not None):
+        """The DispatchContext of a live stream, or None."""
+        obj = self._lookup(reactor_id)
+        return obj if type(obj) is DispatchContext else None
+
+    # ------------------------------------------------------------------ running
+
+    def process_events(self, double timeout=0.01):
+        """Wait up to ``timeout`` seconds (0: poll without blocking, negative: no limit) for
+        socket events, handle them, run due deferred commands and the queued commands.
+        Returns False, without waiting, when there are no reactors, no pending connects and no
+        queued or deferred commands."""
+        return self._process(timeout, False)
+
+    def run(self, double timeout=1.0):
+        """process_events() until the runtime is idle."""
+        while self._process(timeout, False):
+            pass
+
+    def run_forever(self, double timeout=1.0):
+        """process_events() until stop() is called (from any thread)."""
+        self.stopping = False
+        while not self.stopping:
+            self._process(timeout, True)
+        self.stopping = False
+
+    def stop(self):
+        """Make run_forever() return; thread-safe."""
+        self.stopping = True
+        if not self.inbox.closed and self.inbox.polling and not self.inbox.wake_pending:
+            self.inbox.wake_pending = True
+            self.inbox.wake()
+
+    cdef bint _idle(self):
+        return (self.n_streams == 0 and self.n_listeners == 0 and self.n_user_deferred == 0
+                and not self.pending_connects and len(self.inbox.queue) == 0)
+
+    cdef object _process(self, double timeout, bint wait_when_idle):
+        cdef int timeout_ms
+        cdef int64_t now, wait_ns
+        if self.closed:
+            raise RuntimeClosedError("the runtime is closed")
+        if self.in_process:
+            raise RuntimeError("process_events() called re-entrantly from a callback")
+        self.in_process = True
+        try:
+            if not wait_when_idle and self._idle():
+                return False
+            if timeout < 0:
+                timeout_ms = -1
+            else:
+                timeout_ms = _ceil_ms(<int64_t>(timeout * 1e9))
+            if timeout_ms != 0 and self.timers:
+                now = rio_monotonic_ns()
+                wait_ns = <int64_t>self.timers[0][0] - now
+                if timeout_ms < 0 or _ceil_ms(wait_ns) < timeout_ms:
+                    timeout_ms = _ceil_ms(wait_ns)
+            self._poll(timeout_ms)
+            if self.timers:
+                self._run_timers()
+            if self.inbox.queue:
+                self._run_commands()
+            return not self._idle()
+        finally:
+            self.in_process = False
+
+    cdef int _poll(self, int timeout_ms) except -1:
+        cdef epoll_event *evs = <epoll_event *>self.events
+        cdef int n, i, err
+        cdef uint64_t key, counter
+        cdef uint32_t slot
+        cdef _Inbox inbox = self.inbox
+        cdef list slots = self.slots
+        cdef DispatchContext ctx
+        if timeout_ms != 0:
+            inbox.polling = True
+            if inbox.queue:
+                timeout_ms = 0
+        with nogil:
+            n = epoll_wait(self.epfd, evs, self.max_events, timeout_ms)
+        inbox.polling = False
+        if n < 0:
+            err = rio_errno()
+            if err == EINTR:
+                PyErr_CheckSignals()     # raises KeyboardInterrupt for Ctrl-C
+                return 0
+            raise _net.os_error(err, "epoll_wait")
+        for i in range(n):
+            key = evs[i].data.u64
+            if key == WAKE_KEY:
+                rio_read_u64(inbox.evfd, &counter)
+                inbox.wake_pending = False
+                continue
+            self.n_sock_events += 1
+            slot = <uint32_t>(key & 0xFFFFFFFFULL)
+            if slot >= self.nslots or self.gens[slot] != <uint32_t>(key >> 32):
+                continue        # the reactor closed earlier in this batch
+            obj = slots[slot]
+            if type(obj) is DispatchContext:
+                ctx = <DispatchContext>obj
+                try:
+                    self._handle_stream_event(ctx, evs[i].events)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as exc:
+                    self._callback_failed(ctx, exc)
+                if ctx.state >= ST_CLOSING:
+                    self._after_callback(ctx)
+            else:
+                self._accept(<_Listener>obj)
+        return 0
+
+    cdef int _handle_stream_event(self, DispatchContext ctx, uint32_t ev) except -1:
+        if ctx.state == ST_CONNECTING:
+            return self._connect_ready(ctx)
+        if ev & EPOLLOUT or ctx.state == ST_DRAINING:
+            if ctx.sender.head != ctx.sender.tail:
+                ctx.in_callback += 1
+                try:
+                    ctx._flush()
+                finally:
+                    ctx.in_callback -= 1
+            elif ctx.state == ST_DRAINING:
+                ctx.state = ST_CLOSING
+        if ctx.state == ST_OPEN and ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
+            self._readable(ctx)
+        return 0
+
+    cdef int _readable(self, DispatchContext ctx) except -1:
+        ctx.in_callback += 1
+        try:
+            if ctx.default_readable:
+                ctx.reader.fast_read(ctx)
+            else:
+                ctx.reactor.on_readable(ctx)
+        finally:
+            ctx.in_callback -= 1
+        return 0
+
+    # ------------------------------------------------------------------ errors and closing
+
+    cdef int _callback_failed(self, DispatchContext ctx, exc) except -1:
+        if ctx.close_error is exc:
+            pass                # an error reactio raised itself after starting the close
+        elif isinstance(exc, ReactioError):
+            log.error("reactor %s (%s) closed: %s", ctx.reactor_id, type(ctx.reactor).__name__, exc)
+        else:
+            log.error("reactor %s (%s): callback raised %s; closing it", ctx.reactor_id,
+                      type(ctx.reactor).__name__, type(exc).__name__, exc_info=exc)
+        self._request_close(ctx, exc, isinstance(exc, (MessageTooLargeError, SendQueueOverflowError)))
+        return 0
+
+    cdef int _after_callback(self, DispatchContext ctx) except -1:
+        if ctx.state == ST_CLOSING and ctx.in_callback == 0:
+            self._finalize(ctx)
+        return 0
+
+    cdef int _request_close(self, DispatchContext ctx, object err, bint abort) except -1:
+        cdef _Command timer
+        if ctx.state >= ST_CLOSING:
+            return 0
+        if ctx.close_error is None:
+            ctx.close_error = err
+        if abort:
+            ctx.abort = True
+        if not abort and ctx.state == ST_OPEN and ctx.sender.head != ctx.sender.tail:
+            ctx.state = ST_DRAINING
+            ctx._set_events(EPOLLOUT)
+            if self.drain_timeout > 0:
+                timer = _new_command(CMD_DRAIN_TIMEOUT, ctx, ctx.reactor_id, None, None, None)
+                self._schedule(timer, rio_monotonic_ns() + <int64_t>(self.drain_timeout * 1e9))
+            return 0
+        ctx.state = ST_CLOSING
+        if ctx.in_callback == 0:
+            self._finalize(ctx)
+        return 0
+
+    cdef int _finalize(self, DispatchContext ctx) except -1:
+        """Unregister, close the socket, free the slot, fail unsent completions, on_close."""
+        cdef linger lg
+        cdef epoll_event ev
+        cdef bint was_open = ctx.connect is None
+        ctx.state = ST_CLOSED
+        epoll_ctl(self.epfd, EPOLL_CTL_DEL, ctx.fd, &ev)
+        if ctx.abort:
+            lg.l_onoff = 1
+            lg.l_linger = 0
+            setsockopt(ctx.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg))
+        rio_close(ctx.fd)
+        ctx.fd = -1
+        self._free_slot(ctx.reactor_id.slot)
+        if not was_open:
+            return 0                     # a connect that never completed: no on_close
+        self.n_streams -= 1
+        q = ctx.sender.completions
+        if q:
+            ctx._flush_completions()
+            err = ctx.close_error
+            if err is None or not isinstance(err, BaseException):
+                err = ReactorClosedError(f"reactor {ctx.reactor_id} closed before the bytes were sent")
+            while q:
+                end, cb = q.popleft()
+                self._complete(cb, err)
+        reactor = ctx.reactor
+        reactor._close_error = ctx.close_error
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("reactor %s closed (%s); %d bytes unsent, %d unprocessed", ctx.reactor_id,
+                      ctx.close_error, ctx.sender.tail - ctx.sender.head,
+                      ctx.reader.end - ctx.reader.start)
+        try:
+            reactor.on_close(ctx.reactor_id, self.cmd_sender)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except RuntimeClosedError as exc:
+            log.debug("reactor %s: on_close sent a command to the closed runtime: %s",
+                      ctx.reactor_id, exc)
+        except BaseException as exc:
+            log.error("reactor %s (%s): on_close raised %s", ctx.reactor_id,
+                      type(reactor).__name__, type(exc).__name__, exc_info=exc)
+        return 0
+
+    cdef int _close_listener(self, _Listener lst) except -1:
+        cdef epoll_event ev
+        if lst.closed:
+            return 0
+        lst.closed = True
+        epoll_ctl(self.epfd, EPOLL_CTL_DEL, lst.fd, &ev)
+        rio_close(lst.fd)
+        lst.fd = -1
+        self._free_slot(lst.reactor_id.slot)
+        self.n_listeners -= 1
+        try:
+            lst.handler.on_close_listen(lst.reactor_id, self.cmd_sender)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            log.error("listener %s: on_close_listen raised %s", lst.reactor_id,
+                      type(exc).__name__, exc_info=exc)
+        return 0
+
+    def close(self):
+        """Close every stream and listener (each on_close / on_close_listen runs; queued bytes
+        get one last non-blocking write), and fail every pending command's completion with
+        RuntimeClosedError.  Idempotent."""
+        if self.closed:
+            return
+        if self.in_process:
+            raise RuntimeError("close() called from a callback; use stop() or send_close()")
+        self.inbox.closed = True
+        err = RuntimeClosedError("the runtime was closed")
+        try:
+            for obj in list(self.slots):
+                if type(obj) is DispatchContext:
+                    ctx = <DispatchContext>obj
+                    if ctx.state == ST_CLOSED:
+                        continue
+                    if ctx.state == ST_OPEN or ctx.state == ST_DRAINING:
+                        try:
+                            ctx._flush()
+                        except (KeyboardInterrupt, SystemExit):
+                            raise
+                        except BaseException:
+                            pass
+                    if ctx.state != ST_CLOSED:
+                        ctx.state = ST_CLOSING
+                        ctx.in_callback = 0
+                        self._finalize(ctx)
+                elif type(obj) is _Listener:
+                    self._close_listener(<_Listener>obj)
+            for p in list(self.pending_connects):
+                self._connect_failed(<_PendingConnect>p, err)
+            while self.inbox.queue:
+                cmd = <_Command>self.inbox.queue.popleft()
+                self._complete(cmd.completion, err)
+            timers, self.timers = self.timers, []
+            for due, seq, cmd in timers:
+                if (<_Command>cmd).kind < CMD_RESOLVED:
+                    self.n_user_deferred -= 1
+                    self._complete((<_Command>cmd).completion, err)
+        finally:
+            self.closed = True
+            rio_close_fd(self.inbox.evfd)
+            self.inbox.evfd = -1
+            rio_close_fd(self.epfd)
+            self.epfd = -1
+
+    # ------------------------------------------------------------------ slots
+
+    cdef object _lookup(self, ReactorID rid):
+        if rid.slot < self.nslots and self.gens[rid.slot] == rid.generation:
+            return self.slots[rid.slot]
+        return None
+
+    cdef ReactorID _alloc_slot(self, object obj):
+        cdef uint32_t slot
+        cdef Py_ssize_t newcap
+        cdef void *p
+        if self.nfree > 0:
+            self.nfree -= 1
+            slot = self.free_slots[self.nfree]
+            self.slots[slot] = obj
+        else:
+            if self.nslots == self.slots_cap:
+                newcap = max(64, 2 * self.slots_cap)
+                p = realloc(self.gens, newcap * sizeof(uint32_t))
+                if p == NULL:
+                    raise MemoryError()
+                self.gens = <uint32_t *>p
+                p = realloc(self.free_slots, newcap * sizeof(uint32_t))
+                if p == NULL:
+                    raise MemoryError()
+                self.free_slots = <uint32_t *>p
+                self.slots_cap = newcap
+            slot = <uint32_t>self.nslots
+            self.gens[slot] = 1
+            self.nslots += 1
+            self.slots.append(obj)
+        return ReactorID(slot, self.gens[slot])
+
+    cdef void _free_slot(self, uint32_t slot):
+        self.slots[slot] = None
+        self.gens[slot] += 1
+        if self.gens[slot] == 0:
+            self.gens[slot] = 1
+        self.free_slots[self.nfree] = slot
+        self.nfree += 1
+
+    cdef DispatchContext _new_stream(self, int fd, Reactor reactor, Py_ssize_t recv_min,
+                                     object max_send_queue, object max_msg_size, bint nodelay,
+                                     bint connecting):
+        cdef DispatchContext ctx = DispatchContext.__new__(DispatchContext)
+        cdef epoll_event ev
+        cdef int one = 1
+        try:
+            ctx.rt = self
+            ctx.reactor = reactor
+            ctx.fd = fd
+            ctx.reader = MsgReader(recv_min, self.max_msg_size if max_msg_size is None else max_msg_size)
+            ctx.sender = MsgSender(self.max_send_queue if max_send_queue is None else max_send_queue,
+                                   self.high_water, self.low_water)
+            ctx.default_readable = type(reactor).on_readable is Reactor.on_readable
+        except BaseException:
+            rio_close(fd)
+            raise
+        if nodelay and not connecting:
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
+        ctx.reactor_id = self._alloc_slot(ctx)
+        ctx.state = ST_CONNECTING if connecting else ST_OPEN
+        ctx.events = EPOLLOUT if connecting else EPOLLIN
+        ev.events = ctx.events
+        ev.data.u64 = (<uint64_t>ctx.reactor_id.generation << 32) | ctx.reactor_id.slot
+        if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) != 0:
+            err = _net.os_error(rio_errno(), "epoll_ctl(ADD)")
+            self._free_slot(ctx.reactor_id.slot)
+            ctx.state = ST_CLOSED
+            rio_close(fd)
+            ctx.fd = -1
+            raise err
+        return ctx
+
+    cdef object _connected(self, DispatchContext ctx, object listener_id):
+        """Count the stream and run on_connected; returns its exception, or None."""
+        failed = None
+        self.n_streams += 1
+        ctx.in_callback += 1
+        try:
+            ctx.reactor.on_connected(ctx, listener_id)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            self._callback_failed(ctx, exc)
+            failed = exc
+        finally:
+            ctx.in_callback -= 1
+        self._after_callback(ctx)
+        return failed
+
+    # ------------------------------------------------------------------ accept
+
+    cdef int _accept(self, _Listener lst) except -1:
+        cdef sockaddr_storage ss
+        cdef socklen_t n
+        cdef int fd, err, i
+        cdef _Command timer
+        cdef epoll_event ev
+        for i in range(64):         # bounded: other sockets get their turn
+            if lst.closed:
+                return 0
+            n = sizeof(ss)
+            fd = accept4(lst.fd, <sockaddr *>&ss, &n, SOCK_NONBLOCK | SOCK_CLOEXEC)
+            if fd < 0:
+                err = rio_errno()
+                if err == EINTR:
+                    continue
+                if rio_would_block(err):
+                    return 0
+                if err == EMFILE or err == ENFILE or err == ENOBUFS or err == ENOMEM:
+                    # the pending connection stays in the backlog and level-triggered epoll
+                    # would report it forever: stop listening for a moment instead of spinning
+                    log.warning("listener %s: accept failed: %s; pausing accepts for 100 ms",
+                                lst.reactor_id, os.strerror(err))
+                    ev.events = 0
+                    ev.data.u64 = (<uint64_t>lst.reactor_id.generation << 32) | lst.reactor_id.slot
+                    epoll_ctl(self.epfd, EPOLL_CTL_MOD, lst.fd, &ev)
+                    lst.paused = True
+                    timer = _new_command(CMD_RESUME_ACCEPT, lst, lst.reactor_id, None, None, None)
+                    self._schedule(timer, rio_monotonic_ns() + 100000000)
+                    return 0
+                log.info("listener %s: accept failed: %s (connection dropped)",
+                         lst.reactor_id, os.strerror(err))
+                continue
+            self._adopt(lst, fd, _sockaddr_to_tuple(<sockaddr *>&ss))
+        return 0
+
+    cdef int _adopt(self, _Listener lst, int fd, object peer) except -1:
+        cdef DispatchContext ctx
+        try:
+            reactor = lst.handler.on_new_connection(peer)
+        except (KeyboardInterrupt, SystemExit):
+            rio_close(fd)
+            raise
+        except BaseException as exc:
+            log.error("listener %s: on_new_connection raised %s; connection from %s dropped",
+                      lst.reactor_id, type(exc).__name__, peer, exc_info=exc)
+            rio_close(fd)
+            return 0
+        if reactor is None:
+            rio_close(fd)
+            return 0
+        if not isinstance(reactor, Reactor):
+            log.error("listener %s: on_new_connection returned %r, not a Reactor or None; "
+                      "connection from %s dropped", lst.reactor_id, reactor, peer)
+            rio_close(fd)
+            return 0
+        try:
+            ctx = self._new_stream(fd, <Reactor>reactor, lst.recv_min, lst.max_send_queue,
+                                   lst.max_msg_size, lst.nodelay, False)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            log.error("listener %s: cannot add the connection from %s: %s", lst.reactor_id,
+                      peer, exc)
+            return 0
+        self._connected(ctx, lst.reactor_id)
+        return 0
+
+    # ------------------------------------------------------------------ connect / listen
+
+    cdef int _start_connect(self, _Command cmd) except -1:
+        cdef _PendingConnect p = _PendingConnect.__new__(_PendingConnect)
+        cdef _Command timer
+        addr, reactor = cmd.a
+        p.recv_min, max_send_queue, max_msg_size, p.nodelay, p.timeout = cmd.b
+        p.max_send_queue = self.max_send_queue if max_send_queue is None else max_send_queue
+        p.max_msg_size = self.max_msg_size if max_msg_size is None else max_msg_size
+        p.addr = addr
+        p.reactor = reactor
+        p.completion = cmd.completion
+        self.pending_connects.add(p)
+        if p.timeout is not None:
+            timer = _new_command(CMD_CONNECT_TIMEOUT, p, None, None, None, None)
+            p.timer = timer
+            self._schedule(timer, rio_monotonic_ns() + <int64_t>(p.timeout * 1e9))
+        self._resolve(p)
+        return 0
+
+    cdef int _start_listen(self, _Command cmd) except -1:
+        cdef _PendingConnect p = _PendingConnect.__new__(_PendingConnect)
+        p.is_listen = True
+        p.addr = cmd.a
+        p.handler = cmd.b
+        p.completion = cmd.completion
+        self.pending_connects.add(p)
+        self._resolve(p)
+        return 0
+
+    cdef int _resolve(self, _PendingConnect p) except -1:
+        try:
+            host, port = _net.parse_address(p.addr)
+            infos = _net.resolve_numeric(host, port)
+        except Exception as exc:
+            self._connect_failed(p, exc)
+            return 0
+        if infos is not None:
+            return self._resolved(p, infos)
+        sender = self.cmd_sender
+
+        def done(result, p=p, sender=sender):
+            try:
+                sender._post_internal(CMD_RESOLVED, p, result)
+            except RuntimeClosedError:
+                pass        # close() already failed this command's completion
+
+        _net.resolve_async(host, port, p.is_listen, done)
+        return 0
+
+    cdef int _resolved(self, _PendingConnect p, object result) except -1:
+        if p.done:
+            return 0
+        if isinstance(result, BaseException):
+            return self._connect_failed(p, result)
+        p.infos = result
+        p.idx = 0
+        if p.is_listen:
+            return self._bind(p)
+        return self._try_next_address(p)
+
+    cdef int _bind(self, _PendingConnect p) except -1:
+        cdef _Listener lst
+        cdef epoll_event ev
+        handler = p.handler
+        family, sockaddr_ = p.infos[0]
+        try:
+            fd = _net.open_listener(family, sockaddr_, getattr(handler, "backlog", 1024),
+                                    getattr(handler, "reuse_port", False))
+        except Exception as exc:
+            return self._connect_failed(p, exc)
+        lst = _Listener.__new__(_Listener)
+        lst.fd = fd
+        lst.handler = handler
+        try:
+            lst.recv_min = getattr(handler, "recv_buffer_min_size", 4096)
+            v = getattr(handler, "max_send_queue", None)
+            lst.max_send_queue = self.max_send_queue if v is None else v
+            v = getattr(handler, "max_msg_size", None)
+            lst.max_msg_size = self.max_msg_size if v is None else v
+            lst.nodelay = getattr(handler, "nodelay", True)
+            MsgReader(lst.recv_min, lst.max_msg_size)      # validates the options
+            MsgSender(lst.max_send_queue, self.high_water, self.low_water)
+        except Exception as exc:
+            rio_close(fd)
+            return self._connect_failed(p, exc)
+        lst.reactor_id = self._alloc_slot(lst)
+        ev.events = EPOLLIN
+        ev.data.u64 = (<uint64_t>lst.reactor_id.generation << 32) | lst.reactor_id.slot
+        if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) != 0:
+            exc = _net.os_error(rio_errno(), "epoll_ctl(ADD)")
+            self._free_slot(lst.reactor_id.slot)
+            rio_close(fd)
+            return self._connect_failed(p, exc)
+        self.n_listeners += 1
+        p.done = True
+        self.pending_connects.discard(p)
+        try:
+            handler.on_start_listen(lst.reactor_id, self.cmd_sender)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            log.error("listener %s: on_start_listen raised %s; closing it", lst.reactor_id,
+                      type(exc).__name__, exc_info=exc)
+            self._close_listener(lst)
+            self._complete(p.completion, exc)
+            return 0
+        self._complete(p.completion, lst.reactor_id)
+        return 0
+
+    cdef int _try_next_address(self, _PendingConnect p) except -1:
+        cdef DispatchContext ctx
+        while p.idx < len(p.infos):
+            family, sockaddr_ = p.infos[p.idx]
+            p.idx += 1
+            try:
+                fd, err = _net.start_connect(family, sockaddr_, p.nodelay)
+                ctx = self._new_stream(fd, p.reactor, p.recv_min, p.max_send_queue,
+                                       p.max_msg_size, p.nodelay, True)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:
+                p.last_error = exc
+                continue
+            ctx.connect = p
+            p.ctx = ctx
+            return 0        # EPOLLOUT (or ERR/HUP) reports the outcome, even if immediate
+        return self._connect_failed(
+            p, p.last_error if p.last_error is not None else OSError(f"no address for {p.addr!r}"))
+
+    cdef int _connect_ready(self, DispatchContext ctx) except -1:
+        cdef _PendingConnect p = <_PendingConnect>ctx.connect
+        cdef int err = 0
+        cdef socklen_t n = sizeof(err)
+        if getsockopt(ctx.fd, SOL_SOCKET, SO_ERROR, &err, &n) != 0:
+            err = rio_errno()
+        if err != 0:
+            p.last_error = _net.os_error(err, f"connect to {p.addr!r}")
+            self._discard_connecting(ctx)
+            return self._try_next_address(p)
+        p.done = True
+        p.ctx = None
+        self.pending_connects.discard(p)
+        if p.timer is not None:
+            self._cancel(p.timer)
+        ctx.connect = None
+        ctx.state = ST_OPEN
+        ctx._set_events(EPOLLIN)
+        if p.nodelay:
+            ctx.nodelay = True
+        failed = self._connected(ctx, None)
+        self._complete(p.completion, failed if failed is not None else ctx.reactor_id)
+        return 0
+
+    cdef int _discard_connecting(self, DispatchContext ctx) except -1:
+        cdef epoll_event ev
+        epoll_ctl(self.epfd, EPOLL_CTL_DEL, ctx.fd, &ev)
+        rio_close(ctx.fd)
+        ctx.fd = -1
+        ctx.state = ST_CLOSED
+        self._free_slot(ctx.reactor_id.slot)
+        return 0
+
+    cdef int _connect_failed(self, _PendingConnect p, object exc) except -1:
+        if p.done:
+            return 0
+        p.done = True
+        self.pending_connects.discard(p)
+        if p.ctx is not None:
+            self._discard_connecting(p.ctx)
+            p.ctx = None
+        if p.timer is not None:
+            self._cancel(p.timer)
+        self._complete(p.completion, exc)
+        return 0
+
+    # ------------------------------------------------------------------ timers and commands
+
+    cdef int _schedule(self, _Command cmd, int64_t due_ns) except -1:
+        cmd.due_ns = due_ns
+        self.timer_seq += 1
+        heapq.heappush(self.timers, (due_ns, self.timer_seq, cmd))
+        return 0
+
+    cdef int _cancel(self, _Command cmd) except -1:
+        if not cmd.cancelled:
+            cmd.cancelled = True
+            self.n_cancelled_timers += 1
+            if self.n_cancelled_timers > 64 and self.n_cancelled_timers * 2 > len(self.timers):
+                self.timers = [t for t in self.timers if not (<_Command>t[2]).cancelled]
+                heapq.heapify(self.timers)
+                self.n_cancelled_timers = 0
+        return 0
+
+    cdef int _run_timers(self) except -1:
+        cdef int64_t now = rio_monotonic_ns()
+        cdef _Command cmd
+        cdef list timers = self.timers
+        while timers and <int64_t>timers[0][0] <= now:
+            cmd = <_Command>heapq.heappop(timers)[2]
+            if cmd.cancelled:
+                self.n_cancelled_timers -= 1
+                continue
+            if cmd.kind < CMD_RESOLVED:
+                self.n_user_deferred -= 1
+            self._execute(cmd)
+            timers = self.timers        # close() inside a command may have replaced it
+        return 0
+
+    cdef int _run_commands(self) except -1:
+        cdef Py_ssize_t i, n
+        cdef _Command cmd
+        cdef int64_t now = 0
+        q = self.inbox.queue
+        n = len(q)                  # commands queued while draining wait for the next round
+        for i in range(n):
+            if not q:
+                break
+            cmd = <_Command>q.popleft()
+            if cmd.kind < CMD_RESOLVED:
+                self.n_received_cmds += 1
+            if cmd.due_ns != 0:
+                if now == 0:
+                    now = rio_monotonic_ns()
+                if cmd.due_ns > now:
+                    self.n_user_deferred += 1
+                    self._schedule(cmd, cmd.due_ns)
+                    continue
+            self._execute(cmd)
+        return 0
+
+    cdef int _execute(self, object command) except -1:
+        cdef _Command cmd = <_Command>command
+        try:
+            if cmd.kind == CMD_USER:
+                self._exec_user(cmd)
+            elif cmd.kind == CMD_CLOSE:
+                self._exec_close(cmd)
+            elif cmd.kind == CMD_CONNECT:
+                self._start_connect(cmd)
+            elif cmd.kind == CMD_LISTEN:
+                self._start_listen(cmd)
+            elif cmd.kind == CMD_RESOLVED:
+                self._resolved(<_PendingConnect>cmd.target, cmd.a)
+            elif cmd.kind == CMD_CONNECT_TIMEOUT:
+                self._exec_connect_timeout(<_PendingConnect>cmd.target)
+            elif cmd.kind == CMD_RESUME_ACCEPT:
+                self._exec_resume_accept(<_Listener>cmd.target, cmd.a)
+            elif cmd.kind == CMD_DRAIN_TIMEOUT:
+                self._exec_drain_timeout(<DispatchContext>cmd.target, cmd.a)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            log.error("command %d failed inside reactio: %s", cmd.kind, exc, exc_info=exc)
+            self._complete(cmd.completion, exc)
+        return 0
+
+    cdef int _exec_user(self, _Command cmd) except -1:
+        cdef DispatchContext ctx
+        obj = self._lookup(<ReactorID>cmd.target)
+        if obj is None:
+            return self._complete(cmd.completion, ReactorNotFoundError(
+                f"no reactor {cmd.target}: it was closed or the id is stale"))
+        if type(obj) is _Listener:
+            return self._complete(cmd.completion, ReactorNotFoundError(
+                f"{cmd.target} is a listener; user commands go to stream reactors"))
+        ctx = <DispatchContext>obj
+        if ctx.state != ST_OPEN:
+            return self._complete(cmd.completion, ReactorClosedError(
+                f"reactor {cmd.target} is not open"))
+        result = ctx.reactor_id
+        ctx.in_callback += 1
+        try:
+            ctx.reactor.on_command(cmd.a, ctx)
+        except CommandNotHandledError as exc:
+            result = exc
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            self._callback_failed(ctx, exc)
+            result = exc
+        finally:
+            ctx.in_callback -= 1
+        self._after_callback(ctx)
+        return self._complete(cmd.completion, result)
+
+    cdef int _exec_close(self, _Command cmd) except -1:
+        obj = self._lookup(<ReactorID>cmd.target)
+        if obj is None:
+            return self._complete(cmd.completion, ReactorNotFoundError(
+                f"no reactor {cmd.target}: it was closed or the id is stale"))
+        if type(obj) is _Listener:
+            self._close_listener(<_Listener>obj)
+        else:
+            self._request_close(<DispatchContext>obj, None, cmd.a)
+        return self._complete(cmd.completion, cmd.target)
+
+    cdef int _exec_connect_timeout(self, _PendingConnect p) except -1:
+        if not p.done:
+            p.timer = None
+            self._connect_failed(p, TimeoutError(
+                f"connect to {p.addr!r} timed out after {p.timeout} s"))
+        return 0
+
+    cdef int _exec_resume_accept(self, _Listener lst, ReactorID rid) except -1:
+        cdef epoll_event ev
+        if lst.closed or self._lookup(rid) is not lst:
+            return 0
+        lst.paused = False
+        ev.events = EPOLLIN
+        ev.data.u64 = (<uint64_t>rid.generation << 32) | rid.slot
+        if epoll_ctl(self.epfd, EPOLL_CTL_MOD, lst.fd, &ev) != 0:
+            log.error("listener %s: cannot resume accepting: %s", rid, os.strerror(rio_errno()))
+        return 0
+
+    cdef int _exec_drain_timeout(self, DispatchContext ctx, ReactorID rid) except -1:
+        if ctx.state == ST_DRAINING and self._lookup(rid) is ctx:
+            self._request_close(ctx, TimeoutError(
+                f"graceful close of {rid}: {ctx.sender.tail - ctx.sender.head} queued bytes "
+                f"not taken by the peer within {self.drain_timeout} s"), True)
+            self._after_callback(ctx)
+        return 0
+
+    cdef int _complete(self, object completion, object result) except -1:
+        if completion is None:
+            return 0
+        try:
+            completion(result)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            log.error("completion %r raised %s", completion, type(exc).__name__, exc_info=exc)
+        return 0

@@ -1,0 +1,337 @@
+# MsgSender and DispatchContext: a send writes straight to the socket when nothing is queued and
+# queues only what the kernel did not take; the runtime flushes the queue on EPOLLOUT.  Write
+# interest is registered by whoever queues (any callback, any command), so queued bytes always
+# drain.
+
+
+@cython.final
+cdef class MsgSender:
+    """Per-stream send queue (a contiguous buffer with a moving head, compacted only when it
+    needs room) and the in-order send completions."""
+
+    def __cinit__(self, Py_ssize_t max_send_queue, Py_ssize_t high_water, Py_ssize_t low_water):
+        if max_send_queue <= 0:
+            raise ValueError(f"max_send_queue must be positive, not {max_send_queue}")
+        if not 0 <= low_water <= high_water:
+            raise ValueError(f"watermarks need 0 <= low ({low_water}) <= high ({high_water})")
+        self.max_send_queue = max_send_queue
+        self.high_water = high_water
+        self.low_water = low_water
+
+    def __dealloc__(self):
+        free(self.buf)
+
+    @property
+    def queued(self):
+        """Bytes accepted but not yet written to the kernel."""
+        return self.tail - self.head
+
+    @property
+    def bytes_sent(self):
+        """Bytes written to the kernel over the stream's life."""
+        return self.total_sent
+
+    cdef int _append(self, const char *data, Py_ssize_t n) except -1:
+        cdef Py_ssize_t used, newcap
+        cdef char *p
+        if self.tail + n > self.cap:
+            used = self.tail - self.head
+            if self.head > 0:
+                memmove(self.buf, self.buf + self.head, used)
+                self.head = 0
+                self.tail = used
+            if used + n > self.cap:
+                newcap = max(2 * self.cap, used + n, 4096)
+                p = <char *>realloc(self.buf, newcap)
+                if p == NULL:
+                    raise MemoryError()
+                self.buf = p
+                self.cap = newcap
+        memcpy(self.buf + self.tail, data, n)
+        self.tail += n
+        return 0
+
+
+@cython.final
+cdef class DispatchContext:
+    """A reactor's handle on its stream, passed to every callback: sending, closing, socket
+    options and addresses.  It stays usable while the stream is open; afterwards sends raise
+    ReactorClosedError."""
+
+    def __init__(self):
+        raise TypeError("DispatchContext objects are created by the runtime")
+
+    @property
+    def cmd_sender(self):
+        return self.rt.cmd_sender
+
+    @property
+    def is_open(self):
+        return self.state == ST_OPEN
+
+    @property
+    def send_queue_size(self):
+        return self.sender.tail - self.sender.head
+
+    @property
+    def peer_address(self):
+        """The peer's address as socket.getpeername() gives it."""
+        self._check_fd()
+        return _sock_address(self.fd, True)
+
+    @property
+    def local_address(self):
+        self._check_fd()
+        return _sock_address(self.fd, False)
+
+    def fileno(self):
+        return self.fd
+
+    @property
+    def nodelay(self):
+        cdef int v = 0
+        cdef socklen_t n = sizeof(v)
+        self._check_fd()
+        if getsockopt(self.fd, IPPROTO_TCP, TCP_NODELAY, &v, &n) != 0:
+            raise _net.os_error(rio_errno(), "getsockopt(TCP_NODELAY)")
+        return v != 0
+
+    @nodelay.setter
+    def nodelay(self, bint on):
+        cdef int v = on
+        self._check_fd()
+        if setsockopt(self.fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof(v)) != 0:
+            raise _net.os_error(rio_errno(), "setsockopt(TCP_NODELAY)")
+
+    def _check_fd(self):
+        if self.state == ST_CLOSED:
+            raise ReactorClosedError(f"reactor {self.reactor_id} is closed")
+
+    def send_or_que(self, data, on_sent=None):
+        """Send ``data`` (any bytes-like object): written at once when nothing is queued, the
+        rest queued.  on_sent(reactor_id) runs when the last byte reached the kernel (in send
+        order), or on_sent(exception) if the stream closes first."""
+        cdef Py_buffer view
+        cdef int r
+        if PyBytes_CheckExact(data):
+            r = self.send_raw(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), on_sent)
+        else:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+            try:
+                r = self.send_raw(<const char *>view.buf, view.len, on_sent)
+            finally:
+                PyBuffer_Release(&view)
+        return _SEND_RESULTS[r]
+
+    def send_no_que(self, data):
+        """Write what the kernel takes now and return the byte count (the caller handles the
+        rest).  Writes nothing and returns 0 while bytes are queued, so order is kept."""
+        cdef Py_buffer view
+        cdef ssize_t n
+        cdef int err
+        if self.state != ST_OPEN:
+            raise ReactorClosedError(f"reactor {self.reactor_id} is not open")
+        if self.sender.tail != self.sender.head:
+            return 0
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            while True:
+                n = send(self.fd, view.buf, view.len, MSG_NOSIGNAL)
+                if n >= 0:
+                    self.sender.total_queued += n
+                    self.sender.total_sent += n
+                    return n
+                err = rio_errno()
+                if err == EINTR:
+                    continue
+                if rio_would_block(err):
+                    return 0
+                exc = _net.os_error(err, "send")
+                self.rt._request_close(self, exc, True)
+                raise exc
+        finally:
+            PyBuffer_Release(&view)
+
+    def acquire_send(self):
+        """A writable buffer: ``with ctx.acquire_send() as w: w.write(...)`` sends what was
+        written when the block exits without an exception."""
+        return AutoSendBuffer(self)
+
+    def close(self, abort=False):
+        """Close this stream: queued bytes are flushed first, then on_close runs; with
+        abort=True queued bytes are dropped and the peer gets a reset."""
+        if self.state < ST_CLOSING:
+            self.rt._request_close(self, None, abort)
+
+    cdef int send_raw(self, const char *data, Py_ssize_t n, object on_sent=None) except -1:
+        cdef MsgSender s = self.sender
+        cdef Py_ssize_t sent = 0
+        cdef ssize_t r
+        cdef int err
+        if self.state != ST_OPEN:
+            raise ReactorClosedError(f"reactor {self.reactor_id} is not open; cannot send")
+        if s.tail == s.head:
+            while sent < n:
+                r = send(self.fd, data + sent, n - sent, MSG_NOSIGNAL)
+                if r >= 0:
+                    sent += r
+                    continue
+                err = rio_errno()
+                if err == EINTR:
+                    continue
+                if rio_would_block(err):
+                    break
+                exc = _net.os_error(err, "send")
+                self.rt._request_close(self, exc, True)
+                raise exc
+            s.total_sent += sent
+            if sent == n:
+                s.total_queued += n
+                if on_sent is not None:
+                    self.rt._complete(on_sent, self.reactor_id)
+                return 0
+        if s.tail - s.head + (n - sent) > s.max_send_queue:
+            exc = SendQueueOverflowError(
+                f"reactor {self.reactor_id}: {s.tail - s.head + n - sent} bytes would be queued, "
+                f"over max_send_queue={s.max_send_queue} (the peer does not read)")
+            self.rt._request_close(self, exc, True)
+            raise exc
+        s._append(data + sent, n - sent)
+        s.total_queued += n
+        if on_sent is not None:
+            if s.completions is None:
+                s.completions = collections.deque()
+            s.completions.append((s.total_queued, on_sent))
+        if not (self.events & EPOLLOUT):
+            self._set_events(self.events | EPOLLOUT)
+        if not s.paused and s.tail - s.head > s.high_water:
+            s.paused = True
+            self.reactor.on_pause_writing(self)
+        return 1
+
+    cdef int _flush(self) except -1:
+        """Write queued bytes until EAGAIN.  Runs on EPOLLOUT and while draining for close."""
+        cdef MsgSender s = self.sender
+        cdef ssize_t r
+        cdef int err
+        while s.head < s.tail:
+            r = send(self.fd, s.buf + s.head, s.tail - s.head, MSG_NOSIGNAL)
+            if r >= 0:
+                s.head += r
+                s.total_sent += r
+                continue
+            err = rio_errno()
+            if err == EINTR:
+                continue
+            if rio_would_block(err):
+                break
+            self.rt._request_close(self, _net.os_error(err, "send"), True)
+            return 0
+        if s.completions:
+            self._flush_completions()
+        if s.head == s.tail:
+            s.head = s.tail = 0
+            if self.state == ST_DRAINING:
+                self.state = ST_CLOSING
+            elif self.events & EPOLLOUT and self.state == ST_OPEN:
+                self._set_events(self.events & ~EPOLLOUT)
+        if s.paused and s.tail - s.head <= s.low_water and self.state == ST_OPEN:
+            s.paused = False
+            self.reactor.on_resume_writing(self)
+        return 0
+
+    cdef int _flush_completions(self) except -1:
+        cdef MsgSender s = self.sender
+        q = s.completions
+        while q and <uint64_t>q[0][0] <= s.total_sent:
+            end, cb = q.popleft()
+            self.rt._complete(cb, self.reactor_id)
+        return 0
+
+    cdef int _set_events(self, uint32_t events) except -1:
+        cdef epoll_event ev
+        if events == self.events:
+            return 0
+        ev.events = events
+        ev.data.u64 = (<uint64_t>self.reactor_id.generation << 32) | self.reactor_id.slot
+        if epoll_ctl(self.rt.epfd, EPOLL_CTL_MOD, self.fd, &ev) != 0:
+            raise _net.os_error(rio_errno(), "epoll_ctl(MOD)")
+        self.events = events
+        return 0
+
+
+@cython.final
+cdef class AutoSendBuffer:
+    """Collects writes and sends them as one message: on ``send()``, or on leaving a ``with``
+    block without an exception (an exception discards what was written)."""
+    cdef DispatchContext ctx
+    cdef bytearray buf
+
+    def __cinit__(self, DispatchContext ctx):
+        self.ctx = ctx
+        self.buf = bytearray()
+
+    def write(self, data):
+        self.buf += data
+        return len(data)
+
+    def count_written(self):
+        return len(self.buf)
+
+    def __len__(self):
+        return len(self.buf)
+
+    def get_written(self):
+        return bytes(self.buf)
+
+    def clear(self):
+        del self.buf[:]
+
+    def send(self, on_sent=None):
+        """Send what was written as one message; returns a SendOrQueResult."""
+        if not self.buf:
+            if on_sent is not None:
+                self.ctx.rt._complete(on_sent, self.ctx.reactor_id)
+            return SendOrQueResult.COMPLETE
+        r = self.ctx.send_or_que(self.buf, on_sent)
+        del self.buf[:]
+        return r
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.send()
+        else:
+            del self.buf[:]
+        return False
+
+
+cdef object _sockaddr_to_tuple(sockaddr *sa):
+    cdef char host[64]
+    cdef sockaddr_in *sin
+    cdef sockaddr_in6 *sin6
+    if sa.sa_family == AF_INET:
+        sin = <sockaddr_in *>sa
+        inet_ntop(AF_INET, &sin.sin_addr, host, sizeof(host))
+        return ((<bytes>host).decode("ascii"), ntohs(sin.sin_port))
+    if sa.sa_family == AF_INET6:
+        sin6 = <sockaddr_in6 *>sa
+        inet_ntop(AF_INET6, &sin6.sin6_addr, host, sizeof(host))
+        return ((<bytes>host).decode("ascii"), ntohs(sin6.sin6_port),
+                ntohl(sin6.sin6_flowinfo), sin6.sin6_scope_id)
+    return None
+
+
+cdef object _sock_address(int fd, bint peer):
+    cdef sockaddr_storage ss
+    cdef socklen_t n = sizeof(ss)
+    cdef int rc
+    if peer:
+        rc = getpeername(fd, <sockaddr *>&ss, &n)
+    else:
+        rc = getsockname(fd, <sockaddr *>&ss, &n)
+    if rc != 0:
+        raise _net.os_error(rio_errno(), "getpeername" if peer else "getsockname")
+    return _sockaddr_to_tuple(<sockaddr *>&ss)

@@ -1,0 +1,55 @@
+"""Listener handlers: what a listening socket does with each accepted connection."""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from reactio._core import Reactor
+
+
+class TcpListenerHandler:
+    """Base class of listener handlers (reactio's ``TcpListenerHandler``).
+
+    The runtime reads these attributes when the listener starts: ``recv_buffer_min_size``
+    (receive buffer / minimum read size of each accepted stream), ``max_send_queue`` and
+    ``max_msg_size`` (None: the runtime's defaults), ``nodelay`` (TCP_NODELAY on accepted
+    streams), ``backlog`` and ``reuse_port``.
+    """
+
+    def __init__(self, recv_buffer_min_size: int = 4096, *, max_send_queue: Optional[int] = None,
+                 max_msg_size: Optional[int] = None, nodelay: bool = True, backlog: int = 1024,
+                 reuse_port: bool = False) -> None:
+        self.recv_buffer_min_size = recv_buffer_min_size
+        self.max_send_queue = max_send_queue
+        self.max_msg_size = max_msg_size
+        self.nodelay = nodelay
+        self.backlog = backlog
+        self.reuse_port = reuse_port
+        self.reactor_id = None
+
+    def on_start_listen(self, reactor_id, cmd_sender) -> None:
+        """The listener is bound and registered; runs before the listen completion."""
+        self.reactor_id = reactor_id
+
+    def on_new_connection(self, peer_address) -> Optional[Reactor]:
+        """Return the Reactor for a connection accepted from ``peer_address``, or None to
+        refuse it (the socket is closed)."""
+        raise NotImplementedError
+
+    def on_close_listen(self, reactor_id, cmd_sender) -> None:
+        """The listener was closed."""
+
+
+class DefaultTcpListenerHandler(TcpListenerHandler):
+    """Creates one reactor per accepted connection: ``reactor_factory(count, param)`` with the
+    1-based count of connections this listener accepted (reactio's ``NewServerReactor``)."""
+
+    def __init__(self, reactor_factory: Callable[[int, Any], Reactor],
+                 recv_buffer_min_size: int = 4096, param: Any = None, **options: Any) -> None:
+        super().__init__(recv_buffer_min_size, **options)
+        self.reactor_factory = reactor_factory
+        self.param = param
+        self.count = 0
+
+    def on_new_connection(self, peer_address) -> Optional[Reactor]:
+        self.count += 1
+        return self.reactor_factory(self.count, self.param)
