@@ -51,7 +51,7 @@ cdef class MsgReader:
 
     def clear(self):
         """Drop buffered bytes and forget the expected message size."""
-        self.start = self.end = self.decoded = 0
+        self.start = self.end = self.decoded = self.unseen = 0
 
     def try_read_fast_read(self, DispatchContext ctx):
         """Read everything the socket has, then dispatch every complete message (the
@@ -177,14 +177,18 @@ cdef class MsgReader:
         return 0
 
     cdef int _dispatch_all(self, DispatchContext ctx, Py_ssize_t new_bytes) except -1:
+        """Offer the buffered bytes to the reactor until it needs more.  new_bytes (the bytes
+        just read) is added to the bytes it has not been shown yet, which is what it receives
+        as new_bytes: withheld calls (ExpectMsgSize(n)) do not lose count of earlier reads."""
         cdef Py_ssize_t avail, n
         cdef MessageResult res
         cdef Reactor reactor = ctx.reactor
+        self.unseen += new_bytes
         while self.start < self.end and ctx.state == ST_OPEN:
             avail = self.end - self.start
             if self.decoded > avail:
                 break
-            res = reactor.on_inbound_raw(self.store.data + self.start, avail, new_bytes,
+            res = reactor.on_inbound_raw(self.store.data + self.start, avail, self.unseen,
                                          self.decoded, ctx)
             if res is None:
                 raise MessageResultError(
@@ -198,7 +202,7 @@ cdef class MsgReader:
                         f"in 1..{avail}")
                 self.start += n
                 self.decoded = 0
-                new_bytes = self.end - self.start
+                self.unseen = self.end - self.start     # the next message's bytes count as new
             else:
                 if n != 0 and n <= avail:
                     raise MessageResultError(
@@ -208,7 +212,8 @@ cdef class MsgReader:
                     raise MessageTooLargeError(
                         f"ExpectMsgSize({n}) exceeds max_msg_size={self.max_msg_size}")
                 self.decoded = n
+                self.unseen = 0
                 break
         if self.start == self.end:
-            self.start = self.end = 0
+            self.start = self.end = self.unseen = 0
         return 0

@@ -1,0 +1,214 @@
+"""Command line of ``python -m reactio.bench``.
+
+    python -m reactio.bench pingpong [--compare] [--count N] [--size B ...] [--pin MODE] ...
+    python -m reactio.bench scale [--conns 1,10,100,1000] [--duration S] [--legs ...] ...
+    python -m reactio.bench info
+    python -m reactio.bench plot RESULTS.json OUT.png
+
+Exit status: 0 when every requested leg ran (skipped legs, e.g. uvloop not installed, do
+not count as errors), 1 when a leg failed, 2 on bad arguments or when nothing could run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+from . import legs as legs_mod
+from . import machine, report
+from .legs import ALL_LEGS, Leg
+from .procs import raise_nofile_limit
+from .progress import Progress
+
+PINGPONG_DEFAULT_LEGS = ["c", "reactio-py"]
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return v
+
+
+def _size(text: str) -> int:
+    v = int(text)
+    if not 10 <= v <= 10 + 0xFFFF:
+        raise argparse.ArgumentTypeError("a message is 10 (header only) to 65545 bytes")
+    return v
+
+
+def _conns(text: str) -> List[int]:
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("a comma-separated list of integers") from None
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError("connection counts must be at least 1")
+    return vals
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m reactio.bench",
+        description="Round-trip latency and echo throughput of reactio against asyncio, "
+                    "uvloop and a C epoll floor, on this machine.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, default_pin):
+        sp.add_argument("--legs", help=f"comma-separated legs, from {','.join(ALL_LEGS)}")
+        sp.add_argument("--pin", choices=("same-core", "split", "none"), default=default_pin,
+                        help="CPU affinity of the two processes: both on one CPU, on two "
+                             f"different CPUs, or left alone (default {default_pin})")
+        sp.add_argument("--spin", action="store_true",
+                        help="busy-poll instead of blocking, in the legs that can (c, "
+                             "reactio); do not combine with --pin same-core")
+        sp.add_argument("--rounds", type=_positive_int,
+                        help="interleaved rounds per leg (see --help of the command)")
+        sp.add_argument("--json", metavar="FILE", help="write all results and machine info")
+        sp.add_argument("--plot", metavar="FILE.png", help="draw a chart (needs matplotlib)")
+        sp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+    pp = sub.add_parser(
+        "pingpong", help="one connection, strict ping-pong, round-trip latency per leg",
+        description="Server and client in two processes, one TCP connection on 127.0.0.1 "
+                    "(TCP_NODELAY), one message in flight, reactio's wire format (u16 "
+                    "length + i64 monotonic-ns stamp + body). The client measures every "
+                    "round trip. Round r runs every leg once with COUNT/ROUNDS round trips "
+                    "(after its own warm-up), in an order rotated by r.")
+    pp.add_argument("--count", type=_positive_int, default=100_000,
+                    help="recorded round trips per leg and size (default 100000)")
+    pp.add_argument("--warmup", type=int, default=2000,
+                    help="unrecorded round trips at the start of every run (default 2000)")
+    pp.add_argument("--size", type=_size, action="append", metavar="BYTES",
+                    help="message size including the 10-byte header; repeat for several "
+                         "(default 64 and 1024)")
+    pp.add_argument("--compare", action="store_true",
+                    help="run every leg: " + ", ".join(ALL_LEGS))
+    pp.add_argument("--timeout", type=float,
+                    help="seconds one run (server + client) may take (default: from COUNT)")
+    common(pp, "same-core")
+
+    sp = sub.add_parser(
+        "scale", help="echo throughput with N connections driven by a C load generator",
+        description="For every connection count, a C epoll load generator keeps one message "
+                    "in flight on each connection to each leg's server, and reports "
+                    "messages/s, latency, and the server's CPU time per message.")
+    sp.add_argument("--conns", type=_conns, default=[1, 10, 100, 1000],
+                    help="comma-separated connection counts (default 1,10,100,1000)")
+    sp.add_argument("--duration", type=float, default=5.0,
+                    help="measured seconds per run (default 5)")
+    sp.add_argument("--warmup", type=float, default=1.0,
+                    help="seconds of unmeasured load before each run's window (default 1)")
+    sp.add_argument("--size", type=_size, default=64, help="message size (default 64)")
+    common(sp, "split")
+
+    sub.add_parser("info", help="machine info and which legs can run here")
+
+    plp = sub.add_parser("plot", help="draw the chart of a saved --json file")
+    plp.add_argument("json_file")
+    plp.add_argument("png_file")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "info":
+            return _info()
+        if args.command == "plot":
+            return _replot(args.json_file, args.png_file)
+        return _bench(args, argv if argv is not None else sys.argv[1:])
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def _info() -> int:
+    info = machine.machine_info()
+    for k, v in info.items():
+        print(f"{k:22} {v}")
+    print()
+    for name in ALL_LEGS:
+        reason = Leg(name).check(need_client=True)
+        print(f"{name:11} {'ok' if reason is None else 'unavailable: ' + reason}")
+    return 0
+
+
+def _replot(json_file: str, png_file: str) -> int:
+    from . import plot
+    with open(json_file) as f:
+        doc = json.load(f)
+    try:
+        for run in doc["runs"]:
+            fn = plot.plot_pingpong if run["command"] == "pingpong" else plot.plot_scale
+            fn(run, png_file, machine.one_line(doc["machine"]))
+    except plot.PlotError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {png_file}")
+    return 0
+
+
+def _bench(args, argv: List[str]) -> int:
+    from . import plot
+    if args.plot:
+        try:
+            plot._pyplot()  # fail before a long run, not after it
+        except plot.PlotError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    if args.spin and args.pin == "same-core":
+        print("warning: --spin with --pin same-core makes the two processes fight for one "
+              "CPU; the figures will mostly measure the scheduler", file=sys.stderr)
+    default = list(ALL_LEGS) if args.command == "scale" or args.compare \
+        else PINGPONG_DEFAULT_LEGS
+    try:
+        names = legs_mod.parse_legs(args.legs, default)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    raise_nofile_limit()
+    legs = [Leg(n) for n in names]
+    progress = Progress(enabled=not args.quiet)
+    info = machine.machine_info()
+    line = machine.one_line(info)
+
+    try:
+        if args.command == "pingpong":
+            from . import pingpong
+            result = pingpong.run(legs, args.size or [64, 1024], args.count, args.warmup,
+                                  args.rounds or 5, args.pin, args.spin, args.timeout, progress)
+            text = report.pingpong_table(result, line)
+        else:
+            from . import cbuild, scale
+            try:
+                result = scale.run(legs, args.conns, args.size, args.warmup, args.duration,
+                                   args.rounds or 1, args.pin, args.spin, progress)
+            except cbuild.BuildError as e:
+                print(f"error: the load generator cannot be built: {e}", file=sys.stderr)
+                return 2
+            text = report.scale_table(result, line)
+    except ValueError as e:  # e.g. --pin split on a single CPU
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        progress.clear()
+    print(text, flush=True)
+
+    if args.json:
+        report.write_json(args.json, info, [result], ["python -m reactio.bench"] + argv)
+        print(f"wrote {args.json}")
+    if args.plot:
+        try:
+            fn = plot.plot_pingpong if args.command == "pingpong" else plot.plot_scale
+            fn(result, args.plot, line)
+            print(f"wrote {args.plot}")
+        except plot.PlotError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+    statuses = [row["status"] for block in result["results"] for row in block["legs"]]
+    if "ok" not in statuses:
+        return 2
+    return 1 if "failed" in statuses else 0

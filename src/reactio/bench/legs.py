@@ -1,0 +1,125 @@
+"""The legs of a comparison: what runs as the server and the client of each.
+
+A leg is symmetric: its server and its pingpong client use the same I/O stack (a C epoll
+client against the C epoll server, an asyncio client against the asyncio server, ...).
+The ``scale`` command uses only the legs' servers; its load always comes from the C load
+generator.
+
+This module runs in the harness process. It never imports the legs' libraries itself:
+availability is checked in a child (``worker check``), so a broken or missing extension
+module is reported as a skipped leg, never a crash of the harness.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from . import cbuild
+
+# Every leg, in the order tables list them. The C leg is the floor every ratio refers to.
+ALL_LEGS = ("c", "asyncio", "uvloop", "reactio-py", "reactio-cy")
+FLOOR = "c"
+
+DESCRIPTIONS = {
+    "c": "C epoll client and server (cc -O2), the floor",
+    "asyncio": "asyncio Protocol, default event loop",
+    "uvloop": "asyncio Protocol on uvloop's loop",
+    "reactio-py": "reactio, Python Reactor subclass",
+    "reactio-cy": "reactio, Cython Reactor subclass",
+}
+
+# Python package root to hand to the children, so that `python -m reactio.bench.worker`
+# finds the very reactio this harness was imported from (a source tree on PYTHONPATH too).
+_PKG_ROOT = str(Path(os.path.abspath(__file__)).parents[2])
+
+
+def child_env() -> dict:
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = _PKG_ROOT + (os.pathsep + path if path else "")
+    return env
+
+
+def parse_legs(text: Optional[str], default: List[str]) -> List[str]:
+    """``"a,b"`` -> ``["a", "b"]`` validated against ALL_LEGS; ``None`` -> ``default``."""
+    if not text:
+        return list(default)
+    legs = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in legs if x not in ALL_LEGS]
+    if bad:
+        raise ValueError(f"unknown leg(s) {', '.join(bad)}; choose from {', '.join(ALL_LEGS)}")
+    return list(dict.fromkeys(legs))  # drop duplicates, keep order
+
+
+class Leg:
+    """How to start one leg's server and pingpong client.
+
+    ``check()`` returns None when the leg can run, else the reason it cannot (built C
+    programs, importable modules), evaluated once.
+    """
+
+    def __init__(self, name: str):
+        if name not in ALL_LEGS:
+            raise ValueError(name)
+        self.name = name
+        self.description = DESCRIPTIONS[name]
+        self._checked = False
+        self._reason: Optional[str] = None
+        self._exes: Dict[str, Path] = {}
+
+    def check(self, need_client: bool = True) -> Optional[str]:
+        if not self._checked:
+            self._checked = True
+            self._reason = self._check_c(need_client) if self.name == FLOOR else self._check_py()
+        return self._reason
+
+    def _check_c(self, need_client: bool) -> Optional[str]:
+        try:
+            self._exes["server"] = cbuild.build("echo_server")
+            if need_client:
+                self._exes["client"] = cbuild.build("pingpong_client")
+        except cbuild.BuildError as e:
+            return str(e)
+        return None
+
+    def _check_py(self) -> Optional[str]:
+        argv = [sys.executable, "-m", "reactio.bench.worker", "check", self.name]
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                                 env=child_env(), stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return "import check timed out"
+        if out.returncode == 0:
+            return None
+        lines = (out.stdout + out.stderr).strip().splitlines()
+        return lines[-1] if lines else f"import check failed (exit status {out.returncode})"
+
+    def server_argv(self, conns: int, spin: bool, timeout: float) -> List[str]:
+        """A server that prints ``port N``, serves ``conns`` connections, exits after."""
+        if self.name == FLOOR:
+            argv = [str(self._exes["server"]), "--conns", str(conns)]
+        else:
+            argv = [sys.executable, "-m", "reactio.bench.worker", "server", self.name,
+                    "--conns", str(conns)]
+        argv += ["--timeout", str(int(timeout) + 1)]
+        return argv + (["--spin"] if spin else [])
+
+    def client_argv(self, port: int, count: int, warmup: int, size: int, out: Path,
+                    spin: bool, timeout: float) -> List[str]:
+        """A pingpong client: ``progress N`` lines, ``done COUNT ELAPSED_NS``, samples in out."""
+        if self.name == FLOOR:
+            argv = [str(self._exes["client"]), str(port), str(count), str(warmup), str(size),
+                    str(out)]
+        else:
+            argv = [sys.executable, "-m", "reactio.bench.worker", "client", self.name,
+                    "--port", str(port), "--count", str(count), "--warmup", str(warmup),
+                    "--size", str(size), "--out", str(out)]
+        argv += ["--timeout", str(int(timeout) + 1)]
+        return argv + (["--spin"] if spin else [])
+
+    @property
+    def env(self) -> Optional[dict]:
+        return None if self.name == FLOOR else child_env()

@@ -1,0 +1,177 @@
+"""``pingpong``: round-trip latency of one connection, per leg, interleaved in rounds.
+
+For every message size, round r runs every leg once (a fresh server and client process
+pair, a warm-up, then its share of the round trips), the order of the legs rotated by r:
+a slow drift of the machine (frequency, a noisy neighbour) then hits every leg alike
+instead of whichever leg happened to run last. A leg's samples are pooled over its rounds;
+its per-round p50 is kept too (in the JSON) to show how stable the figures were.
+
+A leg that cannot run (not installed, cannot import, does not compile) is skipped with the
+reason; a leg that fails in a round is reported failed, with its stderr, and not run again.
+The other legs carry on either way.
+"""
+from __future__ import annotations
+
+import tempfile
+from array import array
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from . import stats
+from .legs import FLOOR, Leg
+from .procs import Child, ChildError, deadline_in, pin_plan
+from .progress import Progress
+
+STARTUP_TIMEOUT = 60.0  # a child must report within this (Python start-up, imports)
+
+
+class LegResult:
+    """One leg's outcome for one message size, accumulated over rounds."""
+
+    def __init__(self, leg: Leg):
+        self.leg = leg
+        self.status = "ok"
+        self.reason: Optional[str] = None
+        self.samples = array("q")
+        self.elapsed_ns = 0
+        self.rounds: List[Dict] = []
+        self._summary: Optional[Dict] = None
+
+    def summary(self) -> Dict:
+        """Latency statistics (µs) of all samples so far, computed once after the last round."""
+        if self._summary is None or self._summary["n"] != len(self.samples):
+            self._summary = stats.summarize(self.samples)
+        return self._summary
+
+    def fail(self, status: str, reason: str) -> None:
+        self.status, self.reason = status, reason
+
+    def to_dict(self, floor: Optional["LegResult"]) -> Dict:
+        d: Dict = {"leg": self.leg.name, "description": self.leg.description,
+                   "status": self.status}
+        if self.reason:
+            d["reason"] = self.reason
+        if self.status != "ok" or not self.samples:
+            return d
+        s = self.summary()
+        d["latency_us"] = s
+        d["round_trips_per_s"] = len(self.samples) / (self.elapsed_ns / 1e9) if self.elapsed_ns else None
+        f = floor.summary() if floor is not None and floor.ok else None
+        d["ratio_p50"] = stats.ratio(s["p50"], f and f["p50"])
+        d["ratio_p99"] = stats.ratio(s["p99"], f and f["p99"])
+        d["rounds"] = self.rounds
+        d["nines_curve"] = stats.nines_curve(self.samples)
+        return d
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and len(self.samples) > 0
+
+
+def _split(count: int, rounds: int) -> List[int]:
+    """``count`` round trips over ``rounds`` rounds, as evenly as possible, none empty."""
+    rounds = max(1, min(rounds, count))
+    base, extra = divmod(count, rounds)
+    return [base + (1 if r < extra else 0) for r in range(rounds)]
+
+
+def run_once(leg: Leg, size: int, count: int, warmup: int, pins, spin: bool, timeout: float,
+             workdir: Path, progress: Progress, label: str):
+    """One server/client pair of ``leg``: returns (samples, elapsed_ns of the recorded part).
+
+    Raises ChildError (with the child's stderr) when anything goes wrong.
+    """
+    out = workdir / f"{leg.name}-{size}.samples"
+    deadline = deadline_in(timeout)
+    server_cpus, client_cpus = pins
+    progress.start()
+    with Child(f"{leg.name} server", leg.server_argv(1, spin, timeout), workdir=workdir,
+               cpus=server_cpus, env=leg.env) as server:
+        line = server.read_line(min(deadline, deadline_in(STARTUP_TIMEOUT)))
+        if not line or not line.startswith("port "):
+            raise server.failure(f"did not report its port (got {line!r})")
+        port = int(line.split()[1])
+        argv = leg.client_argv(port, count, warmup, size, out, spin, timeout)
+        with Child(f"{leg.name} client", argv, workdir=workdir, cpus=client_cpus,
+                   env=leg.env) as client:
+            while True:
+                line = client.read_line(deadline)
+                if line is None:
+                    client.wait(deadline_in(10))
+                    raise client.failure("exited before it was done")
+                if line.startswith("progress "):
+                    progress.update(f"{label}: {int(line.split()[1]):,}/{count:,} round trips")
+                elif line.startswith("done "):
+                    _, n, elapsed = line.split()
+                    break
+            rc = client.wait(deadline_in(10))
+            if rc != 0:
+                raise client.failure("failed")
+        rc = server.wait(deadline_in(10))
+        if rc != 0:
+            raise server.failure("failed")
+    samples = stats.load_samples(str(out))
+    out.unlink()
+    if len(samples) != count or int(n) != count:
+        raise ChildError(f"{leg.name} client: wrote {len(samples)} samples, expected {count}")
+    return samples, int(elapsed)
+
+
+def run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
+        pin: str, spin: bool, timeout: Optional[float], progress: Progress) -> Dict:
+    """Run the ping-pong over ``legs`` for every size; returns the JSON-able result."""
+    pins = pin_plan(pin)
+    shares = _split(count, rounds)
+    available = []
+    skipped = {}
+    for leg in legs:
+        reason = leg.check(need_client=True)
+        if reason:
+            skipped[leg.name] = reason
+            progress.note(f"pingpong: leg {leg.name} skipped: {reason}")
+        else:
+            available.append(leg)
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="reactio-bench-") as tmp:
+        workdir = Path(tmp)
+        for size in sizes:
+            per_leg = {leg.name: LegResult(leg) for leg in legs}
+            for name, reason in skipped.items():
+                per_leg[name].fail("skipped", reason)
+            for r, share in enumerate(shares):
+                k = r % len(available) if available else 0
+                for leg in available[k:] + available[:k]:
+                    res = per_leg[leg.name]
+                    if res.status != "ok":
+                        continue
+                    label = f"pingpong {size} B, round {r + 1}/{len(shares)}, {leg.name}"
+                    t = timeout or (STARTUP_TIMEOUT + (share + warmup) * 0.002)
+                    try:
+                        samples, elapsed = run_once(leg, size, share, warmup, pins, spin, t,
+                                                    workdir, progress, label)
+                    except (ChildError, OSError, ValueError) as e:
+                        res.fail("failed", f"round {r + 1}: {e}")
+                        progress.note(f"pingpong: leg {leg.name} failed: {e}")
+                        continue
+                    res.samples.extend(samples)
+                    res.elapsed_ns += elapsed
+                    s = sorted(samples)
+                    res.rounds.append({"round": r + 1, "count": len(s),
+                                       "p50_us": stats.percentile(s, 0.5) / 1e3,
+                                       "p99_us": stats.percentile(s, 0.99) / 1e3,
+                                       "elapsed_s": elapsed / 1e9})
+            progress.clear()
+            floor = per_leg.get(FLOOR)
+            results.append({"size": size,
+                            "legs": [per_leg[leg.name].to_dict(floor) for leg in legs]})
+    return {
+        "command": "pingpong",
+        "params": {"count": count, "warmup_per_run": warmup, "rounds": len(shares),
+                   "sizes": sizes, "pin": pin,
+                   "cpus": {"server": sorted(pins[0]) if pins[0] else None,
+                            "client": sorted(pins[1]) if pins[1] else None},
+                   "spin": spin, "legs": [leg.name for leg in legs]},
+        "results": results,
+    }
+

@@ -1,0 +1,106 @@
+"""``--plot FILE.png``: the latency percentile distribution of every leg on one chart.
+
+x is the percentile on a "nines" scale (-log10(1 - q): 0, 90, 99, 99.9, ... evenly spaced),
+y the latency in µs on a log scale, one line per leg; one chart per message size. The
+curves come from the result's ``nines_curve`` (so a saved JSON file can be re-plotted).
+matplotlib is an optional dependency (the ``bench`` extra).
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List
+
+
+class PlotError(Exception):
+    pass
+
+
+def _pyplot():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")  # files only: no display needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PlotError("--plot needs matplotlib: pip install matplotlib "
+                        "(or pip install 'reactio[bench]')") from None
+    return plt
+
+
+def plot_pingpong(result: Dict, path: str, title: str = "") -> None:
+    plt = _pyplot()
+    from matplotlib import ticker
+    blocks: List[Dict] = [b for b in result["results"]
+                          if any(r["status"] == "ok" for r in b["legs"])]
+    if not blocks:
+        raise PlotError("nothing to plot: no leg produced samples")
+    fig, axes = plt.subplots(1, len(blocks), figsize=(7 * len(blocks), 5), squeeze=False)
+    top = 1
+    for ax, block in zip(axes[0], blocks):
+        for row in block["legs"]:
+            if row["status"] != "ok":
+                continue
+            xs, ys = [], []
+            for q, us in row["nines_curve"]:
+                xs.append(-math.log10(1.0 - q) if q < 1.0 else None)
+                ys.append(us)
+            # The maximum (q = 1) sits just past the last resolvable percentile.
+            if xs and xs[-1] is None:
+                xs[-1] = (xs[-2] + 0.15) if len(xs) > 1 else 0.0
+            top = max(top, math.ceil(max(xs)))
+            label = row["leg"]
+            if row.get("ratio_p50") is not None:
+                label += f" (p50 {row['latency_us']['p50']:.1f} µs, {row['ratio_p50']:.2f}x C)"
+            else:
+                label += f" (p50 {row['latency_us']['p50']:.1f} µs)"
+            ax.plot(xs, ys, label=label, linewidth=1.5)
+        ticks = list(range(0, top + 1))
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(["0"] + [_nines_label(k) for k in ticks[1:]])
+        ax.set_yscale("log")
+        plain = ticker.FuncFormatter(lambda v, _pos: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)
+        # Minor ticks: label 2, 3 and 5 of each decade only, the others crowd the axis.
+        ax.yaxis.set_minor_formatter(ticker.FuncFormatter(
+            lambda v, _pos: f"{v:g}" if f"{v:g}"[0] in "235" else ""))
+        ax.set_xlabel("percentile")
+        ax.set_ylabel("round-trip latency (µs)")
+        ax.set_title(f"pingpong, {block['size']} B messages")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _nines_label(k: int) -> str:
+    """1 -> '90', 2 -> '99', 3 -> '99.9', ..."""
+    s = f"{100 * (1 - 10 ** -k):.{max(0, k - 2)}f}"
+    return s
+
+
+def plot_scale(result: Dict, path: str, title: str = "") -> None:
+    """messages/s against connections, one line per leg (log x)."""
+    plt = _pyplot()
+    series: Dict[str, List] = {}
+    for block in result["results"]:
+        for row in block["legs"]:
+            if row["status"] == "ok":
+                series.setdefault(row["leg"], []).append((block["conns"], row["messages_per_s"]))
+    if not series:
+        raise PlotError("nothing to plot: no leg produced results")
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for leg, pts in series.items():
+        ax.plot([c for c, _ in pts], [m for _, m in pts], marker="o", label=leg)
+    ax.set_xscale("log")
+    ax.set_xlabel("connections (one message in flight on each)")
+    ax.set_ylabel("messages / s")
+    ax.set_title("echo throughput")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

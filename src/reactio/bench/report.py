@@ -1,0 +1,92 @@
+"""Text tables and the JSON file of a run's results."""
+from __future__ import annotations
+
+import json
+from typing import Dict, List, Optional
+
+from .legs import FLOOR
+from .stats import PERCENTILES
+
+
+def _num(v: Optional[float], width: int, fmt: str = "{:.1f}") -> str:
+    return ("-" if v is None else fmt.format(v)).rjust(width)
+
+
+def _ratio(v: Optional[float], width: int = 7) -> str:
+    return ("-" if v is None else f"{v:.2f}x").rjust(width)
+
+
+def _reasons(rows: List[Dict]) -> List[str]:
+    out = []
+    for row in rows:
+        if row["status"] != "ok":
+            reason = (row.get("reason") or "").strip().replace("\n", "\n      ")
+            out.append(f"  {row['leg']}: {row['status']}: {reason}")
+    return out
+
+
+def pingpong_table(result: Dict, machine_line: str) -> str:
+    p = result["params"]
+    cpus = p["cpus"]
+    pin = p["pin"]
+    if pin != "none":
+        pin += f" (server CPU {cpus['server']}, client CPU {cpus['client']})"
+    lines = [f"# {machine_line}"]
+    cols = ["min"] + [label for label, _ in PERCENTILES] + ["max", "mean"]
+    for block in result["results"]:
+        lines.append("")
+        lines.append(f"pingpong, {block['size']} B messages, {p['count']:,} round trips per leg "
+                     f"in {p['rounds']} interleaved rounds (+{p['warmup_per_run']:,} warm-up "
+                     f"per run), pin {pin}, {'busy poll' if p['spin'] else 'blocking poll'}")
+        lines.append("latency in µs, ratios to the C floor")
+        head = f"{'leg':<11}" + "".join(c.rjust(9) for c in cols) + \
+            f"{'rt/s':>9}{'p50/C':>8}{'p99/C':>8}"
+        lines.append(head)
+        for row in block["legs"]:
+            if row["status"] != "ok":
+                continue
+            lat = row["latency_us"]
+            lines.append(f"{row['leg']:<11}" + "".join(_num(lat[c], 9) for c in cols)
+                         + _num(row["round_trips_per_s"], 9, "{:,.0f}")
+                         + _ratio(row["ratio_p50"], 8) + _ratio(row["ratio_p99"], 8))
+        lines += _reasons(block["legs"])
+    return "\n".join(lines)
+
+
+def scale_table(result: Dict, machine_line: str) -> str:
+    p = result["params"]
+    cpus = p["cpus"]
+    pin = p["pin"]
+    if pin != "none":
+        pin += f" (server CPU {cpus['server']}, load generator CPU {cpus['client']})"
+    lines = [f"# {machine_line}", "",
+             f"scale: echo of {p['size']} B messages, one in flight per connection, C epoll "
+             f"load generator, {p['duration']:g} s measured per run after {p['warmup']:g} s "
+             f"warm-up, {p['rounds']} round(s), pin {pin}",
+             "latency in µs, server CPU in µs per message, ratios to the C server"]
+    head = (f"{'conns':>6}  {'leg':<11}{'msgs/s':>11}{'p50':>9}{'p99':>9}{'p99.9':>9}"
+            f"{'cpu/msg':>9}{'cpu%':>7}{'msgs/C':>8}{'cpu/C':>8}")
+    for block in result["results"]:
+        lines.append("")
+        lines.append(head)
+        for row in block["legs"]:
+            if row["status"] != "ok":
+                continue
+            lat = row["latency_us"]
+            lines.append(f"{block['conns']:>6}  {row['leg']:<11}"
+                         + _num(row["messages_per_s"], 11, "{:,.0f}")
+                         + _num(lat["p50"], 9) + _num(lat["p99"], 9) + _num(lat["p99.9"], 9)
+                         + _num(row["server_cpu_us_per_msg"], 9, "{:.2f}")
+                         + _num(row["server_cpu_utilization"] * 100, 7, "{:.0f}")
+                         + _ratio(row["ratio_messages_per_s"], 8)
+                         + _ratio(row["ratio_cpu_per_msg"], 8))
+        lines += _reasons(block["legs"])
+    return "\n".join(lines)
+
+
+def write_json(path: str, machine: Dict, results: List[Dict], argv: List[str]) -> None:
+    doc = {"tool": "reactio.bench", "argv": argv, "machine": machine, "floor": FLOOR,
+           "runs": results}
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")

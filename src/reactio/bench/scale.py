@@ -1,0 +1,174 @@
+"""``scale``: echo throughput with N connections, one message in flight on each.
+
+Load always comes from the C epoll load generator (``c/loadgen.c``), so the client side is
+the same for every server. For every connection count, round r runs every leg's server
+once (order rotated by r, as in pingpong). The load generator connects all N connections,
+warms up, then measures for a fixed duration; it prints ``measure-start`` and
+``measure-end`` at the window's edges, where the harness reads the server process's CPU
+time (utime + stime from /proc), giving the server's CPU time per message.
+"""
+from __future__ import annotations
+
+import tempfile
+from array import array
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from . import cbuild, stats
+from .legs import FLOOR, Leg
+from .procs import Child, ChildError, cpu_seconds, deadline_in, pin_plan
+from .progress import Progress
+
+STARTUP_TIMEOUT = 60.0
+CONNECT_TIMEOUT = 60.0  # loadgen itself gives up after 30 s
+
+
+class ScaleResult:
+    """One leg's outcome at one connection count, accumulated over rounds."""
+
+    def __init__(self, leg: Leg):
+        self.leg = leg
+        self.status = "ok"
+        self.reason: Optional[str] = None
+        self.samples = array("q")
+        self.messages = 0
+        self.elapsed_ns = 0
+        self.cpu_s = 0.0
+
+    def fail(self, status: str, reason: str) -> None:
+        self.status, self.reason = status, reason
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and self.messages > 0
+
+    @property
+    def rate(self) -> float:
+        return self.messages / (self.elapsed_ns / 1e9)
+
+    @property
+    def cpu_per_msg_us(self) -> float:
+        return self.cpu_s / self.messages * 1e6
+
+    def to_dict(self, floor: Optional["ScaleResult"]) -> Dict:
+        d: Dict = {"leg": self.leg.name, "description": self.leg.description,
+                   "status": self.status}
+        if self.reason:
+            d["reason"] = self.reason
+        if not self.ok:
+            return d
+        d["messages"] = self.messages
+        d["elapsed_s"] = self.elapsed_ns / 1e9
+        d["messages_per_s"] = self.rate
+        d["latency_us"] = stats.summarize(self.samples)
+        d["server_cpu_s"] = self.cpu_s
+        d["server_cpu_us_per_msg"] = self.cpu_per_msg_us
+        d["server_cpu_utilization"] = self.cpu_s / (self.elapsed_ns / 1e9)
+        fl = floor if floor is not None and floor.ok else None
+        d["ratio_messages_per_s"] = stats.ratio(self.rate, fl and fl.rate)
+        # cpu/msg ratio: how many times the C server's CPU time one message costs.
+        d["ratio_cpu_per_msg"] = stats.ratio(self.cpu_per_msg_us, fl and fl.cpu_per_msg_us)
+        return d
+
+
+def run_once(leg: Leg, loadgen: Path, conns: int, size: int, warmup: float, duration: float,
+             pins, spin: bool, workdir: Path, progress: Progress, label: str):
+    """One server + load generator run: (samples, messages, elapsed_ns, server_cpu_s)."""
+    out = workdir / f"scale-{leg.name}-{conns}.samples"
+    timeout = STARTUP_TIMEOUT + CONNECT_TIMEOUT + warmup + duration + 30
+    server_cpus, client_cpus = pins
+    progress.start()
+    with Child(f"{leg.name} server", leg.server_argv(conns, spin, timeout), workdir=workdir,
+               cpus=server_cpus, env=leg.env) as server:
+        line = server.read_line(deadline_in(STARTUP_TIMEOUT))
+        if not line or not line.startswith("port "):
+            raise server.failure(f"did not report its port (got {line!r})")
+        port = int(line.split()[1])
+        argv = [str(loadgen), str(port), str(conns), f"{warmup:g}", f"{duration:g}", str(size),
+                str(out), "--timeout", str(int(timeout) + 1)]
+        with Child("loadgen", argv, workdir=workdir, cpus=client_cpus) as lg:
+            deadline = deadline_in(timeout)
+            cpu0 = cpu1 = None
+            result = None
+            while True:
+                line = lg.read_line(deadline)
+                if line is None:
+                    lg.wait(deadline_in(10))
+                    if server.proc.poll() is not None:
+                        raise server.failure("exited during the run")
+                    raise lg.failure("exited before it was done")
+                if line.startswith("progress "):
+                    progress.update(f"{label}: {int(line.split()[1]):,} messages")
+                elif line == "measure-start":
+                    cpu0 = cpu_seconds(server.pid)
+                elif line.startswith("measure-end "):
+                    cpu1 = cpu_seconds(server.pid)
+                    _, msgs, elapsed = line.split()
+                    result = int(msgs), int(elapsed)
+                elif line == "done":
+                    break
+            if lg.wait(deadline_in(10)) != 0:
+                raise lg.failure("failed")
+        if server.wait(deadline_in(30)) != 0:
+            raise server.failure("failed")
+    if cpu0 is None or cpu1 is None or result is None:
+        raise ChildError("loadgen: no measurement window (duration too short?)")
+    samples = stats.load_samples(str(out))
+    out.unlink()
+    messages, elapsed = result
+    if messages == 0:
+        raise ChildError(f"{leg.name} server: no message was echoed in the measurement window")
+    return samples, messages, elapsed, cpu1 - cpu0
+
+
+def run(legs: List[Leg], conns_list: List[int], size: int, warmup: float, duration: float,
+        rounds: int, pin: str, spin: bool, progress: Progress) -> Dict:
+    pins = pin_plan(pin)
+    loadgen = cbuild.build("loadgen")  # BuildError: no scale run at all without it
+    available, skipped = [], {}
+    for leg in legs:
+        reason = leg.check(need_client=False)
+        if reason:
+            skipped[leg.name] = reason
+            progress.note(f"scale: leg {leg.name} skipped: {reason}")
+        else:
+            available.append(leg)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="reactio-bench-") as tmp:
+        workdir = Path(tmp)
+        for conns in conns_list:
+            per_leg = {leg.name: ScaleResult(leg) for leg in legs}
+            for name, reason in skipped.items():
+                per_leg[name].fail("skipped", reason)
+            for r in range(rounds):
+                k = r % len(available) if available else 0
+                for leg in available[k:] + available[:k]:
+                    res = per_leg[leg.name]
+                    if res.status != "ok":
+                        continue
+                    label = f"scale {conns} conns, round {r + 1}/{rounds}, {leg.name}"
+                    try:
+                        samples, msgs, elapsed, cpu = run_once(
+                            leg, loadgen, conns, size, warmup, duration, pins, spin, workdir,
+                            progress, label)
+                    except (ChildError, OSError, ValueError) as e:
+                        res.fail("failed", f"round {r + 1}: {e}")
+                        progress.note(f"scale: leg {leg.name} at {conns} conns failed: {e}")
+                        continue
+                    res.samples.extend(samples)
+                    res.messages += msgs
+                    res.elapsed_ns += elapsed
+                    res.cpu_s += cpu
+            progress.clear()
+            floor = per_leg.get(FLOOR)
+            results.append({"conns": conns,
+                            "legs": [per_leg[leg.name].to_dict(floor) for leg in legs]})
+    return {
+        "command": "scale",
+        "params": {"conns": conns_list, "size": size, "warmup": warmup, "duration": duration,
+                   "rounds": rounds, "pin": pin, "spin": spin,
+                   "cpus": {"server": sorted(pins[0]) if pins[0] else None,
+                            "client": sorted(pins[1]) if pins[1] else None},
+                   "legs": [leg.name for leg in legs]},
+        "results": results,
+    }

@@ -1,0 +1,116 @@
+"""Entry point of the harness's Python children: ``python -m reactio.bench.worker``.
+
+    worker check  LEG                      exit 0 when LEG's modules import, else say why
+    worker server LEG [--conns N] [--spin] [--timeout S]
+    worker client LEG --port P --count N --warmup W --size B --out FILE [--spin] [--timeout S]
+
+The protocol with the harness (the same as the C programs'): the server prints
+``port N`` once it listens on 127.0.0.1:N, serves N connections and exits 0 when they are
+all closed; the client prints ``progress K`` lines about twice a second and
+``done COUNT ELAPSED_NS`` at the end, having written COUNT native int64 round-trip times
+(ns) to FILE. ``--timeout`` is a watchdog (SIGALRM's default action ends the process), so a
+child never outlives a harness that was killed.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+
+from .procs import raise_nofile_limit
+
+HDR = 10  # u16 body length + i64 send stamp
+
+
+class Recorder:
+    """Round-trip bookkeeping shared by the Python clients.
+
+    ``samples`` is preallocated (no allocation per message); ``record(i, rtt)`` stores the
+    RTT of round trip ``i`` (counted from 0 including the warm-up) and reports progress.
+    """
+
+    def __init__(self, count: int, warmup: int):
+        from array import array
+        self.count = count
+        self.warmup = warmup
+        self.total = count + warmup
+        self.samples = array("q", bytes(8 * count))
+        self.start_ns = 0
+        self.end_ns = 0
+        self._next_progress = time.monotonic_ns() + 500_000_000
+
+    def progress(self, i: int, now_ns: int) -> None:
+        """Called every 1024 round trips or so: print a progress line twice a second."""
+        if now_ns >= self._next_progress:
+            self._next_progress = now_ns + 500_000_000
+            print(f"progress {max(0, i - self.warmup)}", flush=True)
+
+    def finish(self, path: str) -> None:
+        with open(path, "wb") as f:
+            self.samples.tofile(f)
+        print(f"done {self.count} {self.end_ns - self.start_ns}", flush=True)
+
+
+def check_echo(msg, size: int, stamp: int) -> None:
+    """Raise unless ``msg`` is the echo of our ``size``-byte message stamped ``stamp``."""
+    n = HDR + (msg[0] | (msg[1] << 8))
+    if n != size or int.from_bytes(msg[2:10], "little") != stamp:
+        raise RuntimeError(f"echo does not match the message sent (length {n}, want {size})")
+
+
+def announce_port(port: int) -> None:
+    print(f"port {port}", flush=True)
+
+
+def _impl(leg: str):
+    if leg in ("asyncio", "uvloop"):
+        from . import legs_asyncio as mod
+    elif leg in ("reactio-py", "reactio-cy"):
+        from . import legs_reactio as mod
+    else:
+        raise SystemExit(f"worker: unknown leg {leg!r}")
+    return mod
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m reactio.bench.worker")
+    p.add_argument("role", choices=("check", "server", "client"))
+    p.add_argument("leg")
+    p.add_argument("--conns", type=int, default=1)
+    p.add_argument("--port", type=int)
+    p.add_argument("--count", type=int)
+    p.add_argument("--warmup", type=int, default=0)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--out")
+    p.add_argument("--spin", action="store_true")
+    p.add_argument("--timeout", type=int, default=600)
+    a = p.parse_args(argv)
+
+    if a.role == "check":
+        try:
+            _impl(a.leg).check(a.leg)
+        except Exception as e:  # the reason is the point: print it, exit non-zero
+            print(f"{type(e).__name__}: {e}")
+            return 1
+        print("ok")
+        return 0
+
+    signal.alarm(a.timeout)
+    raise_nofile_limit()
+    mod = _impl(a.leg)
+    if a.role == "server":
+        mod.serve(a.leg, a.conns, a.spin, announce_port)
+        return 0
+    if a.port is None or a.count is None or a.out is None:
+        p.error("client needs --port, --count and --out")
+    if not HDR <= a.size <= HDR + 0xFFFF:
+        p.error("--size must be 10..65545")
+    rec = Recorder(a.count, a.warmup)
+    mod.ping(a.leg, a.port, a.size, rec, a.spin)
+    rec.finish(a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
