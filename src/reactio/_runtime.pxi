@@ -377,6 +377,8 @@ cdef class ReactRuntime:
         RuntimeClosedError.  Idempotent."""
         if self.closed:
             return
+        cdef _Command cmd
+        cdef DispatchContext ctx
         if self.in_process:
             raise RuntimeError("close() called from a callback; use stop() or send_close()")
         self.inbox.closed = True
@@ -406,10 +408,11 @@ cdef class ReactRuntime:
                 cmd = <_Command>self.inbox.queue.popleft()
                 self._complete(cmd.completion, err)
             timers, self.timers = self.timers, []
-            for due, seq, cmd in timers:
-                if (<_Command>cmd).kind < CMD_RESOLVED:
+            for entry in timers:
+                cmd = <_Command>entry[2]
+                if cmd.kind < CMD_RESOLVED and not cmd.cancelled:
                     self.n_user_deferred -= 1
-                    self._complete((<_Command>cmd).completion, err)
+                    self._complete(cmd.completion, err)
         finally:
             self.closed = True
             rio_close_fd(self.inbox.evfd)
@@ -787,11 +790,14 @@ cdef class ReactRuntime:
         return 0
 
     cdef int _run_commands(self) except -1:
+        """Run the commands queued when the drain starts (later ones wait for the next round,
+        so a command that sends commands cannot starve the sockets).  Deferred commands go
+        through the timer heap even when already due, so they always run in due order."""
         cdef Py_ssize_t i, n
         cdef _Command cmd
-        cdef int64_t now = 0
+        cdef bint deferred = False
         q = self.inbox.queue
-        n = len(q)                  # commands queued while draining wait for the next round
+        n = len(q)
         for i in range(n):
             if not q:
                 break
@@ -799,13 +805,13 @@ cdef class ReactRuntime:
             if cmd.kind < CMD_RESOLVED:
                 self.n_received_cmds += 1
             if cmd.due_ns != 0:
-                if now == 0:
-                    now = rio_monotonic_ns()
-                if cmd.due_ns > now:
-                    self.n_user_deferred += 1
-                    self._schedule(cmd, cmd.due_ns)
-                    continue
+                self.n_user_deferred += 1
+                self._schedule(cmd, cmd.due_ns)
+                deferred = True
+                continue
             self._execute(cmd)
+        if deferred:
+            self._run_timers()
         return 0
 
     cdef int _execute(self, object command) except -1:
