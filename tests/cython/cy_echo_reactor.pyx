@@ -1,0 +1,73 @@
+# cython: language_level=3
+"""Reactors written in Cython against reactio's public .pxd: the runtime calls them through
+the C vtable, and on_inbound_raw / send_raw move bytes without building Python objects."""
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy
+from reactio._core cimport (DispatchContext, DropMsgSize, ExpectMsgSize, MessageResult,
+                            Reactor)
+
+
+cdef inline Py_ssize_t frame_size(const unsigned char *p):
+    return 10 + (p[0] | (p[1] << 8))
+
+
+cdef class CyEcho(Reactor):
+    """Echo server: frames parsed in place, echoed from the receive buffer."""
+    cdef public long count
+
+    cdef MessageResult on_inbound_raw(self, char *data, Py_ssize_t size, Py_ssize_t new_bytes,
+                                      Py_ssize_t decoded_msg_size, DispatchContext ctx):
+        cdef Py_ssize_t n
+        if size < 10:
+            return ExpectMsgSize(0)
+        n = frame_size(<const unsigned char *>data)
+        if n > size:
+            return ExpectMsgSize(n)
+        ctx.send_raw(data, n)
+        self.count += 1
+        return DropMsgSize(n)
+
+
+cdef class CyClient(Reactor):
+    """Sends one frame, then one more per echo until ``target`` echoes came back."""
+    cdef public long count, target
+    cdef char msg[74]
+
+    def __init__(self, long target):
+        self.target = target
+        self.msg[0] = 64
+        self.msg[1] = 0
+        for i in range(2, 74):
+            self.msg[i] = 120
+
+    cpdef on_connected(self, DispatchContext ctx, object listener_id):
+        ctx.send_raw(self.msg, 74)
+
+    cdef MessageResult on_inbound_raw(self, char *data, Py_ssize_t size, Py_ssize_t new_bytes,
+                                      Py_ssize_t decoded_msg_size, DispatchContext ctx):
+        cdef Py_ssize_t n
+        if size < 10:
+            return ExpectMsgSize(0)
+        n = frame_size(<const unsigned char *>data)
+        if n > size:
+            return ExpectMsgSize(n)
+        self.count += 1
+        if self.count >= self.target:
+            ctx.close()
+        else:
+            ctx.send_raw(data, n)
+        return DropMsgSize(n)
+
+
+cdef class CyCpdefEcho(Reactor):
+    """Overrides the cpdef on_inbound_message instead (memoryview path, C-level call)."""
+
+    cpdef on_inbound_message(self, object buf, Py_ssize_t new_bytes,
+                             Py_ssize_t decoded_msg_size, DispatchContext ctx):
+        if len(buf) < 10:
+            return ExpectMsgSize(0)
+        n = 10 + (buf[0] | (buf[1] << 8))
+        if n > len(buf):
+            return ExpectMsgSize(n)
+        ctx.send_or_que(buf[:n])
+        return DropMsgSize(n)

@@ -1,0 +1,81 @@
+"""A Cython subclass of Reactor, compiled at test time against the installed reactio .pxd,
+echoes messages with a number of Python allocations that does not grow with the count."""
+import os
+import subprocess
+import sys
+import sysconfig
+import textwrap
+
+import pytest
+
+import reactio
+from reactio import Deferred, ReactRuntime
+
+from conftest import Completion, listen_factory, pump_until
+
+pytestmark = pytest.mark.timeout(240)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="module")
+def cy_module(tmp_path_factory):
+    pytest.importorskip("Cython")
+    build = tmp_path_factory.mktemp("cybuild")
+    src = os.path.join(HERE, "cython", "cy_echo_reactor.pyx")
+    (build / "cy_echo_reactor.pyx").write_bytes(open(src, "rb").read())
+    pkg_root = os.path.dirname(os.path.dirname(reactio.__file__))
+    (build / "setup.py").write_text(textwrap.dedent(f"""
+        from setuptools import setup, Extension
+        from Cython.Build import cythonize
+        setup(ext_modules=cythonize(
+            [Extension("cy_echo_reactor", ["cy_echo_reactor.pyx"])],
+            include_path=[{pkg_root!r}], language_level=3, quiet=True))
+    """))
+    proc = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=build,
+                          capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sys.path.insert(0, str(build))
+    try:
+        import cy_echo_reactor
+        yield cy_echo_reactor
+    finally:
+        sys.path.remove(str(build))
+
+
+def run_echoes(cy, count, server_cls=None):
+    rt = ReactRuntime()
+    try:
+        server_cls = server_cls or cy.CyEcho
+        servers = []
+        lid, port = listen_factory(rt, lambda: servers.append(server_cls()) or servers[-1])
+        client = cy.CyClient(count)
+        done = Completion()
+        rt.cmd_sender.send_connect(("127.0.0.1", port), 4096, client, Deferred.IMMEDIATE, done)
+        pump_until(rt, lambda: done.done)
+        assert isinstance(done.result, reactio.ReactorID)
+        # warm-up done: measure the steady state from here
+        before = sys.getallocatedblocks()
+        while client.count < count:
+            rt.process_events(1.0)
+        after = sys.getallocatedblocks()
+        pump_until(rt, lambda: rt.count_streams() == 0)
+        return client, servers, after - before
+    finally:
+        rt.close()
+
+
+def test_cython_reactor_echoes_with_constant_allocations(cy_module):
+    run_echoes(cy_module, 200)                      # warm caches (results, freelists)
+    client_small, servers_small, growth_small = run_echoes(cy_module, 1_000)
+    client_big, servers_big, growth_big = run_echoes(cy_module, 10_000)
+    assert client_big.count == 10_000 and servers_big[0].count == 10_000
+    # a per-message allocation that is kept would grow with the count (10x here)
+    print(f"allocated-block growth: {growth_small} over 1,000 echoes, {growth_big} over 10,000")
+    assert abs(growth_big) < 200, growth_big
+    assert abs(growth_big - growth_small) < 100, (growth_small, growth_big)
+
+
+def test_cython_cpdef_override_is_dispatched(cy_module):
+    client, servers, _ = run_echoes(cy_module, 2_000, cy_module.CyCpdefEcho)
+    assert client.count == 2_000
