@@ -228,7 +228,7 @@ cdef class ReactRuntime:
             slot = <uint32_t>(key & 0xFFFFFFFFULL)
             if slot >= self.nslots or self.gens[slot] != <uint32_t>(key >> 32):
                 continue        # the reactor closed earlier in this batch
-            obj = slots[slot]
+            obj = <object>PyList_GET_ITEM(slots, slot)
             if type(obj) is DispatchContext:
                 ctx = <DispatchContext>obj
                 try:
@@ -728,8 +728,6 @@ cdef class ReactRuntime:
         ctx.connect = None
         ctx.state = ST_OPEN
         ctx._set_events(EPOLLIN)
-        if p.nodelay:
-            ctx.nodelay = True
         failed = self._connected(ctx, None)
         self._complete(p.completion, failed if failed is not None else ctx.reactor_id)
         return 0
