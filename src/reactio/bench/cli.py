@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from typing import List, Optional
 
@@ -111,8 +112,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so every `with Child(...)` stops and reaps its process.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         if args.command == "info":
             return _info()

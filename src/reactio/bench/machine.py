@@ -50,7 +50,8 @@ def machine_info() -> Dict[str, object]:
         "os": platform.platform(),
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),
-        "reactio": _version("reactio"),
+        # The reactio actually imported (a source tree may differ from what pip installed).
+        "reactio": getattr(sys.modules.get("reactio"), "__version__", None) or _version("reactio"),
         "uvloop": _version("uvloop"),
         "cc": cc,
     }

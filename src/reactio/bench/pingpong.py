@@ -84,7 +84,7 @@ def run_once(leg: Leg, size: int, count: int, warmup: int, pins, spin: bool, tim
     out = workdir / f"{leg.name}-{size}.samples"
     deadline = deadline_in(timeout)
     server_cpus, client_cpus = pins
-    progress.start()
+    progress.update(f"{label}: starting")
     with Child(f"{leg.name} server", leg.server_argv(1, spin, timeout), workdir=workdir,
                cpus=server_cpus, env=leg.env) as server:
         line = server.read_line(min(deadline, deadline_in(STARTUP_TIMEOUT)))

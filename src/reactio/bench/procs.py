@@ -157,18 +157,24 @@ class Child:
         return ChildError(msg)
 
     def stop(self) -> None:
-        """Stop the child if it still runs (SIGTERM, then SIGKILL) and reap it. Idempotent."""
-        if self.proc.poll() is None:
-            for sig, grace in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 5.0)):
-                try:
-                    self.proc.send_signal(sig)
-                except ProcessLookupError:
-                    pass
-                try:
-                    self.proc.wait(timeout=grace)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+        """Stop the child if it still runs, with anything it started (its process group: it
+        leads its own session), SIGTERM then SIGKILL, and reap it. Idempotent.
+
+        The group is signalled only while the child is unreaped, so its id cannot have been
+        reused by an unrelated process.
+        """
+        for sig, grace in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 5.0)):
+            if self.proc.poll() is not None:
+                break
+            try:
+                os.killpg(self.proc.pid, sig)  # also reaches grandchildren
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                self.proc.wait(timeout=grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self._stderr.close()

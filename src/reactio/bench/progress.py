@@ -1,7 +1,8 @@
 """A progress line on stderr during long runs, at most about once a second.
 
-On a terminal the line is rewritten in place; otherwise (a log file, CI) each update is a
-new line, and nothing at all is printed for runs shorter than a second.
+On a terminal the line is rewritten in place about once a second; otherwise (a log file,
+CI) an update is a new line, at most one every five seconds so that logs stay readable.
+Nothing is printed for invocations shorter than one interval.
 """
 from __future__ import annotations
 
@@ -10,17 +11,12 @@ import time
 
 
 class Progress:
-    def __init__(self, enabled: bool = True, interval: float = 1.0):
+    def __init__(self, enabled: bool = True, interval: float = None):
         self.enabled = enabled
-        self.interval = interval
         self.tty = sys.stderr.isatty()
-        self._started = time.monotonic()
-        self._last = self._started
+        self.interval = interval if interval is not None else (1.0 if self.tty else 5.0)
+        self._last = time.monotonic()
         self._shown = False
-
-    def start(self) -> None:
-        """A new run begins: its first line waits a full interval."""
-        self._started = self._last = time.monotonic()
 
     def update(self, text: str) -> None:
         if not self.enabled:

@@ -50,6 +50,8 @@ def pingpong_table(result: Dict, machine_line: str) -> str:
                          + _num(row["round_trips_per_s"], 9, "{:,.0f}")
                          + _ratio(row["ratio_p50"], 8) + _ratio(row["ratio_p99"], 8))
         lines += _reasons(block["legs"])
+    if p["spin"] and any(x in p["legs"] for x in ("asyncio", "uvloop")):
+        lines.append("note: asyncio and uvloop cannot busy-poll; they block in every mode")
     return "\n".join(lines)
 
 

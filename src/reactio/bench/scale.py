@@ -77,7 +77,7 @@ def run_once(leg: Leg, loadgen: Path, conns: int, size: int, warmup: float, dura
     out = workdir / f"scale-{leg.name}-{conns}.samples"
     timeout = STARTUP_TIMEOUT + CONNECT_TIMEOUT + warmup + duration + 30
     server_cpus, client_cpus = pins
-    progress.start()
+    progress.update(f"{label}: starting")
     with Child(f"{leg.name} server", leg.server_argv(conns, spin, timeout), workdir=workdir,
                cpus=server_cpus, env=leg.env) as server:
         line = server.read_line(deadline_in(STARTUP_TIMEOUT))
@@ -99,6 +99,8 @@ def run_once(leg: Leg, loadgen: Path, conns: int, size: int, warmup: float, dura
                     raise lg.failure("exited before it was done")
                 if line.startswith("progress "):
                     progress.update(f"{label}: {int(line.split()[1]):,} messages")
+                elif line.startswith("connected "):
+                    progress.update(f"{label}: connected, warming up")
                 elif line == "measure-start":
                     cpu0 = cpu_seconds(server.pid)
                 elif line.startswith("measure-end "):
