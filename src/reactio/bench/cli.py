@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="busy-poll instead of blocking, in the legs that can (c, "
                              "reactio); do not combine with --pin same-core")
         sp.add_argument("--rounds", type=_positive_int,
-                        help="interleaved rounds per leg (see --help of the command)")
+                        help="interleaved rounds: each runs every leg once, in a rotated "
+                             "order (default: pingpong 10, scale 1)")
         sp.add_argument("--json", metavar="FILE", help="write all results and machine info")
         sp.add_argument("--plot", metavar="FILE.png", help="draw a chart (needs matplotlib)")
         sp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -185,7 +186,7 @@ def _bench(args, argv: List[str]) -> int:
         if args.command == "pingpong":
             from . import pingpong
             result = pingpong.run(legs, args.size or [64, 1024], args.count, args.warmup,
-                                  args.rounds or 5, args.pin, args.spin, args.timeout, progress)
+                                  args.rounds or 10, args.pin, args.spin, args.timeout, progress)
             text = report.pingpong_table(result, line)
         else:
             from . import cbuild, scale

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,6 +162,7 @@ int main(int argc, char **argv) {
     }
     if (target < 1) target = 1;
     alarm((unsigned)timeout_s);
+    signal(SIGPIPE, SIG_IGN);  /* a peer that resets gives EPIPE, not a dead process */
     raise_nofile();
 
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,6 +123,7 @@ int main(int argc, char **argv) {
     if (nconns < 1 || size < HDR || size > HDR + 65535 || duration_s <= 0 || warmup_s < 0)
         fail("bad arguments");
     alarm((unsigned)timeout_s);
+    signal(SIGPIPE, SIG_IGN);  /* a peer that resets gives EPIPE, not a dead process */
     raise_nofile();
 
     ep = epoll_create1(EPOLL_CLOEXEC);

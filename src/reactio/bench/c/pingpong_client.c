@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +92,7 @@ int main(int argc, char **argv) {
     if (size < HDR || size > HDR + 65535) fail("SIZE must be 10..65545");
     if (count < 1 || warmup < 0) fail("bad COUNT or WARMUP");
     alarm((unsigned)timeout_s);
+    signal(SIGPIPE, SIG_IGN);  /* a peer that resets gives EPIPE, not a dead process */
 
     int64_t *samples = malloc((size_t)count * sizeof *samples);
     unsigned char *msg = calloc(1, (size_t)size), *in = malloc((size_t)size);
