@@ -47,9 +47,22 @@ ext = Extension(
     extra_link_args=extra_link_args,
 )
 
+extensions = [ext]
+if sys.platform != "win32":
+    # the Cython reactors of the bench harness's reactio-cy leg (python -m reactio.bench)
+    extensions.append(Extension(
+        "reactio.bench._cyecho",
+        ["src/reactio/bench/_cyecho.pyx"],
+        include_dirs=["src/reactio"],
+        define_macros=define_macros,
+        extra_compile_args=extra_compile_args,
+        extra_link_args=extra_link_args,
+    ))
+
 setup(
     ext_modules=cythonize(
-        [ext],
+        extensions,
+        include_path=["src"],
         language_level=3,
         annotate=os.environ.get("REACTIO_ANNOTATE") == "1",
         compiler_directives={
