@@ -32,6 +32,27 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _non_negative_int(text: str) -> int:
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return v
+
+
+def _seconds(text: str) -> float:
+    v = float(text)
+    if not v >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError("must be a non-negative number of seconds")
+    return v
+
+
+def _positive_seconds(text: str) -> float:
+    v = _seconds(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return v
+
+
 def _size(text: str) -> int:
     v = int(text)
     if not 10 <= v <= 10 + 0xFFFF:
@@ -80,14 +101,15 @@ def _parser() -> argparse.ArgumentParser:
                     "(after its own warm-up), in an order rotated by r.")
     pp.add_argument("--count", type=_positive_int, default=100_000,
                     help="recorded round trips per leg and size (default 100000)")
-    pp.add_argument("--warmup", type=int, default=2000,
+    pp.add_argument("--warmup", type=_non_negative_int, default=2000,
                     help="unrecorded round trips at the start of every run (default 2000)")
     pp.add_argument("--size", type=_size, action="append", metavar="BYTES",
                     help="message size including the 10-byte header; repeat for several "
                          "(default 64 and 1024)")
     pp.add_argument("--compare", action="store_true",
-                    help="run every leg: " + ", ".join(ALL_LEGS))
-    pp.add_argument("--timeout", type=float,
+                    help="run every leg: " + ", ".join(ALL_LEGS) + " (without it and "
+                         "without --legs: " + ",".join(PINGPONG_DEFAULT_LEGS) + ")")
+    pp.add_argument("--timeout", type=_positive_seconds,
                     help="seconds one run (server + client) may take (default: from COUNT)")
     common(pp, "same-core")
 
@@ -98,9 +120,9 @@ def _parser() -> argparse.ArgumentParser:
                     "messages/s, latency, and the server's CPU time per message.")
     sp.add_argument("--conns", type=_conns, default=[1, 10, 100, 1000],
                     help="comma-separated connection counts (default 1,10,100,1000)")
-    sp.add_argument("--duration", type=float, default=5.0,
+    sp.add_argument("--duration", type=_positive_seconds, default=5.0,
                     help="measured seconds per run (default 5)")
-    sp.add_argument("--warmup", type=float, default=1.0,
+    sp.add_argument("--warmup", type=_seconds, default=1.0,
                     help="seconds of unmeasured load before each run's window (default 1)")
     sp.add_argument("--size", type=_size, default=64, help="message size (default 64)")
     common(sp, "split")

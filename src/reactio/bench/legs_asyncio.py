@@ -20,7 +20,10 @@ _HEAD = struct.Struct("<Hq")
 
 def check(leg: str) -> None:
     if leg == "uvloop":
-        import uvloop  # noqa: F401  (ImportError is the reason the leg is skipped)
+        try:
+            import uvloop  # noqa: F401
+        except ImportError as e:
+            raise ImportError(f"uvloop is not installed here (pip install uvloop): {e}") from None
 
 
 def _new_loop(leg: str) -> asyncio.AbstractEventLoop:
