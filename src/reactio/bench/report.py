@@ -83,6 +83,12 @@ def scale_table(result: Dict, machine_line: str) -> str:
                          + _ratio(row["ratio_messages_per_s"], 8)
                          + _ratio(row["ratio_cpu_per_msg"], 8))
         lines += _reasons(block["legs"])
+        floor = next((r for r in block["legs"] if r["leg"] == FLOOR and r["status"] == "ok"),
+                     None)
+        if floor and block["conns"] > 1 and floor["server_cpu_utilization"] < 0.9:
+            lines.append(f"  note: the C server used {floor['server_cpu_utilization']:.0%} of "
+                         "a CPU, so the load generator or other load on the machine, not the "
+                         "server, set msgs/s here; cpu/C is the fairer comparison")
     return "\n".join(lines)
 
 
