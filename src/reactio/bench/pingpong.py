@@ -55,7 +55,8 @@ class LegResult:
             return d
         s = self.summary()
         d["latency_us"] = s
-        d["round_trips_per_s"] = len(self.samples) / (self.elapsed_ns / 1e9) if self.elapsed_ns else None
+        d["round_trips_per_s"] = (len(self.samples) / (self.elapsed_ns / 1e9)
+                                  if self.elapsed_ns else None)
         f = floor.summary() if floor is not None and floor.ok else None
         d["ratio_p50"] = stats.ratio(s["p50"], f and f["p50"])
         d["ratio_p99"] = stats.ratio(s["p99"], f and f["p99"])

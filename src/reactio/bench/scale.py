@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 
 from . import cbuild, stats
 from .legs import FLOOR, Leg
-from .procs import Child, ChildError, cpu_seconds, deadline_in, pin_plan
+from .procs import Child, ChildError, cpu_seconds, deadline_in, pin_plan, raise_nofile_limit
 from .progress import Progress
 
 STARTUP_TIMEOUT = 60.0
@@ -126,6 +126,11 @@ def run_once(leg: Leg, loadgen: Path, conns: int, size: int, warmup: float, dura
 def run(legs: List[Leg], conns_list: List[int], size: int, warmup: float, duration: float,
         rounds: int, pin: str, spin: bool, progress: Progress) -> Dict:
     pins = pin_plan(pin)
+    limit = raise_nofile_limit()  # inherited by the children
+    if max(conns_list) + 64 > limit:
+        raise ValueError(f"{max(conns_list)} connections need more file descriptors than "
+                         f"RLIMIT_NOFILE allows here ({limit}); raise the hard limit "
+                         "(ulimit -Hn) or use fewer --conns")
     loadgen = cbuild.build("loadgen")  # BuildError: no scale run at all without it
     available, skipped = [], {}
     for leg in legs:
