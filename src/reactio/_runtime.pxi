@@ -4,7 +4,14 @@
 
 @cython.final
 cdef class _Listener:
-    pass
+
+    def __cinit__(self):
+        self.fd = -1
+
+    def __dealloc__(self):
+        # still open: the runtime was dropped without close() and the GC freed this first
+        if self.fd >= 0:
+            rio_close(self.fd)
 
 
 @cython.final
@@ -21,6 +28,9 @@ cdef inline int _ceil_ms(int64_t ns):
     return <int>((ns + 999999) // 1000000)
 
 
+# no_gc_clear: a runtime dropped without close() is usually in a cycle (rt -> slots -> ctx -> rt);
+# the GC's tp_clear would set slots/inbox to None before __dealloc__, which then leaked every fd.
+@cython.no_gc_clear
 cdef class ReactRuntime:
     """One event loop (epoll on Linux).  Use it from one thread; other threads reach it only
     through its cmd_sender.  ``with ReactRuntime() as rt:`` closes it on exit."""
@@ -68,11 +78,13 @@ cdef class ReactRuntime:
         # no Python callbacks here: close() is where on_close and completions run
         cdef Py_ssize_t i
         if not self.closed:
-            for obj in self.slots:
+            for obj in self.slots:      # (the GC may have emptied it: contexts close their own fd)
                 if type(obj) is DispatchContext and (<DispatchContext>obj).fd >= 0:
                     rio_close((<DispatchContext>obj).fd)
+                    (<DispatchContext>obj).fd = -1
                 elif type(obj) is _Listener and (<_Listener>obj).fd >= 0:
                     rio_close((<_Listener>obj).fd)
+                    (<_Listener>obj).fd = -1
             if self.inbox is not None:
                 self.inbox.closed = True
                 if self.inbox.evfd >= 0:
@@ -476,6 +488,7 @@ cdef class ReactRuntime:
                                    self.high_water, self.low_water)
             ctx.default_readable = type(reactor).on_readable is Reactor.on_readable
         except BaseException:
+            ctx.fd = -1             # not ours to close twice in __dealloc__
             rio_close(fd)
             raise
         if nodelay and not connecting:

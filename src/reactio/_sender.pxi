@@ -58,8 +58,16 @@ cdef class DispatchContext:
     options and addresses.  It stays usable while the stream is open; afterwards sends raise
     ReactorClosedError."""
 
+    def __cinit__(self):
+        self.fd = -1
+
     def __init__(self):
         raise TypeError("DispatchContext objects are created by the runtime")
+
+    def __dealloc__(self):
+        # still open: the runtime was dropped without close() and the GC freed this first
+        if self.fd >= 0:
+            rio_close(self.fd)
 
     @property
     def cmd_sender(self):
