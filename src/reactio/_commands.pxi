@@ -55,6 +55,8 @@ cdef class _Inbox:
 
     cdef int wake(self) except -1:
         cdef int rc
+        if REACTIO_IOCP:
+            return _iocp_wake(self.port)
         while True:
             rc = rio_write_u64(self.evfd, 1)
             if rc >= 0 or rio_errno() != EINTR:

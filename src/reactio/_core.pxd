@@ -43,6 +43,11 @@ cdef class MsgReader:
     cdef readonly Py_ssize_t max_msg_size
     cdef bint busy                 # inside a read/dispatch: re-entry is refused
     cdef int last_errno            # errno of the failed recv() behind READ_ERROR
+    # IOCP: bytes a WSARecv completion put at the end of the buffer, not yet dispatched, and
+    # what that completion says about the socket (READ_AGAIN / READ_MORE / READ_EOF)
+    cdef Py_ssize_t arrived
+    cdef int arrived_status
+    cdef bint io_pending           # IOCP: a WSARecv owns the free space; do not touch it
 
     cdef Py_ssize_t _ensure_space(self) except -1
     cdef Py_ssize_t _recv(self, DispatchContext ctx) except -100
@@ -63,6 +68,7 @@ cdef class MsgSender:
     cdef readonly Py_ssize_t high_water
     cdef readonly Py_ssize_t low_water
     cdef bint paused                # on_pause_writing was called, on_resume_writing is owed
+    cdef char *inflight_buf         # IOCP: the buffer a pending WSASend reads; never moved
 
     cdef int _append(self, const char *data, Py_ssize_t n) except -1
 
@@ -98,6 +104,7 @@ cdef class DispatchContext:
     cdef bint default_readable      # on_readable not overridden: call the reader directly
     cdef object close_error
     cdef object connect             # _PendingConnect while connecting
+    cdef void *iocp_ops             # IOCP: rio_op[2] (receive; send or connect)
 
     # Send: 0 = all bytes written, 1 = some bytes queued.  Raises on a closed or broken
     # connection and when the queue would exceed max_send_queue (the connection is then closed).
@@ -122,6 +129,7 @@ cdef class _Inbox:
     cdef bint polling               # the loop is (about to be) blocked in epoll_wait
     cdef bint wake_pending          # an eventfd write is in flight
     cdef bint closed
+    cdef void *port                 # IOCP: the completion port to post wake-ups to
     cdef int push(self, object cmd) except -1
     cdef int wake(self) except -1
 
@@ -138,6 +146,8 @@ cdef class _Listener:
     cdef bint closed
     cdef Py_ssize_t recv_min, max_send_queue, max_msg_size
     cdef bint nodelay
+    cdef int family
+    cdef void *iocp_ops             # IOCP: rio_op[ACCEPTS_PER_LISTENER]
 
 
 cdef class _PendingConnect:
@@ -151,6 +161,8 @@ cdef class _PendingConnect:
 
 cdef class ReactRuntime:
     cdef int epfd
+    cdef void *port                 # IOCP: the completion port
+    cdef Py_ssize_t n_pending_ops   # IOCP: operations whose packet has not been dequeued
     cdef _Inbox inbox
     cdef readonly CmdSender cmd_sender
     cdef void *events               # epoll_event[max_events], preallocated
@@ -195,6 +207,9 @@ cdef class ReactRuntime:
     cdef int _bind(self, _PendingConnect p) except -1
     cdef int _try_next_address(self, _PendingConnect p) except -1
     cdef int _connect_ready(self, DispatchContext ctx) except -1
+    cdef int _connect_succeeded(self, DispatchContext ctx, _PendingConnect p) except -1
+    cdef int _pause_accepts(self, _Listener lst) except -1
+    cdef int _unregister(self, int fd, bint abort) except -1
     cdef int _discard_connecting(self, DispatchContext ctx) except -1
     cdef int _connect_failed(self, _PendingConnect p, object exc) except -1
     cdef int _schedule(self, _Command cmd, int64_t due_ns) except -1

@@ -23,10 +23,11 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.list cimport PyList_GET_ITEM
 from cpython.memoryview cimport PyMemoryView_FromObject
 from libc.stdint cimport int64_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memmove
 
 from reactio._epoll cimport *
+from reactio cimport _iocp as w
 
 import collections
 import enum
@@ -258,3 +259,4 @@ include "_reader.pxi"
 include "_sender.pxi"
 include "_commands.pxi"
 include "_runtime.pxi"
+include "_iocp_loop.pxi"

@@ -129,3 +129,16 @@ def start_connect(family: int, sockaddr, nodelay: bool) -> tuple[int, int]:
 def os_error(err: int, what: str) -> OSError:
     """An OSError of the subclass Python maps ``err`` to (ConnectionRefusedError, ...)."""
     return OSError(err, f"{os.strerror(err)} ({what})")
+
+
+def new_socket(family: int, nodelay: bool) -> int:
+    """A fresh non-blocking (overlapped, on Windows) TCP socket; returns its fd/handle."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if nodelay:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock.detach()

@@ -7,6 +7,7 @@ cdef enum:
     READ_AGAIN = -1     # drained: EAGAIN, or a short read (level-triggered, so safe)
     READ_ERROR = -3     # reader.last_errno says why
     READ_FULL = -4      # the buffer is at its limit; more bytes may wait in the kernel
+    READ_MORE = -5      # IOCP: a completion filled the buffer; the socket may hold more
 
 
 @cython.final
@@ -122,17 +123,23 @@ cdef class MsgReader:
         cdef Py_ssize_t before, r
         if self.busy:
             raise RuntimeError("MsgReader re-entered from its own dispatch")
+        r = self.arrived_status     # IOCP: what the completion already read; 0 on epoll
+        if r == 0 and self.io_pending:
+            return 0                # IOCP: the posted WSARecv owns the free space
         self.busy = True
         try:
-            before = self.end - self.start
-            while True:
-                r = self._recv(ctx)
-                if r > 0:
-                    if self.end < self.store.cap:   # short read: the socket is drained
-                        r = READ_AGAIN
-                        break
-                    continue
-                break
+            before = self.end - self.start - self.arrived
+            self.arrived = 0
+            self.arrived_status = 0
+            if r == 0 or r == READ_MORE:
+                while True:
+                    r = self._recv(ctx)
+                    if r > 0:
+                        if self.end < self.store.cap:   # short read: the socket is drained
+                            r = READ_AGAIN
+                            break
+                        continue
+                    break
             if self.end - self.start > before:
                 self._dispatch_all(ctx, self.end - self.start - before)
             self._after_read(ctx, r)
@@ -145,8 +152,19 @@ cdef class MsgReader:
         cdef bint drained
         if self.busy:
             raise RuntimeError("MsgReader re-entered from its own dispatch")
+        r = self.arrived_status
+        if r == 0 and self.io_pending:
+            return 0
         self.busy = True
         try:
+            if r != 0:
+                self.arrived_status = 0
+                if self.arrived > 0:
+                    self._dispatch_all(ctx, self.arrived)
+                    self.arrived = 0
+                if r != READ_MORE or ctx.state != ST_OPEN:
+                    self._after_read(ctx, r)
+                    return 0
             while True:
                 r = self._recv(ctx)
                 if r <= 0:

@@ -46,8 +46,6 @@ cdef class ReactRuntime:
                  high_water=DEFAULT_HIGH_WATER, low_water=DEFAULT_LOW_WATER,
                  drain_timeout=30.0, int max_events=1024):
         cdef epoll_event ev
-        if REACTIO_IOCP:
-            raise NotImplementedError("the IOCP backend is not built into this module")
         if max_events <= 0:
             raise ValueError("max_events must be positive")
         MsgSender(max_send_queue, high_water, low_water)       # validates the limits
@@ -58,6 +56,11 @@ cdef class ReactRuntime:
         self.low_water = low_water
         self.drain_timeout = drain_timeout
         self.max_events = max_events
+        self.cmd_sender = CmdSender.__new__(CmdSender)
+        self.cmd_sender.inbox = self.inbox
+        if REACTIO_IOCP:
+            _iocp_init(self)
+            return
         self.events = malloc(sizeof(epoll_event) * max_events)
         if self.events == NULL:
             raise MemoryError()
@@ -71,8 +74,6 @@ cdef class ReactRuntime:
         ev.data.u64 = WAKE_KEY
         if epoll_ctl(self.epfd, EPOLL_CTL_ADD, self.inbox.evfd, &ev) != 0:
             raise _net.os_error(rio_errno(), "epoll_ctl(eventfd)")
-        self.cmd_sender = CmdSender.__new__(CmdSender)
-        self.cmd_sender.inbox = self.inbox
 
     def __dealloc__(self):
         # no Python callbacks here: close() is where on_close and completions run
@@ -91,6 +92,8 @@ cdef class ReactRuntime:
                     rio_close_fd(self.inbox.evfd)
             if self.epfd >= 0:
                 rio_close_fd(self.epfd)
+            if self.port != NULL and self.n_pending_ops == 0:
+                w.CloseHandle(<w.HANDLE>self.port)
         free(self.events)
         free(self.gens)
         free(self.free_slots)
@@ -217,6 +220,8 @@ cdef class ReactRuntime:
         cdef _Inbox inbox = self.inbox
         cdef list slots = self.slots
         cdef DispatchContext ctx
+        if REACTIO_IOCP:
+            return _iocp_poll(self, timeout_ms)
         if timeout_ms != 0:
             inbox.polling = True
             if inbox.queue:
@@ -326,12 +331,7 @@ cdef class ReactRuntime:
         cdef epoll_event ev
         cdef bint was_open = ctx.connect is None
         ctx.state = ST_CLOSED
-        epoll_ctl(self.epfd, EPOLL_CTL_DEL, ctx.fd, &ev)
-        if ctx.abort:
-            lg.l_onoff = 1
-            lg.l_linger = 0
-            setsockopt(ctx.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg))
-        rio_close(ctx.fd)
+        self._unregister(ctx.fd, ctx.abort)
         ctx.fd = -1
         self._free_slot(ctx.reactor_id.slot)
         if not was_open:
@@ -364,13 +364,25 @@ cdef class ReactRuntime:
                       type(reactor).__name__, type(exc).__name__, exc_info=exc)
         return 0
 
-    cdef int _close_listener(self, _Listener lst) except -1:
+    cdef int _unregister(self, int fd, bint abort) except -1:
+        """Stop watching a socket and close it (with a reset when abort)."""
+        cdef linger lg
         cdef epoll_event ev
+        if REACTIO_IOCP:
+            return _iocp_close_socket(self, fd, abort)
+        epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, &ev)
+        if abort:
+            lg.l_onoff = 1
+            lg.l_linger = 0
+            rio_setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg))
+        rio_close(fd)
+        return 0
+
+    cdef int _close_listener(self, _Listener lst) except -1:
         if lst.closed:
             return 0
         lst.closed = True
-        epoll_ctl(self.epfd, EPOLL_CTL_DEL, lst.fd, &ev)
-        rio_close(lst.fd)
+        self._unregister(lst.fd, False)
         lst.fd = -1
         self._free_slot(lst.reactor_id.slot)
         self.n_listeners -= 1
@@ -427,10 +439,17 @@ cdef class ReactRuntime:
                     self._complete(cmd.completion, err)
         finally:
             self.closed = True
-            rio_close_fd(self.inbox.evfd)
-            self.inbox.evfd = -1
-            rio_close_fd(self.epfd)
-            self.epfd = -1
+            if REACTIO_IOCP:
+                _iocp_drain(self)
+                if self.n_pending_ops == 0:
+                    w.CloseHandle(<w.HANDLE>self.port)
+                self.port = NULL
+                self.inbox.port = NULL
+            else:
+                rio_close_fd(self.inbox.evfd)
+                self.inbox.evfd = -1
+                rio_close_fd(self.epfd)
+                self.epfd = -1
 
     # ------------------------------------------------------------------ slots
 
@@ -492,10 +511,23 @@ cdef class ReactRuntime:
             rio_close(fd)
             raise
         if nodelay and not connecting:
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
+            rio_setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
         ctx.reactor_id = self._alloc_slot(ctx)
         ctx.state = ST_CONNECTING if connecting else ST_OPEN
         ctx.events = EPOLLOUT if connecting else EPOLLIN
+        if REACTIO_IOCP:
+            ctx.iocp_ops = calloc(2, sizeof(rio_op))
+            try:
+                if ctx.iocp_ops == NULL:
+                    raise MemoryError()
+                _iocp_register(self, fd, ctx.reactor_id)
+            except BaseException:
+                self._free_slot(ctx.reactor_id.slot)
+                ctx.state = ST_CLOSED
+                rio_close(fd)
+                ctx.fd = -1
+                raise
+            return ctx
         ev.events = ctx.events
         ev.data.u64 = (<uint64_t>ctx.reactor_id.generation << 32) | ctx.reactor_id.slot
         if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) != 0:
@@ -521,6 +553,13 @@ cdef class ReactRuntime:
             failed = exc
         finally:
             ctx.in_callback -= 1
+        if REACTIO_IOCP and ctx.state == ST_OPEN:
+            try:
+                _iocp_arm_recv(self, ctx)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:
+                self._callback_failed(ctx, exc)
         self._after_callback(ctx)
         return failed
 
@@ -530,8 +569,6 @@ cdef class ReactRuntime:
         cdef sockaddr_storage ss
         cdef socklen_t n
         cdef int fd, err, i
-        cdef _Command timer
-        cdef epoll_event ev
         for i in range(64):         # bounded: other sockets get their turn
             if lst.closed:
                 return 0
@@ -548,17 +585,25 @@ cdef class ReactRuntime:
                     # would report it forever: stop listening for a moment instead of spinning
                     log.warning("listener %s: accept failed: %s; pausing accepts for 100 ms",
                                 lst.reactor_id, os.strerror(err))
-                    ev.events = 0
-                    ev.data.u64 = (<uint64_t>lst.reactor_id.generation << 32) | lst.reactor_id.slot
-                    epoll_ctl(self.epfd, EPOLL_CTL_MOD, lst.fd, &ev)
-                    lst.paused = True
-                    timer = _new_command(CMD_RESUME_ACCEPT, lst, lst.reactor_id, None, None, None)
-                    self._schedule(timer, rio_monotonic_ns() + 100000000)
-                    return 0
+                    return self._pause_accepts(lst)
                 log.info("listener %s: accept failed: %s (connection dropped)",
                          lst.reactor_id, os.strerror(err))
                 continue
             self._adopt(lst, fd, _sockaddr_to_tuple(<sockaddr *>&ss))
+        return 0
+
+    cdef int _pause_accepts(self, _Listener lst) except -1:
+        """Out of descriptors: the pending connection stays in the backlog and level-triggered
+        epoll would report it forever, so stop listening for 100 ms instead of spinning."""
+        cdef epoll_event ev
+        cdef _Command timer
+        if not REACTIO_IOCP:
+            ev.events = 0
+            ev.data.u64 = (<uint64_t>lst.reactor_id.generation << 32) | lst.reactor_id.slot
+            epoll_ctl(self.epfd, EPOLL_CTL_MOD, lst.fd, &ev)
+        lst.paused = True
+        timer = _new_command(CMD_RESUME_ACCEPT, lst, lst.reactor_id, None, None, None)
+        self._schedule(timer, rio_monotonic_ns() + 100000000)
         return 0
 
     cdef int _adopt(self, _Listener lst, int fd, object peer) except -1:
@@ -680,12 +725,23 @@ cdef class ReactRuntime:
             rio_close(fd)
             return self._connect_failed(p, exc)
         lst.reactor_id = self._alloc_slot(lst)
-        ev.events = EPOLLIN
-        ev.data.u64 = (<uint64_t>lst.reactor_id.generation << 32) | lst.reactor_id.slot
-        if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) != 0:
-            exc = _net.os_error(rio_errno(), "epoll_ctl(ADD)")
+        lst.family = family
+        try:
+            if REACTIO_IOCP:
+                lst.iocp_ops = calloc(ACCEPTS_PER_LISTENER, sizeof(rio_op))
+                if lst.iocp_ops == NULL:
+                    raise MemoryError()
+                _iocp_register(self, fd, lst.reactor_id)
+            else:
+                ev.events = EPOLLIN
+                ev.data.u64 = (<uint64_t>lst.reactor_id.generation << 32) | lst.reactor_id.slot
+                if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) != 0:
+                    raise _net.os_error(rio_errno(), "epoll_ctl(ADD)")
+        except Exception as exc:
             self._free_slot(lst.reactor_id.slot)
             rio_close(fd)
+            lst.fd = -1
+            lst.closed = True
             return self._connect_failed(p, exc)
         self.n_listeners += 1
         p.done = True
@@ -700,6 +756,8 @@ cdef class ReactRuntime:
             self._close_listener(lst)
             self._complete(p.completion, exc)
             return 0
+        if REACTIO_IOCP:
+            _iocp_post_accepts(self, lst)
         self._complete(p.completion, lst.reactor_id)
         return 0
 
@@ -709,7 +767,10 @@ cdef class ReactRuntime:
             family, sockaddr_ = p.infos[p.idx]
             p.idx += 1
             try:
-                fd, err = _net.start_connect(family, sockaddr_, p.nodelay)
+                if REACTIO_IOCP:
+                    fd = _net.new_socket(family, p.nodelay)
+                else:
+                    fd, err = _net.start_connect(family, sockaddr_, p.nodelay)
                 ctx = self._new_stream(fd, p.reactor, p.recv_min, p.max_send_queue,
                                        p.max_msg_size, p.nodelay, True)
             except (KeyboardInterrupt, SystemExit):
@@ -719,6 +780,15 @@ cdef class ReactRuntime:
                 continue
             ctx.connect = p
             p.ctx = ctx
+            if REACTIO_IOCP:
+                try:
+                    _iocp_connect(self, ctx, family, sockaddr_)
+                except Exception as exc:
+                    p.last_error = exc
+                    if p.ctx is ctx:
+                        self._discard_connecting(ctx)
+                        p.ctx = None
+                    continue
             return 0        # EPOLLOUT (or ERR/HUP) reports the outcome, even if immediate
         return self._connect_failed(
             p, p.last_error if p.last_error is not None else OSError(f"no address for {p.addr!r}"))
@@ -727,12 +797,15 @@ cdef class ReactRuntime:
         cdef _PendingConnect p = <_PendingConnect>ctx.connect
         cdef int err = 0
         cdef socklen_t n = sizeof(err)
-        if getsockopt(ctx.fd, SOL_SOCKET, SO_ERROR, &err, &n) != 0:
+        if rio_getsockopt(ctx.fd, SOL_SOCKET, SO_ERROR, &err, &n) != 0:
             err = rio_errno()
         if err != 0:
             p.last_error = _net.os_error(err, f"connect to {p.addr!r}")
             self._discard_connecting(ctx)
             return self._try_next_address(p)
+        return self._connect_succeeded(ctx, p)
+
+    cdef int _connect_succeeded(self, DispatchContext ctx, _PendingConnect p) except -1:
         p.done = True
         p.ctx = None
         self.pending_connects.discard(p)
@@ -746,9 +819,7 @@ cdef class ReactRuntime:
         return 0
 
     cdef int _discard_connecting(self, DispatchContext ctx) except -1:
-        cdef epoll_event ev
-        epoll_ctl(self.epfd, EPOLL_CTL_DEL, ctx.fd, &ev)
-        rio_close(ctx.fd)
+        self._unregister(ctx.fd, False)
         ctx.fd = -1
         ctx.state = ST_CLOSED
         self._free_slot(ctx.reactor_id.slot)
@@ -903,6 +974,8 @@ cdef class ReactRuntime:
         if lst.closed or self._lookup(rid) is not lst:
             return 0
         lst.paused = False
+        if REACTIO_IOCP:
+            return _iocp_post_accepts(self, lst)
         ev.events = EPOLLIN
         ev.data.u64 = (<uint64_t>rid.generation << 32) | rid.slot
         if epoll_ctl(self.epfd, EPOLL_CTL_MOD, lst.fd, &ev) != 0:

@@ -19,6 +19,8 @@ cdef class MsgSender:
         self.low_water = low_water
 
     def __dealloc__(self):
+        if self.inflight_buf != NULL and self.inflight_buf != self.buf:
+            free(self.inflight_buf)
         free(self.buf)
 
     @property
@@ -36,17 +38,29 @@ cdef class MsgSender:
         cdef char *p
         if self.tail + n > self.cap:
             used = self.tail - self.head
-            if self.head > 0:
-                memmove(self.buf, self.buf + self.head, used)
-                self.head = 0
-                self.tail = used
-            if used + n > self.cap:
+            if self.inflight_buf != NULL and self.inflight_buf == self.buf:
+                # IOCP: a WSASend reads this buffer; continue in a copy, free it on completion
                 newcap = max(2 * self.cap, used + n, 4096)
-                p = <char *>realloc(self.buf, newcap)
+                p = <char *>malloc(newcap)
                 if p == NULL:
                     raise MemoryError()
+                memcpy(p, self.buf + self.head, used)
                 self.buf = p
                 self.cap = newcap
+                self.head = 0
+                self.tail = used
+            else:
+                if self.head > 0:
+                    memmove(self.buf, self.buf + self.head, used)
+                    self.head = 0
+                    self.tail = used
+                if used + n > self.cap:
+                    newcap = max(2 * self.cap, used + n, 4096)
+                    p = <char *>realloc(self.buf, newcap)
+                    if p == NULL:
+                        raise MemoryError()
+                    self.buf = p
+                    self.cap = newcap
         memcpy(self.buf + self.tail, data, n)
         self.tail += n
         return 0
@@ -65,6 +79,7 @@ cdef class DispatchContext:
         raise TypeError("DispatchContext objects are created by the runtime")
 
     def __dealloc__(self):
+        free(self.iocp_ops)     # an op holds a reference to us while pending: none is
         # still open: the runtime was dropped without close() and the GC freed this first
         if self.fd >= 0:
             rio_close(self.fd)
@@ -100,7 +115,7 @@ cdef class DispatchContext:
         cdef int v = 0
         cdef socklen_t n = sizeof(v)
         self._check_fd()
-        if getsockopt(self.fd, IPPROTO_TCP, TCP_NODELAY, &v, &n) != 0:
+        if rio_getsockopt(self.fd, IPPROTO_TCP, TCP_NODELAY, &v, &n) != 0:
             raise _net.os_error(rio_errno(), "getsockopt(TCP_NODELAY)")
         return v != 0
 
@@ -108,7 +123,7 @@ cdef class DispatchContext:
     def nodelay(self, bint on):
         cdef int v = on
         self._check_fd()
-        if setsockopt(self.fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof(v)) != 0:
+        if rio_setsockopt(self.fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof(v)) != 0:
             raise _net.os_error(rio_errno(), "setsockopt(TCP_NODELAY)")
 
     def _check_fd(self):
@@ -222,6 +237,8 @@ cdef class DispatchContext:
         cdef MsgSender s = self.sender
         cdef ssize_t r
         cdef int err
+        if REACTIO_IOCP and s.inflight_buf != NULL:
+            return 0            # a WSASend owns the queue's head; its completion flushes
         while s.head < s.tail:
             r = send(self.fd, s.buf + s.head, s.tail - s.head, MSG_NOSIGNAL)
             if r >= 0:
@@ -243,6 +260,8 @@ cdef class DispatchContext:
                 self.state = ST_CLOSING
             elif self.events & EPOLLOUT and self.state == ST_OPEN:
                 self._set_events(self.events & ~EPOLLOUT)
+        elif REACTIO_IOCP:
+            _iocp_arm_send(self.rt, self)
         if s.paused and s.tail - s.head <= s.low_water and self.state == ST_OPEN:
             s.paused = False
             self.reactor.on_resume_writing(self)
@@ -259,6 +278,11 @@ cdef class DispatchContext:
     cdef int _set_events(self, uint32_t events) except -1:
         cdef epoll_event ev
         if events == self.events:
+            return 0
+        if REACTIO_IOCP:        # completions, not interest: EPOLLOUT means "send the queue"
+            self.events = events
+            if events & EPOLLOUT:
+                _iocp_arm_send(self.rt, self)
             return 0
         ev.events = events
         ev.data.u64 = (<uint64_t>self.reactor_id.generation << 32) | self.reactor_id.slot

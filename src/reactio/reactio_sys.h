@@ -28,7 +28,6 @@ typedef SOCKET rio_sock_t;
 #  ifndef ENOSYS
 #    define ENOSYS 40
 #  endif
-typedef int socklen_t_compat;
 static inline int rio_errno(void) { return WSAGetLastError(); }
 static inline int64_t rio_monotonic_ns(void) {
     static LARGE_INTEGER freq = {0};
@@ -65,6 +64,13 @@ static inline int rio_close(rio_sock_t s) { return closesocket(s); }
 static inline int rio_read_u64(int fd, uint64_t *v) { (void)fd; (void)v; errno = ENOSYS; return -1; }
 static inline int rio_write_u64(int fd, uint64_t v) { (void)fd; (void)v; errno = ENOSYS; return -1; }
 static inline int rio_close_fd(int fd) { (void)fd; return 0; }
+
+static inline int rio_getsockopt(rio_sock_t s, int level, int name, void *val, socklen_t *len) {
+    return getsockopt(s, level, name, (char *)val, (int *)len);
+}
+static inline int rio_setsockopt(rio_sock_t s, int level, int name, const void *val, socklen_t len) {
+    return setsockopt(s, level, name, (const char *)val, (int)len);
+}
 #else
 /* -------------------------------------------------------------------- Linux */
 #  include <unistd.h>
@@ -91,7 +97,171 @@ static inline int rio_close_fd(int fd) { return close(fd); }
 /* eventfd counter I/O: 8 bytes, EINTR retried by the caller */
 static inline int rio_read_u64(int fd, uint64_t *v) { return (int)read(fd, v, sizeof *v); }
 static inline int rio_write_u64(int fd, uint64_t v) { return (int)write(fd, &v, sizeof v); }
+static inline int rio_getsockopt(rio_sock_t s, int level, int name, void *val, socklen_t *len) {
+    return getsockopt(s, level, name, val, len);
+}
+static inline int rio_setsockopt(rio_sock_t s, int level, int name, const void *val, socklen_t len) {
+    return setsockopt(s, level, name, val, len);
+}
+
+/* Stubs for the Win32 names of the IOCP backend: never called when REACTIO_IOCP is 0. */
+typedef int BOOL;
+typedef unsigned char UCHAR;
+typedef unsigned short WORD;
+typedef uint32_t DWORD;
+typedef uint32_t ULONG;
+typedef uintptr_t ULONG_PTR;
+typedef void *HANDLE;
+typedef uintptr_t SOCKET;
+typedef struct { ULONG_PTR Internal; ULONG_PTR InternalHigh; HANDLE hEvent; } OVERLAPPED;
+typedef OVERLAPPED *LPOVERLAPPED;
+typedef struct { ULONG_PTR lpCompletionKey; LPOVERLAPPED lpOverlapped; ULONG_PTR Internal;
+                 DWORD dwNumberOfBytesTransferred; } OVERLAPPED_ENTRY;
+typedef struct { ULONG len; char *buf; } WSABUF;
+typedef struct { WORD wVersion; WORD wHighVersion; } WSADATA;
+#  define TRUE 1
+#  define FALSE 0
+#  define INVALID_HANDLE_VALUE ((HANDLE)(intptr_t)-1)
+#  define INVALID_SOCKET ((SOCKET)-1)
+#  define SOCKET_ERROR (-1)
+#  define WAIT_TIMEOUT 258
+#  define ERROR_IO_PENDING 997
+#  define WSA_IO_PENDING 997
+#  define ERROR_OPERATION_ABORTED 995
+#  define WSA_OPERATION_ABORTED 995
+#  define WSAECONNRESET 10054
+#  define FILE_SKIP_COMPLETION_PORT_ON_SUCCESS 1
+#  define FILE_SKIP_SET_EVENT_ON_HANDLE 2
+#  define WSA_FLAG_OVERLAPPED 1
+#  define WSA_FLAG_NO_HANDLE_INHERIT 0x80
+#  define SO_UPDATE_ACCEPT_CONTEXT 0x700B
+#  define SO_UPDATE_CONNECT_CONTEXT 0x7010
+#  define MAKEWORD(a, b) ((WORD)(((a) & 0xff) | (((b) & 0xff) << 8)))
+static inline DWORD GetLastError(void) { return ENOSYS; }
+static inline int WSAGetLastError(void) { return ENOSYS; }
+static inline int WSAStartup(WORD v, WSADATA *d) { (void)v; (void)d; return ENOSYS; }
+static inline HANDLE CreateIoCompletionPort(HANDLE f, HANDLE p, ULONG_PTR k, DWORD n) {
+    (void)f; (void)p; (void)k; (void)n; return NULL; }
+static inline BOOL GetQueuedCompletionStatusEx(HANDLE p, OVERLAPPED_ENTRY *e, ULONG c, ULONG *n,
+                                               DWORD ms, BOOL a) {
+    (void)p; (void)e; (void)c; (void)ms; (void)a; *n = 0; return FALSE; }
+static inline BOOL PostQueuedCompletionStatus(HANDLE p, DWORD n, ULONG_PTR k, LPOVERLAPPED o) {
+    (void)p; (void)n; (void)k; (void)o; return FALSE; }
+static inline BOOL CancelIoEx(HANDLE h, LPOVERLAPPED o) { (void)h; (void)o; return FALSE; }
+static inline BOOL CloseHandle(HANDLE h) { (void)h; return FALSE; }
+static inline BOOL SetFileCompletionNotificationModes(HANDLE h, UCHAR f) { (void)h; (void)f; return FALSE; }
+static inline int WSARecv(SOCKET s, WSABUF *b, DWORD c, DWORD *n, DWORD *f, LPOVERLAPPED o, void *r) {
+    (void)s; (void)b; (void)c; (void)n; (void)f; (void)o; (void)r; return SOCKET_ERROR; }
+static inline int WSASend(SOCKET s, WSABUF *b, DWORD c, DWORD *n, DWORD f, LPOVERLAPPED o, void *r) {
+    (void)s; (void)b; (void)c; (void)n; (void)f; (void)o; (void)r; return SOCKET_ERROR; }
+static inline BOOL WSAGetOverlappedResult(SOCKET s, LPOVERLAPPED o, DWORD *n, BOOL w, DWORD *f) {
+    (void)s; (void)o; (void)n; (void)w; (void)f; return FALSE; }
+static inline SOCKET WSASocketW(int af, int t, int p, void *i, unsigned g, DWORD f) {
+    (void)af; (void)t; (void)p; (void)i; (void)g; (void)f; return INVALID_SOCKET; }
+static inline int closesocket(SOCKET s) { return close((int)s); }
 #endif
+
+/* ------------------------------------------------------------ IOCP operation records */
+
+/* One outstanding overlapped operation.  ov must stay the first member: a dequeued
+ * LPOVERLAPPED is the op.  The record belongs to the kernel from the call that starts the
+ * operation until its completion packet is dequeued (see _iocp_loop.pxi). */
+typedef struct rio_op {
+    OVERLAPPED ov;
+    int kind;
+    int pending;
+    void *owner;                /* PyObject*, a strong reference while pending */
+    SOCKET sock;                /* AcceptEx: the accepting socket */
+    Py_ssize_t requested;       /* WSARecv: bytes asked for */
+    char addrs[128];            /* AcceptEx output: two addresses of RIO_ACCEPT_ADDR_LEN */
+} rio_op;
+#define RIO_ACCEPT_ADDR_LEN (sizeof(struct sockaddr_in6) + 16)
+
+#if defined(_WIN32)
+/* The mswsock extension functions are reached through pointers fetched once with WSAIoctl
+ * (the same provider serves every TCP socket of the process). */
+static LPFN_ACCEPTEX rio_fn_acceptex = NULL;
+static LPFN_CONNECTEX rio_fn_connectex = NULL;
+static LPFN_GETACCEPTEXSOCKADDRS rio_fn_getaddrs = NULL;
+
+static inline int rio_load_fn(SOCKET s, GUID guid, void **fn) {
+    DWORD bytes = 0;
+    if (*fn) return 0;
+    return WSAIoctl(s, SIO_GET_EXTENSION_FUNCTION_POINTER, &guid, sizeof(guid), fn, sizeof(*fn),
+                    &bytes, NULL, NULL) == 0 ? 0 : -1;
+}
+/* TRUE: accepted at once (no packet with FILE_SKIP_COMPLETION_PORT_ON_SUCCESS);
+ * FALSE: see WSAGetLastError() (WSA_IO_PENDING: a packet will come). */
+static inline int rio_AcceptEx(SOCKET listener, SOCKET accepted, rio_op *op, DWORD *got) {
+    GUID g = WSAID_ACCEPTEX;
+    if (rio_load_fn(listener, g, (void **)&rio_fn_acceptex) != 0) return FALSE;
+    return rio_fn_acceptex(listener, accepted, op->addrs, 0, (DWORD)RIO_ACCEPT_ADDR_LEN,
+                           (DWORD)RIO_ACCEPT_ADDR_LEN, got, &op->ov);
+}
+static inline int rio_ConnectEx(SOCKET s, const struct sockaddr *addr, int len, rio_op *op) {
+    GUID g = WSAID_CONNECTEX;
+    DWORD sent = 0;
+    if (rio_load_fn(s, g, (void **)&rio_fn_connectex) != 0) return FALSE;
+    return rio_fn_connectex(s, addr, len, NULL, 0, &sent, &op->ov);
+}
+/* After AcceptEx: give the socket its listener's context and read the peer's address. */
+static inline int rio_accepted_peer(SOCKET listener, SOCKET accepted, rio_op *op,
+                                    struct sockaddr_storage *peer) {
+    GUID g = WSAID_GETACCEPTEXSOCKADDRS;
+    struct sockaddr *local = NULL, *remote = NULL;
+    int llen = 0, rlen = 0;
+    if (setsockopt(accepted, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT, (const char *)&listener,
+                   sizeof(listener)) != 0) return -1;
+    if (rio_load_fn(listener, g, (void **)&rio_fn_getaddrs) != 0) return -1;
+    rio_fn_getaddrs(op->addrs, 0, (DWORD)RIO_ACCEPT_ADDR_LEN, (DWORD)RIO_ACCEPT_ADDR_LEN,
+                    &local, &llen, &remote, &rlen);
+    memset(peer, 0, sizeof(*peer));
+    if (remote && rlen > 0 && rlen <= (int)sizeof(*peer)) memcpy(peer, remote, rlen);
+    return 0;
+}
+static inline int rio_set_nonblocking(SOCKET s) {
+    u_long on = 1;
+    return ioctlsocket(s, FIONBIO, &on) == 0 ? 0 : -1;
+}
+/* ConnectEx needs a bound socket: the wildcard address, any port. */
+static inline int rio_bind_any(SOCKET s, int family) {
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    ss.ss_family = (ADDRESS_FAMILY)family;
+    return bind(s, (struct sockaddr *)&ss,
+                family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+}
+#else
+static inline int rio_AcceptEx(SOCKET l, SOCKET a, rio_op *op, DWORD *got) {
+    (void)l; (void)a; (void)op; (void)got; return FALSE; }
+static inline int rio_ConnectEx(SOCKET s, const struct sockaddr *a, int n, rio_op *op) {
+    (void)s; (void)a; (void)n; (void)op; return FALSE; }
+static inline int rio_accepted_peer(SOCKET l, SOCKET a, rio_op *op, struct sockaddr_storage *p) {
+    (void)l; (void)a; (void)op; (void)p; return -1; }
+static inline int rio_set_nonblocking(SOCKET s) { (void)s; return -1; }
+static inline int rio_bind_any(SOCKET s, int f) { (void)s; (void)f; return -1; }
+#endif
+
+/* A numeric host + port as a sockaddr (0, or -1 for text that is not an address). */
+static inline int rio_sockaddr_from(int family, const char *host, unsigned short port,
+                                    unsigned long flowinfo, unsigned long scope_id,
+                                    struct sockaddr_storage *out) {
+    memset(out, 0, sizeof(*out));
+    if (family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)out;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(port);
+        a->sin6_flowinfo = htonl((uint32_t)flowinfo);
+        a->sin6_scope_id = (uint32_t)scope_id;
+        return inet_pton(AF_INET6, host, &a->sin6_addr) == 1 ? 0 : -1;
+    }
+    {
+        struct sockaddr_in *a = (struct sockaddr_in *)out;
+        a->sin_family = AF_INET;
+        a->sin_port = htons(port);
+        return inet_pton(AF_INET, host, &a->sin_addr) == 1 ? 0 : -1;
+    }
+}
 
 /* True for errors that mean "no data now, try when the poller says so". */
 static inline int rio_would_block(int e) { return e == EAGAIN || e == EAGAIN_ALT; }

@@ -1,0 +1,427 @@
+# The IOCP backend (Windows): completion I/O with the same reactor semantics as epoll.
+#
+#   receive  WSARecv straight into the reactor's receive buffer (MsgReader's free space); the
+#            completion's bytes are dispatched by the same MsgReader code as on Linux, which
+#            then drains the socket with non-blocking recv() when the completion filled the
+#            buffer; then the next WSARecv is posted.
+#   send     non-blocking send() while nothing is queued (as on Linux); queued bytes go out
+#            with an overlapped WSASend of the queue's head, whose completion plays the part of
+#            EPOLLOUT.  While a WSASend is in flight the queue never moves its bytes
+#            (MsgSender.inflight_buf).
+#   accept   AcceptEx, ACCEPTS_PER_LISTENER outstanding per listener.
+#   connect  ConnectEx on a socket bound to the wildcard address.
+#   wake-up  PostQueuedCompletionStatus with a NULL OVERLAPPED.
+#
+# Lifetime rule: an rio_op (OVERLAPPED first) belongs to the kernel from the call that starts it
+# until its packet is dequeued.  While pending, the op holds a strong reference to its owner
+# (DispatchContext or _Listener), which owns the op memory and the buffers, so nothing the
+# kernel may still write is freed -- not on close (CancelIoEx + closesocket only make the packet
+# come sooner), not in runtime close() (which drains the port before closing it, and leaks the
+# owners rather than free memory the kernel might write if the drain times out).
+# With FILE_SKIP_COMPLETION_PORT_ON_SUCCESS an operation that succeeds at once queues no packet
+# and is handled inline.
+
+from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
+from libc.string cimport memset
+
+cdef extern from "reactio_sys.h" nogil:
+    # One outstanding operation; ov must stay the first member (a dequeued LPOVERLAPPED is the
+    # op).  Defined in reactio_sys.h for both platforms.
+    ctypedef struct rio_op:
+        w.OVERLAPPED ov
+        int kind
+        int pending
+        void *owner                 # PyObject*, a strong reference while pending
+        size_t sock                 # AcceptEx: the accepting socket
+        Py_ssize_t requested        # WSARecv: bytes asked for
+        char addrs[128]             # AcceptEx output: local + remote address, 16 bytes slack each
+    enum:
+        RIO_ACCEPT_ADDR_LEN         # sizeof(struct sockaddr_in6) + 16
+    # AcceptEx / ConnectEx / GetAcceptExSockaddrs through function pointers fetched once.
+    int rio_AcceptEx(w.SOCKET listener, w.SOCKET accepted, rio_op *op, w.DWORD *got)
+    int rio_ConnectEx(w.SOCKET s, const w.sockaddr *addr, int addrlen, rio_op *op)
+    int rio_accepted_peer(w.SOCKET listener, w.SOCKET accepted, rio_op *op,
+                          w.sockaddr_storage *peer)
+    int rio_set_nonblocking(w.SOCKET s)
+    int rio_bind_any(w.SOCKET s, int family)
+    int rio_sockaddr_from(int family, const char *host, unsigned short port,
+                          unsigned long flowinfo, unsigned long scope_id,
+                          w.sockaddr_storage *out)
+
+cdef enum:
+    OP_RECV = 1
+    OP_SEND = 2
+    OP_ACCEPT = 3
+    OP_CONNECT = 4
+    ACCEPTS_PER_LISTENER = 4
+    WAIT_SLICE_MS = 100     # GetQueuedCompletionStatusEx is not interrupted by Ctrl-C
+
+
+cdef inline rio_op *_stream_op(DispatchContext ctx, int kind):
+    return &(<rio_op *>ctx.iocp_ops)[0 if kind == OP_RECV else 1]
+
+
+cdef inline int _op_start(ReactRuntime rt, rio_op *op, object owner, int kind) except -1:
+    memset(&op.ov, 0, sizeof(op.ov))
+    op.kind = kind
+    op.pending = 1
+    Py_INCREF(owner)
+    op.owner = <void *>owner
+    rt.n_pending_ops += 1
+    return 0
+
+
+cdef inline object _op_finish(ReactRuntime rt, rio_op *op):
+    """The op's packet came (or it ended at once): the owner reference goes back to us."""
+    owner = <object>op.owner       # a new reference for this frame
+    Py_DECREF(owner)               # the op's own reference
+    op.owner = NULL
+    op.pending = 0
+    rt.n_pending_ops -= 1
+    return owner
+
+
+cdef inline int _op_error(w.SOCKET s, rio_op *op):
+    """0, or the WSA error of a dequeued operation."""
+    cdef w.DWORD n = 0, flags = 0
+    if w.WSAGetOverlappedResult(s, &op.ov, &n, w.FALSE, &flags):
+        return 0
+    return w.WSAGetLastError()
+
+
+cdef int _iocp_init(ReactRuntime rt) except -1:
+    cdef w.WSADATA wsa
+    if w.WSAStartup(w.MAKEWORD(2, 2), &wsa) != 0:
+        raise _net.os_error(w.WSAGetLastError(), "WSAStartup")
+    rt.port = <void *>w.CreateIoCompletionPort(w.INVALID_HANDLE_VALUE, NULL, 0, 1)
+    if rt.port == NULL:
+        raise _net.os_error(w.GetLastError(), "CreateIoCompletionPort")
+    rt.inbox.port = rt.port
+    rt.events = malloc(sizeof(w.OVERLAPPED_ENTRY) * rt.max_events)
+    if rt.events == NULL:
+        raise MemoryError()
+    return 0
+
+
+cdef int _iocp_wake(void *port) except -1:
+    w.PostQueuedCompletionStatus(<w.HANDLE>port, 0, <w.ULONG_PTR>WAKE_KEY, NULL)
+    return 0
+
+
+cdef int _iocp_register(ReactRuntime rt, int fd, ReactorID rid) except -1:
+    cdef uint64_t key = (<uint64_t>rid.generation << 32) | rid.slot
+    if w.CreateIoCompletionPort(<w.HANDLE><size_t>fd, <w.HANDLE>rt.port, <w.ULONG_PTR>key, 0) == NULL:
+        raise _net.os_error(w.GetLastError(), "CreateIoCompletionPort(socket)")
+    if not w.SetFileCompletionNotificationModes(
+            <w.HANDLE><size_t>fd,
+            w.FILE_SKIP_COMPLETION_PORT_ON_SUCCESS | w.FILE_SKIP_SET_EVENT_ON_HANDLE):
+        raise _net.os_error(w.GetLastError(), "SetFileCompletionNotificationModes")
+    return 0
+
+
+cdef int _iocp_poll(ReactRuntime rt, int timeout_ms) except -1:
+    cdef w.OVERLAPPED_ENTRY *ents = <w.OVERLAPPED_ENTRY *>rt.events
+    cdef w.ULONG n = 0, i
+    cdef w.BOOL ok
+    cdef w.DWORD wait, err
+    cdef int64_t deadline = 0
+    cdef _Inbox inbox = rt.inbox
+    cdef rio_op *op
+    if timeout_ms > 0:
+        deadline = rio_monotonic_ns() + <int64_t>timeout_ms * 1000000
+    while True:
+        if timeout_ms < 0 or timeout_ms > WAIT_SLICE_MS:
+            wait = WAIT_SLICE_MS
+        else:
+            wait = timeout_ms
+        if wait != 0:
+            inbox.polling = True
+            if inbox.queue:
+                wait = 0
+        with nogil:
+            ok = w.GetQueuedCompletionStatusEx(<w.HANDLE>rt.port, ents, rt.max_events, &n,
+                                               wait, w.FALSE)
+        inbox.polling = False
+        if not ok:
+            err = w.GetLastError()
+            if err != w.WAIT_TIMEOUT:
+                raise _net.os_error(err, "GetQueuedCompletionStatusEx")
+            n = 0
+        if n > 0 or wait == 0:
+            break
+        PyErr_CheckSignals()        # Ctrl-C between slices of a long wait
+        if timeout_ms >= 0:
+            timeout_ms = _ceil_ms(deadline - rio_monotonic_ns())
+            if timeout_ms == 0:
+                break
+    for i in range(n):
+        op = <rio_op *>ents[i].lpOverlapped
+        if op == NULL:
+            inbox.wake_pending = False
+            continue
+        rt.n_sock_events += 1
+        owner = _op_finish(rt, op)
+        if op.kind == OP_ACCEPT:
+            _iocp_accept_done(rt, <_Listener>owner, op)
+        else:
+            _iocp_stream_done(rt, <DispatchContext>owner, op, ents[i].dwNumberOfBytesTransferred)
+    return 0
+
+
+cdef int _iocp_stream_done(ReactRuntime rt, DispatchContext ctx, rio_op *op,
+                           w.DWORD nbytes) except -1:
+    cdef int err
+    if ctx.state == ST_CLOSED:
+        return 0                    # the packet of an op cancelled by close
+    err = _op_error(<w.SOCKET><size_t>ctx.fd, op)
+    try:
+        if op.kind == OP_RECV:
+            ctx.reader.io_pending = False
+            _iocp_recv_data(rt, ctx, nbytes, err)
+            _iocp_arm_recv(rt, ctx)
+        elif op.kind == OP_SEND:
+            _iocp_send_done(rt, ctx, nbytes, err)
+        elif op.kind == OP_CONNECT:
+            _iocp_connect_done(rt, ctx, err)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        rt._callback_failed(ctx, exc)
+    if ctx.state >= ST_CLOSING:
+        rt._after_callback(ctx)
+    return 0
+
+
+cdef int _iocp_recv_data(ReactRuntime rt, DispatchContext ctx, w.DWORD nbytes, int err) except -1:
+    cdef MsgReader r = ctx.reader
+    cdef rio_op *op = _stream_op(ctx, OP_RECV)
+    if err != 0:
+        if err != w.WSA_OPERATION_ABORTED:
+            rt._request_close(ctx, _net.os_error(err, "WSARecv"), True)
+        return 0
+    if ctx.state != ST_OPEN:
+        return 0                    # draining for close: received bytes are not dispatched
+    r.end += nbytes
+    r.arrived = nbytes
+    if nbytes == 0:
+        r.arrived_status = READ_EOF
+    elif nbytes < op.requested:
+        r.arrived_status = READ_AGAIN
+    else:
+        r.arrived_status = READ_MORE
+    rt._readable(ctx)
+    return 0
+
+
+cdef int _iocp_arm_recv(ReactRuntime rt, DispatchContext ctx) except -1:
+    """Post a WSARecv into the free space of the receive buffer; completions that happen at
+    once (no packet) are dispatched here, in a loop."""
+    cdef MsgReader r = ctx.reader
+    cdef rio_op *op = _stream_op(ctx, OP_RECV)
+    cdef w.WSABUF buf
+    cdef w.DWORD got = 0, flags = 0
+    cdef Py_ssize_t room
+    cdef int rc, err
+    while ctx.state == ST_OPEN and not op.pending:
+        room = r._ensure_space()
+        if room == 0:
+            raise MessageTooLargeError(
+                f"a message exceeds max_msg_size={r.max_msg_size} bytes")
+        if room > 0x7FFFFFFF:
+            room = 0x7FFFFFFF
+        buf.buf = r.store.data + r.end
+        buf.len = <w.ULONG>room
+        _op_start(rt, op, ctx, OP_RECV)
+        op.requested = room
+        r.io_pending = True
+        rc = w.WSARecv(<w.SOCKET><size_t>ctx.fd, &buf, 1, &got, &flags, &op.ov, NULL)
+        if rc != 0:
+            err = w.WSAGetLastError()
+            if err == w.WSA_IO_PENDING:
+                return 0
+        else:
+            err = 0
+        _op_finish(rt, op)          # done at once: no packet will come
+        r.io_pending = False
+        _iocp_recv_data(rt, ctx, got, err)
+        if err != 0 or got == 0:
+            return 0
+    return 0
+
+
+cdef int _iocp_arm_send(ReactRuntime rt, DispatchContext ctx) except -1:
+    """Send the queue's head with an overlapped WSASend (the IOCP stand-in for EPOLLOUT)."""
+    cdef MsgSender s = ctx.sender
+    cdef rio_op *op = _stream_op(ctx, OP_SEND)
+    cdef w.WSABUF buf
+    cdef w.DWORD got = 0
+    cdef Py_ssize_t n
+    cdef int rc, err
+    if op.pending or s.head == s.tail or ctx.state >= ST_CLOSING:
+        return 0
+    n = s.tail - s.head
+    if n > 0x7FFFFFFF:
+        n = 0x7FFFFFFF
+    buf.buf = s.buf + s.head
+    buf.len = <w.ULONG>n
+    s.inflight_buf = s.buf
+    _op_start(rt, op, ctx, OP_SEND)
+    rc = w.WSASend(<w.SOCKET><size_t>ctx.fd, &buf, 1, &got, 0, &op.ov, NULL)
+    if rc != 0:
+        err = w.WSAGetLastError()
+        if err == w.WSA_IO_PENDING:
+            return 0
+    else:
+        err = 0
+    _op_finish(rt, op)
+    return _iocp_send_done(rt, ctx, got, err)
+
+
+cdef int _iocp_send_done(ReactRuntime rt, DispatchContext ctx, w.DWORD nbytes, int err) except -1:
+    cdef MsgSender s = ctx.sender
+    if s.inflight_buf != NULL and s.inflight_buf != s.buf:
+        free(s.inflight_buf)        # the queue moved to a new buffer while this one was sent
+    s.inflight_buf = NULL
+    if err != 0:
+        rt._request_close(ctx, _net.os_error(err, "WSASend"), True)
+        return 0
+    s.head += nbytes
+    s.total_sent += nbytes
+    ctx._flush()                    # completions, watermarks, draining; arms the next send
+    return 0
+
+
+cdef int _iocp_connect(ReactRuntime rt, DispatchContext ctx, int family, object sockaddr_) except -1:
+    cdef rio_op *op = _stream_op(ctx, OP_CONNECT)
+    cdef w.sockaddr_storage ss
+    cdef int rc, err
+    host = sockaddr_[0].encode("ascii")
+    flow = sockaddr_[2] if len(sockaddr_) > 2 else 0
+    scope = sockaddr_[3] if len(sockaddr_) > 3 else 0
+    if rio_sockaddr_from(family, host, sockaddr_[1], flow, scope, &ss) != 0:
+        raise ValueError(f"bad address {sockaddr_!r}")
+    if rio_bind_any(<w.SOCKET><size_t>ctx.fd, family) != 0:
+        raise _net.os_error(w.WSAGetLastError(), "bind before ConnectEx")
+    _op_start(rt, op, ctx, OP_CONNECT)
+    rc = rio_ConnectEx(<w.SOCKET><size_t>ctx.fd, <w.sockaddr *>&ss,
+                       sizeof(w.sockaddr_in6) if family == AF_INET6 else sizeof(w.sockaddr_in),
+                       op)
+    if rc:
+        err = 0
+    else:
+        err = w.WSAGetLastError()
+        if err == w.WSA_IO_PENDING:
+            return 0
+    _op_finish(rt, op)
+    return _iocp_connect_done(rt, ctx, err)
+
+
+cdef int _iocp_connect_done(ReactRuntime rt, DispatchContext ctx, int err) except -1:
+    cdef _PendingConnect p = <_PendingConnect>ctx.connect
+    if p is None or ctx.state != ST_CONNECTING:
+        return 0
+    if err != 0:
+        if err == w.WSA_OPERATION_ABORTED:
+            return 0                # cancelled by a timeout or close: already reported
+        p.last_error = _net.os_error(err, f"connect to {p.addr!r}")
+        rt._discard_connecting(ctx)
+        return rt._try_next_address(p)
+    w.setsockopt(<w.SOCKET><size_t>ctx.fd, w.SOL_SOCKET, w.SO_UPDATE_CONNECT_CONTEXT, NULL, 0)
+    return rt._connect_succeeded(ctx, p)
+
+
+cdef int _iocp_post_accepts(ReactRuntime rt, _Listener lst) except -1:
+    cdef rio_op *op
+    cdef int k, err
+    cdef w.DWORD got = 0
+    cdef w.SOCKET s
+    for k in range(ACCEPTS_PER_LISTENER):
+        op = &(<rio_op *>lst.iocp_ops)[k]
+        while not op.pending and not lst.closed and not lst.paused:
+            s = w.WSASocketW(lst.family, w.SOCK_STREAM, w.IPPROTO_TCP, NULL, 0,
+                             w.WSA_FLAG_OVERLAPPED | w.WSA_FLAG_NO_HANDLE_INHERIT)
+            if s == w.INVALID_SOCKET:
+                err = w.WSAGetLastError()
+                log.warning("listener %s: cannot create a socket to accept on: %s; pausing "
+                            "accepts for 100 ms", lst.reactor_id, os.strerror(err))
+                rt._pause_accepts(lst)
+                return 0
+            op.sock = s
+            _op_start(rt, op, lst, OP_ACCEPT)
+            if rio_AcceptEx(<w.SOCKET><size_t>lst.fd, s, op, &got):
+                _op_finish(rt, op)
+                _iocp_accepted(rt, lst, op, 0)
+                continue
+            err = w.WSAGetLastError()
+            if err == w.WSA_IO_PENDING:
+                break
+            _op_finish(rt, op)
+            _iocp_accepted(rt, lst, op, err)
+            if err != w.WSAECONNRESET:
+                return 0
+    return 0
+
+
+cdef int _iocp_accept_done(ReactRuntime rt, _Listener lst, rio_op *op) except -1:
+    cdef int err = _op_error(<w.SOCKET><size_t>lst.fd, op) if not lst.closed else w.WSA_OPERATION_ABORTED
+    _iocp_accepted(rt, lst, op, err)
+    if not lst.closed:
+        _iocp_post_accepts(rt, lst)
+    return 0
+
+
+cdef int _iocp_accepted(ReactRuntime rt, _Listener lst, rio_op *op, int err) except -1:
+    cdef w.sockaddr_storage peer
+    cdef w.SOCKET s = op.sock
+    op.sock = w.INVALID_SOCKET
+    if err != 0 or lst.closed:
+        w.closesocket(s)
+        if err != 0 and err != w.WSA_OPERATION_ABORTED:
+            log.info("listener %s: accept failed: %s (connection dropped)", lst.reactor_id,
+                     os.strerror(err))
+        return 0
+    if rio_accepted_peer(<w.SOCKET><size_t>lst.fd, s, op, &peer) != 0 or rio_set_nonblocking(s) != 0:
+        log.info("listener %s: accepted socket unusable: %s", lst.reactor_id,
+                 os.strerror(w.WSAGetLastError()))
+        w.closesocket(s)
+        return 0
+    rt._adopt(lst, <int>s, _sockaddr_to_tuple(<sockaddr *>&peer))
+    return 0
+
+
+cdef int _iocp_close_socket(ReactRuntime rt, int fd, bint abort) except -1:
+    """Cancel what is pending on the socket and close it; the packets still come."""
+    cdef linger lg
+    w.CancelIoEx(<w.HANDLE><size_t>fd, NULL)
+    if abort:
+        lg.l_onoff = 1
+        lg.l_linger = 0
+        rio_setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg))
+    rio_close(fd)
+    return 0
+
+
+cdef int _iocp_drain(ReactRuntime rt) except -1:
+    """After close(): wait (bounded) for the packets of cancelled operations, so the memory the
+    kernel may still write is released only after it is done.  On time-out the owners are
+    leaked, never freed."""
+    cdef w.OVERLAPPED_ENTRY *ents = <w.OVERLAPPED_ENTRY *>rt.events
+    cdef w.ULONG n = 0, i
+    cdef rio_op *op
+    cdef int64_t deadline = rio_monotonic_ns() + 2000000000
+    while rt.n_pending_ops > 0 and rio_monotonic_ns() < deadline:
+        with nogil:
+            if not w.GetQueuedCompletionStatusEx(<w.HANDLE>rt.port, ents, rt.max_events, &n,
+                                                 50, w.FALSE):
+                n = 0
+        for i in range(n):
+            op = <rio_op *>ents[i].lpOverlapped
+            if op != NULL:
+                owner = _op_finish(rt, op)
+                if op.kind == OP_ACCEPT and op.sock != w.INVALID_SOCKET:
+                    w.closesocket(op.sock)
+                    op.sock = w.INVALID_SOCKET
+    if rt.n_pending_ops > 0:
+        log.error("runtime close: %d overlapped operations did not complete; their memory is "
+                  "left allocated", rt.n_pending_ops)
+    return 0
