@@ -203,6 +203,12 @@ def _bench(args, argv: List[str]) -> int:
     progress = Progress(enabled=not args.quiet)
     info = machine.machine_info()
     line = machine.one_line(info)
+    busy = machine.busy_fraction()
+    info["busy_before_run"] = busy
+    if busy is not None and busy > 0.15:
+        print(f"warning: {busy:.0%} of this machine's CPU time was in use by other programs "
+              "just before the run; expect noisy figures", file=sys.stderr)
+        line += f" [machine {busy:.0%} busy before the run]"
 
     try:
         if args.command == "pingpong":

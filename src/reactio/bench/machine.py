@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 from typing import Dict, Optional
 
 
@@ -32,6 +33,32 @@ def _version(dist: str) -> Optional[str]:
         return metadata.version(dist)
     except Exception:
         return None
+
+
+def _cpu_ticks():
+    """(busy, total) jiffies of all CPUs from /proc/stat, or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def busy_fraction(interval: float = 0.5) -> Optional[float]:
+    """Fraction of the machine's CPU time in use over ``interval`` seconds, before a run.
+
+    The harness is idle meanwhile, so this is other load: a busy machine makes every
+    figure noisy, and the harness says so rather than print noise as results.
+    """
+    a = _cpu_ticks()
+    time.sleep(interval)
+    b = _cpu_ticks()
+    if a is None or b is None or b[1] == a[1]:
+        return None
+    return (b[0] - a[0]) / (b[1] - a[1])
 
 
 def machine_info() -> Dict[str, object]:
