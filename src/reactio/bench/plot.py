@@ -90,13 +90,16 @@ def plot_scale(result: Dict, path: str, title: str = "") -> None:
                 series.setdefault(row["leg"], []).append((block["conns"], row["messages_per_s"]))
     if not series:
         raise PlotError("nothing to plot: no leg produced results")
+    from matplotlib import ticker
     fig, ax = plt.subplots(figsize=(7, 5))
     for leg, pts in series.items():
         ax.plot([c for c, _ in pts], [m for _, m in pts], marker="o", label=leg)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
     ax.set_xlabel("connections (one message in flight on each)")
     ax.set_ylabel("messages / s")
-    ax.set_title("echo throughput")
+    p = result["params"]
+    ax.set_title(f"echo throughput, {p['size']} B messages, pin {p['pin']}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     if title:
