@@ -141,6 +141,11 @@ def _terminated(signum, frame):
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    if not sys.platform.startswith("linux"):
+        # The C floor and load generator use epoll; CPU time and pinning use /proc and
+        # sched_setaffinity.
+        print("error: python -m reactio.bench runs on Linux only", file=sys.stderr)
+        return 2
     # SIGTERM unwinds like Ctrl-C, so every `with Child(...)` stops and reaps its process.
     signal.signal(signal.SIGTERM, _terminated)
     try:
