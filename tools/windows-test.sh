@@ -54,8 +54,10 @@ die() { log "ERROR: $*"; exit 2; }
 SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
 
 mkdir -p "$W"
+# One run at a time per cache (shared wine prefix and staging dir). Wine processes get the
+# lock's fd closed (9>&-), so a wineserver left behind cannot hold the lock.
 exec 9>"$W/.lock"
-flock 9            # one run at a time per cache (shared wine prefix and staging dir)
+flock -n 9 || { log "waiting for another run using $W"; flock 9; }
 
 # A step is redone unless its stamp file holds the same key (so a half-done step is redone).
 stamp_ok() { [ -f "$W/.ok-$1" ] && [ "$(cat "$W/.ok-$1")" = "$2" ]; }
@@ -184,19 +186,19 @@ start_wine() {
   mkdir -p "$WINEPREFIX"
   # A persistent wineserver: without it every wine call costs ~2 s (its services keep the
   # stdout pipe open). It is scoped to $WINEPREFIX and killed on exit (trap above).
-  wineserver -p 900
+  wineserver -p 900 9>&-
   WINESERVER_STARTED=1
   if [ ! -f "$WINEPREFIX/system.reg" ] || ! stamp_ok wineprefix "$(wine --version)"; then
     log "initialising the wine prefix $WINEPREFIX"
     # (system.reg itself is written by wineserver later, at the latest when it exits)
-    wine wineboot -i </dev/null >/dev/null 2>&1 || die "wineboot -i failed"
+    wine wineboot -i </dev/null >/dev/null 2>&1 9>&- || die "wineboot -i failed"
     [ -f "$WINEPREFIX/drive_c/windows/system32/kernel32.dll" ] || die "wineboot did not create the prefix"
     stamp_set wineprefix "$(wine --version)"
   else
     # Start wine's services (winedevice, plugplay, ...) here, detached from our pipes: if the
     # first python.exe started them they would inherit its stdout pipe and, kept alive by the
     # persistent wineserver, hold it open, so the `| sed | tee` below would never see EOF.
-    wine wineboot </dev/null >/dev/null 2>&1 || die "wineboot failed"
+    wine wineboot </dev/null >/dev/null 2>&1 9>&- || die "wineboot failed"
   fi
 }
 
@@ -207,9 +209,11 @@ start_wine() {
 # process that inherited the pipe cannot hang the run: we wait for the reader at most 10 s
 # after python exits (wineserver -k at exit closes any such pipe).
 run_winpy() {
-  local rc=0 reader i
-  wine "$W/cp311/python.exe" "$@" </dev/null > >(sed -u 's/\r$//' | tee "$W/last-run.log") 2>&1 || rc=$?
+  local rc=0 reader i out
+  exec {out}> >(exec 9>&-; sed -u 's/\r$//' | tee "$W/last-run.log")
   reader=$!
+  wine "$W/cp311/python.exe" "$@" </dev/null >&"$out" 2>&1 {out}>&- 9>&- || rc=$?
+  exec {out}>&-
   for i in $(seq 100); do kill -0 "$reader" 2>/dev/null || break; sleep 0.1; done
   kill -0 "$reader" 2>/dev/null && log "warning: python.exe exited but its output pipe is still open"
   return "$rc"
