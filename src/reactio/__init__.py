@@ -30,6 +30,8 @@ from reactio.errors import (
     SendQueueOverflowError,
 )
 from reactio.listener import DefaultTcpListenerHandler, TcpListenerHandler
+from reactio.simpleio import SimpleIoListener, SimpleIoReactor, SimpleIoRuntime, SimpleIoService
+from reactio.threaded import DuplicateReactorNameError, ReactorUID, ThreadedReactorMgr
 from reactio.utils import Timer, set_log_level
 
 __version__ = "0.1.0"
@@ -41,4 +43,6 @@ __all__ = [
     "CommandNotHandledError", "MessageResultError", "MessageTooLargeError", "ReactioError",
     "ReactorClosedError", "ReactorNotFoundError", "RuntimeClosedError", "SendQueueOverflowError",
     "DefaultTcpListenerHandler", "TcpListenerHandler", "Timer", "set_log_level", "__version__",
+    "SimpleIoListener", "SimpleIoReactor", "SimpleIoRuntime", "SimpleIoService",
+    "DuplicateReactorNameError", "ReactorUID", "ThreadedReactorMgr",
 ]
