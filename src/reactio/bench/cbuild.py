@@ -80,7 +80,8 @@ def build(name: str) -> Path:
     try:
         source = src.read_bytes()
     except OSError as e:
-        raise BuildError(f"C source missing from the package: {e}") from None
+        raise BuildError(f"the C sources are not in this install (package data "
+                         f"reactio/bench/c/*.c): {e}") from None
     cmd = compiler()
     key = hashlib.sha256()
     for part in (source, " ".join(cmd + CFLAGS).encode(), compiler_version().encode()):
