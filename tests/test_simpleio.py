@@ -316,8 +316,9 @@ def test_user_command_without_handler_completes_with_error():
             assert results[1] == server_ids[1]
             assert handled == [("ping", server_ids[1], "app")]
             assert rt.count_streams() == 2      # the unhandled command closed nothing
-            s1.sendall(b"still open\n")
-            assert recv_pumping(rt, s1, 11) == b"still open\n"
+            for s in (s1, s2):
+                s.sendall(b"still open\n")
+                assert recv_pumping(rt, s, 11) == b"still open\n"
 
 
 # ----------------------------------------------------------------------------- SimpleIoService

@@ -16,7 +16,6 @@ the first reply is timed too, "max" is the true maximum, and a batch of 1 works.
 from __future__ import annotations
 
 import argparse
-import math
 import struct
 import sys
 import time
@@ -60,10 +59,13 @@ class LatencyStats:
         d = sorted(samples)
         n = len(d)
 
-        def rank(p: float) -> int:
-            return d[min(n - 1, max(0, math.ceil(p / 100.0 * n) - 1))]
+        def rank(permille: int) -> int:
+            # ceil(permille * n / 1000) in integers: 99.9 / 100 * 1000 is 999.0000000000001
+            # in floating point, whose ceil would pick the wrong sample
+            k = -(-permille * n // 1000)
+            return d[min(n, max(1, k)) - 1]
 
-        return cls(n, d[0], rank(50), rank(99), rank(99.9), d[-1])
+        return cls(n, d[0], rank(500), rank(990), rank(999), d[-1])
 
 
 _COLUMNS = ("min", "p50", "p99", "p99.9", "max")
