@@ -18,6 +18,7 @@
 # (gitignored; override with REACTIO_WINTEST_DIR), so a second run only builds and tests.
 # Knobs: PYTHON (host python, default python3), WINTEST_CFLAGS (extra gcc flags, e.g. -Werror).
 set -euo pipefail
+export PIP_ROOT_USER_ACTION=ignore
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 W=${REACTIO_WINTEST_DIR:-$ROOT/.wintest}
@@ -249,6 +250,15 @@ build_core() {
   # The package as it will be installed: its Python sources, stubs and data, no build output.
   tar -C "$ROOT/src" -cf - --exclude=__pycache__ --exclude='*.so' --exclude='*.pyd' \
     --exclude='*.o' --exclude='*.html' --exclude=reactio/_core.c reactio | tar -C "$stage" -xf -
+  # Minimal distribution metadata, as an install would leave (importlib.metadata.version).
+  local version
+  version=$("$PY" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
+            "$ROOT/pyproject.toml" 2>/dev/null || sed -n 's/^version *= *"\(.*\)"/\1/p' "$ROOT/pyproject.toml")
+  rm -rf "$stage"/reactio-*.dist-info
+  mkdir -p "$stage/reactio-$version.dist-info"
+  printf 'Metadata-Version: 2.1\nName: reactio\nVersion: %s\n' "$version" \
+    > "$stage/reactio-$version.dist-info/METADATA"
+  printf 'reactio\n' > "$stage/reactio-$version.dist-info/top_level.txt"
   log "cythonize src/reactio/_core.pyx"
   (cd "$ROOT" && "$PY" -m cython -3 -I src/reactio --directive "$CYTHON_DIRECTIVES" \
      src/reactio/_core.pyx -o "$b/_core.c")
