@@ -1,6 +1,7 @@
 """Sending: direct writes, the queue, flushing from every callback, completions in order,
 graceful and abort close, max_send_queue, write watermarks, acquire_send, send_no_que."""
 import socket
+import sys
 import time
 
 import pytest
@@ -149,14 +150,20 @@ def test_abort_close_drops_queue_and_resets(rt):
     pump_until(rt, lambda: hasattr(server, "err"))
     assert isinstance(server.sent_result, reactio.ReactorClosedError)  # never fully sent
     got = 0
+    reset = False
     peer.settimeout(5)
-    with pytest.raises(ConnectionResetError):
+    try:
         while True:
             chunk = peer.recv(1 << 20)
             if not chunk:
                 break
             got += len(chunk)
+    except ConnectionResetError:
+        reset = True
     assert got < len(payload)
+    # Linux: SO_LINGER 0 sends RST.  Wine's closesocket ends the stream with a FIN instead;
+    # the queued bytes are dropped either way.
+    assert reset or sys.platform == "win32"
     peer.close()
 
 

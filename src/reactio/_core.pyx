@@ -255,6 +255,11 @@ cdef class Reactor:
         return self._close_error
 
 
+# the descriptor a subclass inherits when it does not override on_readable (in cdef code
+# ``Reactor.on_readable`` would be the C function, wrapped anew at each use)
+_DEFAULT_ON_READABLE = getattr(Reactor, "on_readable")
+
+
 include "_reader.pxi"
 include "_sender.pxi"
 include "_commands.pxi"

@@ -505,7 +505,7 @@ cdef class ReactRuntime:
             ctx.reader = MsgReader(recv_min, self.max_msg_size if max_msg_size is None else max_msg_size)
             ctx.sender = MsgSender(self.max_send_queue if max_send_queue is None else max_send_queue,
                                    self.high_water, self.low_water)
-            ctx.default_readable = type(reactor).on_readable is Reactor.on_readable
+            ctx.default_readable = getattr(type(reactor), "on_readable") is _DEFAULT_ON_READABLE
         except BaseException:
             ctx.fd = -1             # not ours to close twice in __dealloc__
             rio_close(fd)
