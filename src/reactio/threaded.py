@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 import weakref
+from types import TracebackType
 from typing import Any, Callable, NamedTuple, Optional
 
 from reactio._core import CmdSender, Deferred, ReactorID, ReactRuntime
@@ -52,18 +53,17 @@ class DuplicateReactorNameError(ReactioError, ValueError):
 
 class _Worker:
     """One runtime thread's state; written by that thread before ``ready`` is set."""
-    __slots__ = ("index", "thread", "runtime", "ready", "error")
+    __slots__ = ("index", "runtime", "ready", "error")
 
     def __init__(self, index: int) -> None:
         self.index = index
-        self.thread: Optional[threading.Thread] = None
-        self.runtime: Optional[ReactRuntime] = None
+        self.runtime: Optional[ReactRuntime] = None     # None until created (or if it failed)
         self.ready = threading.Event()
         self.error: Optional[BaseException] = None
 
 
 def _run_worker(worker: _Worker, stopping: threading.Event, poll_timeout: float,
-                runtime_options: dict) -> None:
+                runtime_options: dict[str, Any]) -> None:
     """Body of a runtime thread.  Holds no reference to the manager, so a manager dropped by
     every user is not kept alive by its own threads' frames."""
     try:
@@ -92,6 +92,13 @@ def _run_worker(worker: _Worker, stopping: threading.Event, poll_timeout: float,
                 worker.error = exc
             log.error("runtime thread %s: close() failed: %s", threading.current_thread().name,
                       exc, exc_info=exc)
+
+
+def _stopper(rt: ReactRuntime) -> Callable[[Any], None]:
+    """A completion that makes ``rt.run_forever()`` return (it runs on rt's own thread)."""
+    def stop(_result: Any) -> None:
+        rt.stop()
+    return stop
 
 
 _live_managers: "weakref.WeakSet[ThreadedReactorMgr]" = weakref.WeakSet()
@@ -127,16 +134,17 @@ class ThreadedReactorMgr:
         self._names: dict[str, ReactorUID] = {}
         self._names_lock = threading.Lock()
         self._workers = [_Worker(i) for i in range(nthreads)]
+        self._threads = [
+            threading.Thread(target=_run_worker, name=f"{name_prefix}-{w.index}", daemon=True,
+                             args=(w, self._stopping, poll_timeout, runtime_options))
+            for w in self._workers]
         self._thread_index: dict[int, int] = {}     # thread ident -> runtime id
-        for w in self._workers:
-            w.thread = threading.Thread(
-                target=_run_worker, name=f"{name_prefix}-{w.index}", daemon=True,
-                args=(w, self._stopping, poll_timeout, runtime_options))
-            w.thread.start()
-        for w in self._workers:
+        for t in self._threads:
+            t.start()
+        for w, t in zip(self._workers, self._threads):
             w.ready.wait()              # set by the thread itself, success or failure
-            if w.thread.ident is not None:
-                self._thread_index[w.thread.ident] = w.index
+            assert t.ident is not None
+            self._thread_index[t.ident] = w.index
         failed = [w for w in self._workers if w.runtime is None]
         if failed:
             self.stop()
@@ -153,20 +161,22 @@ class ThreadedReactorMgr:
 
     def get_cmd_sender(self, runtime_id: int) -> CmdSender:
         """The thread-safe CmdSender of runtime ``runtime_id`` (IndexError if out of range)."""
-        return self._worker(runtime_id).runtime.cmd_sender
+        return self.get_runtime(runtime_id).cmd_sender
 
     def get_runtime(self, runtime_id: int) -> ReactRuntime:
         """The runtime itself.  It is not thread-safe: call its methods only on its own thread
         (from a callback or completion running there, e.g. ``local_address`` of a listener in
         the listen completion); its counters may be read from anywhere."""
-        return self._worker(runtime_id).runtime
+        rt = self._worker(runtime_id).runtime
+        assert rt is not None           # the constructor raised if a runtime was not created
+        return rt
 
     def current_runtime_id(self) -> Optional[int]:
         """The runtime id of the calling thread, or None if it is not one of this manager's."""
         return self._thread_index.get(threading.get_ident())
 
     def threads(self) -> list[threading.Thread]:
-        return [w.thread for w in self._workers]
+        return list(self._threads)
 
     def _worker(self, runtime_id: int) -> _Worker:
         if not 0 <= runtime_id < len(self._workers):
@@ -229,8 +239,7 @@ class ThreadedReactorMgr:
             try:
                 # the completion runs on w's thread inside run_forever(); sending the command
                 # also wakes a loop blocked in epoll_wait
-                rt.cmd_sender.send_user_cmd(_NO_REACTOR, None, None,
-                                            lambda _result, rt=rt: rt.stop())
+                rt.cmd_sender.send_user_cmd(_NO_REACTOR, None, None, _stopper(rt))
             except RuntimeClosedError:
                 pass                    # that thread already closed its runtime
 
@@ -250,20 +259,20 @@ class ThreadedReactorMgr:
                 f"{threading.current_thread().name}: it would wait for itself; call stop() there "
                 "and join() from another thread")
         deadline = None if timeout is None else time.monotonic() + timeout
-        for w in self._workers:
+        for t in self._threads:
             if deadline is None:
-                w.thread.join()
+                t.join()
             else:
-                w.thread.join(max(0.0, deadline - time.monotonic()))
-            if w.thread.is_alive():
-                raise TimeoutError(f"runtime thread {w.thread.name} still running after "
+                t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                raise TimeoutError(f"runtime thread {t.name} still running after "
                                    f"{timeout} s (was stop() called?)")
         self._joined = True
         _live_managers.discard(self)
         errors = self.thread_errors
         if raise_errors and errors:
             index, exc = errors[0]
-            raise RuntimeError(f"runtime thread {self._workers[index].thread.name} failed: "
+            raise RuntimeError(f"runtime thread {self._threads[index].name} failed: "
                                f"{type(exc).__name__}: {exc}") from exc
 
     @property
@@ -274,7 +283,8 @@ class ThreadedReactorMgr:
     def __enter__(self) -> "ThreadedReactorMgr":
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
         self.stop()
         # while another exception propagates, report thread errors through the log only
         self.join(raise_errors=exc_type is None)

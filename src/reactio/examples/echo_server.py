@@ -41,7 +41,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report = None if args.quiet else print_report
     state: dict[str, Any] = {"error": None, "connections": 0}
 
-    def new_server(count: int, _param) -> PingpongReactor:
+    def new_server(count: int, _param: Any) -> PingpongReactor:
         state["connections"] = count
         return PingpongReactor(f"server-{count}", is_client=False, latency_batch=args.batch,
                                close_listener=args.once, on_report=report,
@@ -64,7 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if not args.quiet:
                 print(format_stats_header(), flush=True)
 
-        def on_sigterm(signum: int, _frame) -> None:
+        def on_sigterm(signum: int, _frame: Any) -> None:
             # handled like Ctrl-C: KeyboardInterrupt propagates out of process_events() (a
             # flag set with rt.stop() could be lost if it came before run_forever() started)
             raise KeyboardInterrupt

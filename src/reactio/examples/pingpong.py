@@ -20,10 +20,11 @@ import struct
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-from reactio import (DefaultTcpListenerHandler, DispatchContext, DropMsgSize, ExpectMsgSize,
-                     MessageResult, ReactorID, ReactRuntime, Reactor, monotonic_ns)
+from reactio import (CmdSender, DefaultTcpListenerHandler, DispatchContext, DropMsgSize,
+                     ExpectMsgSize, MessageResult, ReactorID, ReactRuntime, Reactor,
+                     monotonic_ns)
 
 __all__ = ["HEADER", "HEADER_SIZE", "encode_message", "LatencyStats", "PingpongReactor",
            "format_stats_header", "format_stats_row", "main"]
@@ -173,7 +174,7 @@ class PingpongReactor(Reactor):
         self.count_sent += 1
         return DropMsgSize(msg_size)
 
-    def on_close(self, reactor_id: ReactorID, cmd_sender) -> None:
+    def on_close(self, reactor_id: ReactorID, cmd_sender: CmdSender) -> None:
         self.closed = True
         if self.samples:
             self._report()                          # the partial last batch
@@ -208,7 +209,7 @@ def run_pingpong(count: int, batch: int, body: bytes = b"test msg000",
     servers: list[PingpongReactor] = []
     errors: list[BaseException] = []
 
-    def new_server(n: int, _param) -> PingpongReactor:
+    def new_server(n: int, _param: Any) -> PingpongReactor:
         servers.append(PingpongReactor(f"server-{n}", is_client=False, latency_batch=batch,
                                        body=body, close_listener=True, on_report=on_report))
         return servers[-1]
@@ -217,11 +218,11 @@ def run_pingpong(count: int, batch: int, body: bytes = b"test msg000",
                              body=body, on_report=on_report)
     client.keep_all_samples = True
     with ReactRuntime() as rt:
-        def on_connect(result) -> None:
+        def on_connect(result: Any) -> None:
             if not isinstance(result, ReactorID):
                 errors.append(result)
 
-        def on_listen(result) -> None:
+        def on_listen(result: Any) -> None:
             if not isinstance(result, ReactorID):
                 errors.append(result)
                 return

@@ -17,8 +17,8 @@ import sys
 import threading
 from typing import Any, Callable, Optional, Sequence
 
-from reactio import (CommandNotHandledError, DefaultTcpListenerHandler, Deferred, DispatchContext,
-                     ReactorID)
+from reactio import (CmdSender, CommandNotHandledError, DefaultTcpListenerHandler, Deferred,
+                     DispatchContext, ReactorID)
 from reactio.examples.pingpong import (PingpongReactor, ReportFn, format_stats_header,
                                        print_report)
 from reactio.threaded import ReactorUID, ThreadedReactorMgr
@@ -87,7 +87,7 @@ class ThreadedPingpongReactor(PingpongReactor):
         # runs on the server's runtime thread
         self.cross_thread_result = result
 
-    def on_close(self, reactor_id: ReactorID, cmd_sender) -> None:
+    def on_close(self, reactor_id: ReactorID, cmd_sender: CmdSender) -> None:
         if self.registered:
             self.mgr.remove_reactor_name(self.name, self.uid)   # only our own entry
         super().on_close(reactor_id, cmd_sender)
@@ -120,7 +120,7 @@ def run_threaded_pingpong(count: int, batch: int = 1000, timeout: float = 30.0,
     with ThreadedReactorMgr(2) as mgr:
         server_rt, client_rt = 0, 1
 
-        def new_server(n: int, _param) -> ThreadedPingpongReactor:
+        def new_server(n: int, _param: Any) -> ThreadedPingpongReactor:
             servers.append(ThreadedPingpongReactor(
                 f"server-{n}", server_rt, mgr, is_client=False, latency_batch=batch,
                 close_listener=True, on_report=on_report, on_finished=finish))
