@@ -3,6 +3,9 @@ every on_close, error isolation, and reactio's test_threaded_pingpong scenario."
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from typing import Any, Optional
@@ -406,3 +409,36 @@ def test_threaded_pingpong_name_clash_does_not_steal_the_entry(expected_errors):
         assert isinstance(servers[0].close_error, DuplicateReactorNameError)
         assert mgr.find_reactor_uid("server-1") == owner
     assert expected_errors.matching("already registered")
+
+
+def test_forgotten_manager_is_stopped_at_exit():
+    """A manager nobody stopped does not block interpreter exit, and its reactors' on_close
+    still runs then."""
+    script = textwrap.dedent("""
+        import time
+        from reactio import DefaultTcpListenerHandler, DropMsgSize, Reactor, ThreadedReactorMgr
+
+        class R(Reactor):
+            def on_inbound_message(self, buf, new_bytes, decoded, ctx):
+                return DropMsgSize(len(buf))
+            def on_close(self, reactor_id, cmd_sender):
+                print("on_close", flush=True)
+
+        mgr = ThreadedReactorMgr(1)
+        ports = []
+        mgr.get_cmd_sender(0).send_listen(
+            "127.0.0.1:0", DefaultTcpListenerHandler(lambda count, param: R(), 1024), None,
+            lambda lid: ports.append(mgr.get_runtime(0).local_address(lid)[1]))
+        while not ports:
+            time.sleep(0.001)
+        done = []
+        mgr.get_cmd_sender(0).send_connect(("127.0.0.1", ports[0]), 1024, R(), None, done.append)
+        while not done:
+            time.sleep(0.001)
+        del mgr
+        print("main done", flush=True)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["main done", "on_close", "on_close"], proc.stdout

@@ -25,7 +25,6 @@ import atexit
 import logging
 import threading
 import time
-import weakref
 from types import TracebackType
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -64,8 +63,7 @@ class _Worker:
 
 def _run_worker(worker: _Worker, stopping: threading.Event, poll_timeout: float,
                 runtime_options: dict[str, Any]) -> None:
-    """Body of a runtime thread.  Holds no reference to the manager, so a manager dropped by
-    every user is not kept alive by its own threads' frames."""
+    """Body of a runtime thread (it needs nothing of the manager but these arguments)."""
     try:
         rt = ReactRuntime(**runtime_options)
     except BaseException as exc:
@@ -101,17 +99,22 @@ def _stopper(rt: ReactRuntime) -> Callable[[Any], None]:
     return stop
 
 
-_live_managers: "weakref.WeakSet[ThreadedReactorMgr]" = weakref.WeakSet()
+# Managers started and not yet joined.  Strong references: a running manager nobody refers to
+# any more is still stopped and joined at exit, so its reactors' on_close runs.
+_live_managers: "set[ThreadedReactorMgr]" = set()
+_live_managers_lock = threading.Lock()
 
 
 @atexit.register
 def _stop_live_managers() -> None:
     """At interpreter exit, stop and join managers nobody stopped, so their reactors' on_close
     still runs (the threads are daemons: a forgotten manager never blocks exit)."""
-    for mgr in list(_live_managers):
+    with _live_managers_lock:
+        managers = list(_live_managers)
+    for mgr in managers:
         try:
             mgr.stop()
-            mgr.join(timeout=5.0)
+            mgr.join(timeout=5.0, raise_errors=False)
         except BaseException as exc:    # exit must go on
             log.error("stopping %r at exit: %s", mgr, exc)
 
@@ -151,7 +154,8 @@ class ThreadedReactorMgr:
             self.join(raise_errors=False)
             raise RuntimeError(f"runtime thread {failed[0].index} could not create its "
                                f"runtime: {failed[0].error!r}") from failed[0].error
-        _live_managers.add(self)
+        with _live_managers_lock:
+            _live_managers.add(self)
 
     # ------------------------------------------------------------------ runtimes
 
@@ -268,7 +272,8 @@ class ThreadedReactorMgr:
                 raise TimeoutError(f"runtime thread {t.name} still running after "
                                    f"{timeout} s (was stop() called?)")
         self._joined = True
-        _live_managers.discard(self)
+        with _live_managers_lock:
+            _live_managers.discard(self)
         errors = self.thread_errors
         if raise_errors and errors:
             index, exc = errors[0]
