@@ -62,10 +62,18 @@ def read_line_with_timeout(proc: subprocess.Popen, timeout: float) -> str:
         sel.close()
 
 
+def _interactive_sigint() -> None:
+    """In the child: SIGINT as in a terminal.  A test run started in the background (nohup,
+    ``cmd &``) ignores SIGINT, the child would inherit that, and Python then installs no
+    KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_server(*extra: str) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen([sys.executable, "-u", "-m", "reactio.examples.echo_server",
                              "--addr", "127.0.0.1:0", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interactive_sigint)
     try:
         line = read_line_with_timeout(proc, 15)
         m = re.match(r"listening on 127\.0\.0\.1:(\d+)", line)
