@@ -1,0 +1,51 @@
+# Type stubs of reactio/listener.py (whose callbacks are not annotated inline).
+from typing import Any, Callable, Optional, Tuple, Union
+
+from reactio._core import CmdSender, Reactor, ReactorID
+
+_SockAddr = Union[Tuple[str, int], Tuple[str, int, int, int]]
+
+class TcpListenerHandler:
+    """Base class of listener handlers: what a listening socket does with each accepted
+    connection."""
+
+    recv_buffer_min_size: int
+    max_send_queue: Optional[int]
+    max_msg_size: Optional[int]
+    nodelay: bool
+    backlog: int
+    reuse_port: bool
+    reactor_id: Optional[ReactorID]
+    def __init__(
+        self,
+        recv_buffer_min_size: int = 4096,
+        *,
+        max_send_queue: Optional[int] = None,
+        max_msg_size: Optional[int] = None,
+        nodelay: bool = True,
+        backlog: int = 1024,
+        reuse_port: bool = False,
+    ) -> None: ...
+    def on_start_listen(self, reactor_id: ReactorID, cmd_sender: CmdSender) -> None: ...
+    def on_new_connection(self, peer_address: _SockAddr) -> Optional[Reactor]:
+        """The Reactor for a connection accepted from peer_address, or None to refuse it."""
+    def on_close_listen(self, reactor_id: ReactorID, cmd_sender: CmdSender) -> None: ...
+
+class DefaultTcpListenerHandler(TcpListenerHandler):
+    """One reactor per accepted connection: reactor_factory(count, param), count 1-based."""
+
+    reactor_factory: Callable[[int, Any], Optional[Reactor]]
+    param: Any
+    count: int
+    def __init__(
+        self,
+        reactor_factory: Callable[[int, Any], Optional[Reactor]],
+        recv_buffer_min_size: int = 4096,
+        param: Any = None,
+        *,
+        max_send_queue: Optional[int] = None,
+        max_msg_size: Optional[int] = None,
+        nodelay: bool = True,
+        backlog: int = 1024,
+        reuse_port: bool = False,
+    ) -> None: ...
