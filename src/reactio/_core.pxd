@@ -48,6 +48,12 @@ cdef class MsgReader:
     cdef Py_ssize_t arrived
     cdef int arrived_status
     cdef bint io_pending           # IOCP: a WSARecv owns the free space; do not touch it
+    # the memoryview last handed to on_inbound_message, reused for the next message at the same
+    # place and size when nobody else holds it (no allocation, no GC pressure per message)
+    cdef object view
+    cdef Py_ssize_t view_off, view_len
+
+    cdef object _view(self, char *data, Py_ssize_t size)
 
     cdef Py_ssize_t _ensure_space(self) except -1
     cdef Py_ssize_t _recv(self, DispatchContext ctx) except -100
@@ -105,6 +111,7 @@ cdef class DispatchContext:
     cdef object close_error
     cdef object connect             # _PendingConnect while connecting
     cdef void *iocp_ops             # IOCP: rio_op[2] (receive; send or connect)
+    cdef object py_on_inbound       # the Python function overriding on_inbound_message, or None
 
     # Send: 0 = all bytes written, 1 = some bytes queued.  Raises on a closed or broken
     # connection and when the queue would exceed max_send_queue (the connection is then closed).

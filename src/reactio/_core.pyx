@@ -21,6 +21,7 @@ from cpython.buffer cimport (PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release,
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.list cimport PyList_GET_ITEM
+from cpython.ref cimport Py_REFCNT
 from cpython.memoryview cimport PyMemoryView_FromObject
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
@@ -34,6 +35,7 @@ import enum
 import heapq
 import logging
 import os
+import types
 
 from reactio import _net
 from reactio.errors import (CommandNotHandledError, MessageResultError, MessageTooLargeError,
@@ -213,11 +215,12 @@ cdef class Reactor:
 
     cdef MessageResult on_inbound_raw(self, char *data, Py_ssize_t size, Py_ssize_t new_bytes,
                                       Py_ssize_t decoded_msg_size, DispatchContext ctx):
-        cdef _RecvStore store = ctx.reader.store
-        store.view_start = data - store.data
-        store.view_len = size
-        r = self.on_inbound_message(PyMemoryView_FromObject(store), new_bytes,
-                                    decoded_msg_size, ctx)
+        view = ctx.reader._view(data, size)
+        f = ctx.py_on_inbound
+        if f is not None:       # a Python override, resolved once per stream
+            r = f(self, view, new_bytes, decoded_msg_size, ctx)
+        else:
+            r = self.on_inbound_message(view, new_bytes, decoded_msg_size, ctx)
         if type(r) is not MessageResult:
             raise MessageResultError(
                 f"{type(self).__name__}.on_inbound_message returned {r!r}; it must return "

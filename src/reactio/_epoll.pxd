@@ -93,6 +93,8 @@ cdef extern from "reactio_sys.h" nogil:
     uint32_t ntohl(uint32_t v)
     int rio_close(rio_sock_t s)
 
+    bint rio_memoryview_released(object view)
+
     # --- errno and clocks
     int rio_errno()
     bint rio_would_block(int err)

@@ -46,6 +46,21 @@ cdef class MsgReader:
         self.max_msg_size = max_msg_size
         self.store = _RecvStore(min_reserve)
 
+    cdef object _view(self, char *data, Py_ssize_t size):
+        cdef _RecvStore store = self.store
+        cdef Py_ssize_t off = data - store.data
+        v = self.view
+        if (v is not None and self.view_off == off and self.view_len == size
+                and Py_REFCNT(v) == 1 and not rio_memoryview_released(v)):
+            return v
+        store.view_start = off
+        store.view_len = size
+        v = PyMemoryView_FromObject(store)
+        self.view = v
+        self.view_off = off
+        self.view_len = size
+        return v
+
     def bytes_in_buffer(self):
         """Received bytes not yet consumed by DropMsgSize."""
         return self.end - self.start
@@ -96,6 +111,7 @@ cdef class MsgReader:
             grown = _RecvStore(newcap)
             memcpy(grown.data, s.data, used)
             self.store = grown
+            self.view = None
         return self.store.cap - self.end
 
     cdef Py_ssize_t _recv(self, DispatchContext ctx) except -100:

@@ -506,6 +506,10 @@ cdef class ReactRuntime:
             ctx.sender = MsgSender(self.max_send_queue if max_send_queue is None else max_send_queue,
                                    self.high_water, self.low_water)
             ctx.default_readable = getattr(type(reactor), "on_readable") is _DEFAULT_ON_READABLE
+            f = getattr(type(reactor), "on_inbound_message")
+            if type(f) is types.FunctionType and "on_inbound_message" not in getattr(
+                    reactor, "__dict__", ()):
+                ctx.py_on_inbound = f
         except BaseException:
             ctx.fd = -1             # not ours to close twice in __dealloc__
             rio_close(fd)
@@ -819,6 +823,11 @@ cdef class ReactRuntime:
         return 0
 
     cdef int _discard_connecting(self, DispatchContext ctx) except -1:
+        if ctx.state == ST_CLOSED:
+            # already discarded (a refused connect: _connect_ready, then _connect_failed) or
+            # finalized by close(): freeing the slot twice put it twice on the free list,
+            # so two reactors shared a ReactorID and free_slots overflowed its allocation
+            return 0
         self._unregister(ctx.fd, False)
         ctx.fd = -1
         ctx.state = ST_CLOSED

@@ -263,6 +263,16 @@ static inline int rio_sockaddr_from(int family, const char *host, unsigned short
     }
 }
 
+/* True once memoryview.release() was called on the view (Python.h is included first). */
+static inline int rio_memoryview_released(PyObject *view) {
+#ifdef _Py_MEMORYVIEW_RELEASED
+    return (((PyMemoryViewObject *)view)->flags & _Py_MEMORYVIEW_RELEASED) != 0;
+#else
+    (void)view;
+    return 1;   /* unknown layout: never reuse a view */
+#endif
+}
+
 /* True for errors that mean "no data now, try when the poller says so". */
 static inline int rio_would_block(int e) { return e == EAGAIN || e == EAGAIN_ALT; }
 
