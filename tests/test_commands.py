@@ -291,3 +291,25 @@ def test_commands_from_many_threads_each_complete_once(rt):
         assert seq == list(range(per_thread))        # in order per sender, exactly once
         assert completions[k] == [rid] * per_thread
     peer.close()
+
+
+def test_stop_before_run_forever_is_not_lost(rt):
+    rt.stop()
+    t0 = time.monotonic()
+    rt.run_forever(timeout=5.0)
+    assert time.monotonic() - t0 < 2
+
+
+def test_completion_runs_when_on_command_raises_system_exit(rt):
+    class Exits(EchoReactor):
+        def on_command(self, cmd, ctx):
+            raise SystemExit(3)
+
+    r = Exits()
+    rid, peer, lid = open_stream(rt, r)
+    done = Completion()
+    rt.cmd_sender.send_user_cmd(rid, "x", Deferred.IMMEDIATE, done)
+    with pytest.raises(SystemExit):
+        pump_until(rt, lambda: False)
+    assert isinstance(done.result, SystemExit)
+    peer.close()

@@ -8,7 +8,7 @@ import pytest
 import reactio
 from reactio import DropMsgSize, ExpectMsgSize, Reactor
 
-from conftest import (EchoReactor, frame, listen_factory, pump_until, raw_client,
+from conftest import (EchoReactor, frame, listen_factory, parse_frame, pump_until, raw_client,
                       recv_exact_nb)
 
 pytestmark = pytest.mark.timeout(30)
@@ -238,4 +238,39 @@ def test_bytes_before_eof_are_dispatched_then_reply_flushed(rt):
     peer.setblocking(True)
     peer.settimeout(5)
     assert peer.recv(1) == b""          # orderly FIN after the replies
+    peer.close()
+
+
+def test_receive_view_reuse_never_hands_out_a_kept_or_released_view(rt):
+    """The runtime reuses the memoryview of the previous message when nobody holds it; a view
+    the reactor kept, or released, must never come back."""
+    seen = []
+
+    class Keeper(Reactor):
+        def on_inbound_message(self, buf, new_bytes, decoded_msg_size, ctx):
+            res, n = parse_frame(buf)
+            if res is not None:
+                return res
+            assert bytes(buf[:n]) == frame(bytes([len(seen)]) * 5)
+            if len(seen) % 3 == 0:
+                seen.append(buf)            # kept past the call
+            elif len(seen) % 3 == 1:
+                seen.append(id(buf))
+                view = buf[:n]
+                ctx.send_or_que(view)
+                buf.release()               # released inside the call
+                return DropMsgSize(n)
+            else:
+                seen.append(id(buf))
+            ctx.send_or_que(buf[:n])
+            return DropMsgSize(n)
+
+    lid, port = listen_factory(rt, Keeper)
+    peer = raw_client(port)
+    for i in range(30):
+        msg = frame(bytes([i]) * 5)
+        peer.sendall(msg)
+        assert recv_exact_nb(rt, peer, len(msg)) == msg     # one at a time: same place, size
+    kept_ids = {id(v) for v in seen if isinstance(v, memoryview)}
+    assert len(kept_ids) == 10                               # every kept view was a new object
     peer.close()

@@ -166,8 +166,8 @@ cdef class ReactRuntime:
             pass
 
     def run_forever(self, double timeout=1.0):
-        """process_events() until stop() is called (from any thread)."""
-        self.stopping = False
+        """process_events() until stop() is called (from any thread; a stop() that came
+        before this call makes it return at once)."""
         while not self.stopping:
             self._process(timeout, True)
         self.stopping = False
@@ -950,7 +950,8 @@ cdef class ReactRuntime:
             ctx.reactor.on_command(cmd.a, ctx)
         except CommandNotHandledError as exc:
             result = exc
-        except (KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit) as exc:
+            self._complete(cmd.completion, exc)     # exactly once, even when unwinding
             raise
         except BaseException as exc:
             self._callback_failed(ctx, exc)
