@@ -313,3 +313,18 @@ def test_completion_runs_when_on_command_raises_system_exit(rt):
         pump_until(rt, lambda: False)
     assert isinstance(done.result, SystemExit)
     peer.close()
+
+
+def test_bad_command_arguments_raise_at_once(rt):
+    rid = ReactorID(0, 1)
+    with pytest.raises(TypeError, match="deferred must be a Deferred"):
+        rt.cmd_sender.send_user_cmd(rid, "x", 0.5)
+    with pytest.raises(TypeError, match="on_completion must be callable"):
+        rt.cmd_sender.send_user_cmd(rid, "x", None, "not callable")
+    with pytest.raises(TypeError):
+        rt.cmd_sender.send_user_cmd("0:1", "x")
+    with pytest.raises(ValueError, match="recv_buffer_min_size"):
+        rt.cmd_sender.send_connect("127.0.0.1:1", 0, EchoReactor())
+    with pytest.raises(ValueError, match="NaN"):
+        rt.process_events(float("nan"))
+    assert rt.process_events(float("inf")) is False         # idle: returns at once

@@ -27,7 +27,13 @@ cdef class _Command:
 
 cdef inline _Command _new_command(int kind, object target, object a, object b,
                                   object deferred, object completion):
-    cdef _Command c = _Command.__new__(_Command)
+    cdef _Command c
+    if deferred is not None and type(deferred) is not Deferred:
+        raise TypeError(f"deferred must be a Deferred (Deferred.IMMEDIATE, Deferred.after(s), "
+                        f"Deferred.until(ns)), not {type(deferred).__name__}")
+    if completion is not None and not callable(completion):
+        raise TypeError(f"on_completion must be callable, not {type(completion).__name__}")
+    c = _Command.__new__(_Command)
     c.kind = kind
     c.target = target
     c.a = a

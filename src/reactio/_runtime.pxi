@@ -194,8 +194,10 @@ cdef class ReactRuntime:
         try:
             if not wait_when_idle and self._idle():
                 return False
-            if timeout < 0:
-                timeout_ms = -1
+            if timeout != timeout:
+                raise ValueError("timeout must be a number of seconds, not NaN")
+            if timeout < 0 or timeout > 1e6:
+                timeout_ms = -1         # no limit (commands and timers still wake the loop)
             else:
                 timeout_ms = _ceil_ms(<int64_t>(timeout * 1e9))
             if timeout_ms != 0 and self.timers:
