@@ -166,8 +166,8 @@ cdef class ReactRuntime:
             pass
 
     def run_forever(self, double timeout=1.0):
-        """process_events() until stop() is called (from any thread)."""
-        self.stopping = False
+        """process_events() until stop() is called (from any thread; a stop() that came
+        before this call makes it return at once)."""
         while not self.stopping:
             self._process(timeout, True)
         self.stopping = False
@@ -194,8 +194,10 @@ cdef class ReactRuntime:
         try:
             if not wait_when_idle and self._idle():
                 return False
-            if timeout < 0:
-                timeout_ms = -1
+            if timeout != timeout:
+                raise ValueError("timeout must be a number of seconds, not NaN")
+            if timeout < 0 or timeout > 1e6:
+                timeout_ms = -1         # no limit (commands and timers still wake the loop)
             else:
                 timeout_ms = _ceil_ms(<int64_t>(timeout * 1e9))
             if timeout_ms != 0 and self.timers:
@@ -506,6 +508,10 @@ cdef class ReactRuntime:
             ctx.sender = MsgSender(self.max_send_queue if max_send_queue is None else max_send_queue,
                                    self.high_water, self.low_water)
             ctx.default_readable = getattr(type(reactor), "on_readable") is _DEFAULT_ON_READABLE
+            f = getattr(type(reactor), "on_inbound_message")
+            if type(f) is types.FunctionType and "on_inbound_message" not in getattr(
+                    reactor, "__dict__", ()):
+                ctx.py_on_inbound = f
         except BaseException:
             ctx.fd = -1             # not ours to close twice in __dealloc__
             rio_close(fd)
@@ -946,7 +952,8 @@ cdef class ReactRuntime:
             ctx.reactor.on_command(cmd.a, ctx)
         except CommandNotHandledError as exc:
             result = exc
-        except (KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit) as exc:
+            self._complete(cmd.completion, exc)     # exactly once, even when unwinding
             raise
         except BaseException as exc:
             self._callback_failed(ctx, exc)
