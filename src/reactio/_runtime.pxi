@@ -190,12 +190,12 @@ cdef class ReactRuntime:
             raise RuntimeClosedError("the runtime is closed")
         if self.in_process:
             raise RuntimeError("process_events() called re-entrantly from a callback")
+        if timeout != timeout:
+            raise ValueError("timeout must be a number of seconds, not NaN")
         self.in_process = True
         try:
             if not wait_when_idle and self._idle():
                 return False
-            if timeout != timeout:
-                raise ValueError("timeout must be a number of seconds, not NaN")
             if timeout < 0 or timeout > 1e6:
                 timeout_ms = -1         # no limit (commands and timers still wake the loop)
             else:
