@@ -40,6 +40,12 @@ for arg in "$@"; do
         *) echo "build-dist.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
+if [ "$TYPES" = 1 ] && ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+    # stubtest's verdicts differ between mypy releases; the reference is a current mypy,
+    # which needs Python >= 3.10
+    echo "build-dist: $("$PY" -V): skipping stubtest and mypy (they run with Python >= 3.10)"
+    TYPES=0
+fi
 if [ "$(uname -s)" != Linux ]; then
     echo "build-dist.sh: auditwheel repair needs Linux" >&2
     exit 2
