@@ -339,15 +339,22 @@ cdef class ReactRuntime:
         if not was_open:
             return 0                     # a connect that never completed: no on_close
         self.n_streams -= 1
+        held = None     # KeyboardInterrupt/SystemExit from a completion: raised after on_close
         q = ctx.sender.completions
         if q:
-            ctx._flush_completions()
+            try:
+                ctx._flush_completions()
+            except (KeyboardInterrupt, SystemExit) as exc:
+                held = exc
             err = ctx.close_error
             if err is None or not isinstance(err, BaseException):
                 err = ReactorClosedError(f"reactor {ctx.reactor_id} closed before the bytes were sent")
             while q:
                 end, cb = q.popleft()
-                self._complete(cb, err)
+                try:
+                    self._complete(cb, err)
+                except (KeyboardInterrupt, SystemExit) as exc:
+                    held = held or exc
         reactor = ctx.reactor
         reactor._close_error = ctx.close_error
         if log.isEnabledFor(logging.DEBUG):
@@ -364,6 +371,8 @@ cdef class ReactRuntime:
         except BaseException as exc:
             log.error("reactor %s (%s): on_close raised %s", ctx.reactor_id,
                       type(reactor).__name__, type(exc).__name__, exc_info=exc)
+        if held is not None:
+            raise held
         return 0
 
     cdef int _unregister(self, int fd, bint abort) except -1:
@@ -407,39 +416,50 @@ cdef class ReactRuntime:
         cdef DispatchContext ctx
         if self.in_process:
             raise RuntimeError("close() called from a callback; use stop() or send_close()")
+        # the callbacks run below may not re-enter process_events() or close() either
+        self.in_process = True
         self.inbox.closed = True
         err = RuntimeClosedError("the runtime was closed")
+        interrupted = None
         try:
-            for obj in list(self.slots):
-                if type(obj) is DispatchContext:
-                    ctx = <DispatchContext>obj
-                    if ctx.state == ST_CLOSED:
-                        continue
-                    if ctx.state == ST_OPEN or ctx.state == ST_DRAINING:
-                        try:
-                            ctx._flush()
-                        except (KeyboardInterrupt, SystemExit):
-                            raise
-                        except BaseException:
-                            pass
-                    if ctx.state != ST_CLOSED:
-                        ctx.state = ST_CLOSING
-                        ctx.in_callback = 0
-                        self._finalize(ctx)
-                elif type(obj) is _Listener:
-                    self._close_listener(<_Listener>obj)
-            for p in list(self.pending_connects):
-                self._connect_failed(<_PendingConnect>p, err)
-            while self.inbox.queue:
-                cmd = <_Command>self.inbox.queue.popleft()
-                self._complete(cmd.completion, err)
-            timers, self.timers = self.timers, []
-            for entry in timers:
-                cmd = <_Command>entry[2]
-                if cmd.kind < CMD_RESOLVED and not cmd.cancelled:
-                    self.n_user_deferred -= 1
-                    self._complete(cmd.completion, err)
+            # A KeyboardInterrupt/SystemExit from a callback is raised only once everything is
+            # closed: each pass resumes where the last stopped (finalized streams, closed
+            # listeners, done connects and popped commands are not visited again).
+            while True:
+                try:
+                    for obj in list(self.slots):
+                        if type(obj) is DispatchContext:
+                            ctx = <DispatchContext>obj
+                            if ctx.state == ST_CLOSED:
+                                continue
+                            if ctx.state == ST_OPEN or ctx.state == ST_DRAINING:
+                                try:
+                                    ctx._flush()
+                                except (KeyboardInterrupt, SystemExit) as exc:
+                                    interrupted = interrupted or exc
+                                except BaseException:
+                                    pass
+                            if ctx.state != ST_CLOSED:
+                                ctx.state = ST_CLOSING
+                                ctx.in_callback = 0
+                                self._finalize(ctx)
+                        elif type(obj) is _Listener:
+                            self._close_listener(<_Listener>obj)
+                    for p in list(self.pending_connects):
+                        self._connect_failed(<_PendingConnect>p, err)
+                    while self.inbox.queue:
+                        cmd = <_Command>self.inbox.queue.popleft()
+                        self._complete(cmd.completion, err)
+                    while self.timers:
+                        cmd = <_Command>heapq.heappop(self.timers)[2]
+                        if cmd.kind < CMD_RESOLVED and not cmd.cancelled:
+                            self.n_user_deferred -= 1
+                            self._complete(cmd.completion, err)
+                    break
+                except (KeyboardInterrupt, SystemExit) as exc:
+                    interrupted = interrupted or exc
         finally:
+            self.in_process = False
             self.closed = True
             if REACTIO_IOCP:
                 _iocp_drain(self)
@@ -452,6 +472,8 @@ cdef class ReactRuntime:
                 self.inbox.evfd = -1
                 rio_close_fd(self.epfd)
                 self.epfd = -1
+        if interrupted is not None:
+            raise interrupted
 
     # ------------------------------------------------------------------ slots
 
