@@ -69,15 +69,25 @@ cdef class MsgReader:
         """Drop buffered bytes and forget the expected message size."""
         self.start = self.end = self.decoded = self.unseen = 0
 
-    def try_read_fast_read(self, DispatchContext ctx):
+    def try_read_fast_read(self, DispatchContext ctx not None):
         """Read everything the socket has, then dispatch every complete message (the
         default): fewest system calls per event."""
+        self._check_ctx(ctx)
         self.fast_read(ctx)
 
-    def try_read_fast_dispatch(self, DispatchContext ctx):
+    def try_read_fast_dispatch(self, DispatchContext ctx not None):
         """Dispatch after every chunk read: earliest dispatch of the first message in a
         burst, and the smallest buffer."""
+        self._check_ctx(ctx)
         self.fast_dispatch(ctx)
+
+    def _check_ctx(self, DispatchContext ctx):
+        # on_inbound_raw shows the bytes through ctx.reader's buffer: a reader reading for
+        # another stream would hand out a view of memory that view does not own
+        if ctx.reader is not self:
+            raise ValueError("a MsgReader reads only for its own stream (use ctx.reader)")
+        if ctx.state != ST_OPEN:
+            raise ReactorClosedError(f"reactor {ctx.reactor_id} is not open; cannot read")
 
     cdef Py_ssize_t _ensure_space(self) except -1:
         """Free bytes after end: at least min_reserve, unless the buffer is at its limit."""
