@@ -71,6 +71,7 @@ setup(
             "initializedcheck": False,
             "cdivision": True,
             "embedsignature": True,
+            "embedsignature.format": "clinic",   # signatures inspect (and stubtest) can read
             "binding": False,
         },
     ),

@@ -202,13 +202,7 @@ def extract(dest: Path, blocks: Optional[List[Block]] = None) -> List[Path]:
 
 
 README = ROOT / "README.md"
-_README_XFAIL = pytest.mark.xfail(
-    reason="README's example passes a completion's result (ReactorID | BaseException) "
-           "straight to rt.local_address(); it needs an isinstance check to be type-correct",
-    strict=False)
-
-
-@pytest.mark.parametrize("which", ["docs", pytest.param("README.md", marks=_README_XFAIL)])
+@pytest.mark.parametrize("which", ["docs", "README.md"])
 def test_examples_typecheck_with_mypy(which: str, tmp_path):
     pytest.importorskip("mypy")
     blocks = [b for b in PY_BLOCKS if (b.doc == README) == (which == "README.md")]

@@ -274,3 +274,17 @@ def test_receive_view_reuse_never_hands_out_a_kept_or_released_view(rt):
     kept_ids = {id(v) for v in seen if isinstance(v, memoryview)}
     assert len(kept_ids) == 10                               # every kept view was a new object
     peer.close()
+
+
+def test_whole_message_over_max_msg_size_in_one_read_is_refused(rt, expected_errors):
+    """The limit holds even when the oversized message fits the receive buffer at once: it is
+    refused before dispatch when ExpectMsgSize announces it or it fills the buffer, else at its
+    DropMsgSize, which closes the connection."""
+    server = EchoReactor()
+    lid, port = listen_factory(rt, lambda: server, recv_buffer_min_size=8192, max_msg_size=1024)
+    peer = raw_client(port)
+    peer.sendall(frame(b"x" * 4000))
+    pump_until(rt, lambda: server.closed)
+    assert isinstance(server.closed[0][1], reactio.MessageTooLargeError)
+    assert expected_errors.matching("max_msg_size=1024")
+    peer.close()

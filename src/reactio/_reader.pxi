@@ -244,6 +244,10 @@ cdef class MsgReader:
                     raise MessageResultError(
                         f"DropMsgSize({n}) with {avail} bytes buffered: the size must be "
                         f"in 1..{avail}")
+                if n > self.max_msg_size:
+                    raise MessageTooLargeError(
+                        f"DropMsgSize({n}): a message larger than max_msg_size="
+                        f"{self.max_msg_size}")
                 self.start += n
                 self.decoded = 0
                 self.unseen = self.end - self.start     # the next message's bytes count as new

@@ -32,8 +32,23 @@ cdef inline int _ceil_ms(int64_t ns):
 # the GC's tp_clear would set slots/inbox to None before __dealloc__, which then leaked every fd.
 @cython.no_gc_clear
 cdef class ReactRuntime:
-    """One event loop (epoll on Linux).  Use it from one thread; other threads reach it only
-    through its cmd_sender.  ``with ReactRuntime() as rt:`` closes it on exit."""
+    """One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other threads
+    reach it only through its cmd_sender.  ``with ReactRuntime() as rt:`` closes it on exit.
+
+    Keywords (defaults for every stream; send_connect and listener handlers may override the
+    first two per connection):
+      max_send_queue  bytes a stream may have queued; a send beyond it closes that stream
+                      with SendQueueOverflowError (16 MiB)
+      max_msg_size    the largest message: refused before dispatch when ExpectMsgSize(n)
+                      announces more or an incomplete message fills the receive buffer, and
+                      at its DropMsgSize(n) otherwise; closes that stream with
+                      MessageTooLargeError (16 MiB)
+      high_water, low_water  on_pause_writing above high_water queued bytes, then
+                      on_resume_writing at low_water (64 KiB / 16 KiB)
+      drain_timeout   seconds a graceful close may wait for the peer to take queued bytes
+                      before it resets the connection (30 s; 0 = no limit)
+      max_events      events taken per wait (1024)
+    """
 
     def __cinit__(self):
         self.epfd = -1
