@@ -12,6 +12,7 @@ cdef class _Listener:
         # still open: the runtime was dropped without close() and the GC freed this first
         if self.fd >= 0:
             rio_close(self.fd)
+        free(self.iocp_ops)     # a pending AcceptEx holds a reference to us: none is
 
 
 @cython.final
