@@ -23,6 +23,10 @@
 #  include <mswsock.h>
 #  include <windows.h>
 #  define REACTIO_IOCP 1
+#  if defined(_MSC_VER) && !defined(ssize_t)
+#    include <BaseTsd.h>
+typedef SSIZE_T ssize_t;     /* POSIX name used by the socket declarations; mingw has it */
+#  endif
 typedef SOCKET rio_sock_t;
 #  define RIO_INVALID_SOCK INVALID_SOCKET
 #  ifndef ENOSYS
