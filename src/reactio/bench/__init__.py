@@ -25,8 +25,8 @@ Module map (the harness process imports only the first group; the children run `
 * ``cbuild``: compiles the C programs in ``c/`` with the system compiler, cached by hash.
 * ``stats``, ``report``, ``plot``, ``machine``: numbers, tables/JSON, charts, machine info.
 * ``worker``: entry point of the Python children (``python -m reactio.bench.worker``), which
-  runs ``legs_asyncio`` (asyncio, uvloop) or ``legs_reactio`` (reactio, with ``_cyecho`` for
-  the Cython reactors).
+  runs ``legs_asyncio`` (asyncio, uvloop) or ``legs_reactio`` (reactio, with ``_pyecho`` for
+  the Python reactors and ``_cyecho`` for the Cython ones).
 
 Importing this package must stay cheap and must not import reactio's extension modules: a
 leg that cannot import is reported as skipped, never a crash of the harness.

@@ -17,6 +17,7 @@ import shlex
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import List
 
 SOURCE_DIR = Path(__file__).resolve().parent / "c"
 CFLAGS = ["-O2", "-Wall"]
@@ -32,7 +33,7 @@ class BuildError(Exception):
     """A C program could not be built (no compiler, a compile error, no writable cache)."""
 
 
-def compiler() -> list:
+def compiler() -> List[str]:
     return shlex.split(os.environ.get("CC") or "cc")
 
 
@@ -50,7 +51,7 @@ def compiler_version() -> str:
     return (out.stdout.strip().splitlines() or ["unknown"])[0]
 
 
-def _candidate_cache_dirs() -> list:
+def _candidate_cache_dirs() -> List[Path]:
     dirs = []
     if os.environ.get("REACTIO_BENCH_CACHE"):
         dirs.append(Path(os.environ["REACTIO_BENCH_CACHE"]))

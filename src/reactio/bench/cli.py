@@ -14,7 +14,8 @@ import argparse
 import json
 import signal
 import sys
-from typing import List, Optional
+from types import FrameType
+from typing import List, NoReturn, Optional
 
 from . import legs as legs_mod
 from . import machine, report
@@ -77,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
                     "uvloop and a C epoll floor, on this machine.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp, default_pin):
+    def common(sp: argparse.ArgumentParser, default_pin: str) -> None:
         sp.add_argument("--legs", help=f"comma-separated legs, from {','.join(ALL_LEGS)}")
         sp.add_argument("--pin", choices=("same-core", "split", "none"), default=default_pin,
                         help="CPU affinity of the two processes: both on one CPU, on two "
@@ -135,7 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _terminated(signum, frame):
+def _terminated(signum: int, frame: Optional[FrameType]) -> NoReturn:
     raise SystemExit(128 + signum)
 
 
@@ -185,7 +186,7 @@ def _replot(json_file: str, png_file: str) -> int:
     return 0
 
 
-def _bench(args, argv: List[str]) -> int:
+def _bench(args: argparse.Namespace, argv: List[str]) -> int:
     from . import plot
     if args.plot:
         try:

@@ -36,7 +36,7 @@ DESCRIPTIONS = {
 _PKG_ROOT = str(Path(os.path.abspath(__file__)).parents[2])
 
 
-def child_env() -> dict:
+def child_env() -> Dict[str, str]:
     env = dict(os.environ)
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = _PKG_ROOT + (os.pathsep + path if path else "")
@@ -121,5 +121,5 @@ class Leg:
         return argv + (["--spin"] if spin else [])
 
     @property
-    def env(self) -> Optional[dict]:
+    def env(self) -> Optional[Dict[str, str]]:
         return None if self.name == FLOOR else child_env()

@@ -12,6 +12,7 @@ import asyncio
 import socket
 import struct
 import time
+from typing import Awaitable, Callable, Optional, cast
 
 from .worker import HDR, Recorder, check_echo
 
@@ -29,11 +30,12 @@ def check(leg: str) -> None:
 def _new_loop(leg: str) -> asyncio.AbstractEventLoop:
     if leg == "uvloop":
         import uvloop
-        return uvloop.new_event_loop()
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        return loop
     return asyncio.new_event_loop()
 
 
-def _nodelay(transport) -> None:
+def _nodelay(transport: asyncio.BaseTransport) -> None:
     # Both loops already set TCP_NODELAY on TCP transports; say it anyway, the leg's
     # contract does not rest on a loop's default.
     sock = transport.get_extra_info("socket")
@@ -47,31 +49,33 @@ def _nodelay(transport) -> None:
 class _ServerState:
     """Counts connections; resolves ``done`` when ``target`` were accepted and all closed."""
 
-    def __init__(self, target: int, done: asyncio.Future):
+    def __init__(self, target: int, done: asyncio.Future[None]) -> None:
         self.target = target
         self.accepted = 0
         self.closed = 0
         self.done = done
-        self.server = None
+        self.server: Optional[asyncio.AbstractServer] = None
 
 
 class EchoServer(asyncio.Protocol):
     """Echo every complete message back unchanged."""
 
-    def __init__(self, state: _ServerState):
+    transport: asyncio.Transport  # set by connection_made, before any other callback
+
+    def __init__(self, state: _ServerState) -> None:
         self.state = state
         self.buf = bytearray()
-        self.transport = None
 
-    def connection_made(self, transport):
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # a stream (TCP) connection's transport is an asyncio.Transport
+        self.transport = cast(asyncio.Transport, transport)
         _nodelay(transport)
         st = self.state
         st.accepted += 1
         if st.accepted == st.target and st.server is not None:
             st.server.close()  # stop accepting; open connections carry on
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         buf = self.buf
         if not buf and len(data) >= HDR and len(data) == HDR + (data[0] | (data[1] << 8)):
             self.transport.write(data)  # exactly one message: echo the object itself
@@ -88,15 +92,15 @@ class EchoServer(asyncio.Protocol):
             self.transport.write(bytes(buf[:end]))
             del buf[:end]
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         st = self.state
         st.closed += 1
         if st.closed >= st.target and not st.done.done():
             st.done.set_result(None)
 
 
-def serve(leg: str, conns: int, spin: bool, announce) -> None:
-    async def main():
+def serve(leg: str, conns: int, spin: bool, announce: Callable[[int], None]) -> None:
+    async def main() -> None:
         loop = asyncio.get_running_loop()
         state = _ServerState(conns, loop.create_future())
         server = await loop.create_server(lambda: EchoServer(state), "127.0.0.1", 0,
@@ -112,7 +116,9 @@ def serve(leg: str, conns: int, spin: bool, announce) -> None:
 class PingClient(asyncio.Protocol):
     """Strict ping-pong: send one message, wait for its echo, record the RTT, repeat."""
 
-    def __init__(self, size: int, rec: Recorder, done: asyncio.Future):
+    transport: asyncio.Transport  # set by connection_made, before any other callback
+
+    def __init__(self, size: int, rec: Recorder, done: asyncio.Future[None]) -> None:
         self.size = size
         self.rec = rec
         self.done = done
@@ -120,20 +126,20 @@ class PingClient(asyncio.Protocol):
         self.buf = bytearray()
         self.i = 0
         self.t0 = 0
-        self.transport = None
 
-    def connection_made(self, transport):
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # a stream (TCP) connection's transport is an asyncio.Transport
+        self.transport = cast(asyncio.Transport, transport)
         _nodelay(transport)
         self._send()
 
-    def _send(self):
+    def _send(self) -> None:
         t0 = self.t0 = time.monotonic_ns()
         if self.i == self.rec.warmup:
             self.rec.start_ns = t0
         self.transport.write(_HEAD.pack(self.size - HDR, t0) + self.body)
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         if self.buf or len(data) != self.size:
             self.buf += data
             if len(self.buf) < self.size:
@@ -158,22 +164,22 @@ class PingClient(asyncio.Protocol):
             if not self.done.done():
                 self.done.set_result(None)
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         if not self.done.done():
             self.done.set_exception(ConnectionError(f"connection lost early: {exc}"))
 
 
 def ping(leg: str, port: int, size: int, rec: Recorder, spin: bool) -> None:
-    async def main():
+    async def main() -> None:
         loop = asyncio.get_running_loop()
-        done = loop.create_future()
+        done: asyncio.Future[None] = loop.create_future()
         await loop.create_connection(lambda: PingClient(size, rec, done), "127.0.0.1", port)
         await done
 
     _run(leg, main())
 
 
-def _run(leg: str, coro) -> None:
+def _run(leg: str, coro: Awaitable[None]) -> None:
     loop = _new_loop(leg)
     try:
         loop.run_until_complete(coro)

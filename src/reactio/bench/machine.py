@@ -5,7 +5,7 @@ import os
 import platform
 import sys
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 
 def _cpu_model() -> str:
@@ -35,7 +35,7 @@ def _version(dist: str) -> Optional[str]:
         return None
 
 
-def _cpu_ticks():
+def _cpu_ticks() -> Optional[Tuple[int, int]]:
     """(busy, total) jiffies of all CPUs from /proc/stat, or None."""
     try:
         with open("/proc/stat") as f:

@@ -15,11 +15,11 @@ from __future__ import annotations
 import tempfile
 from array import array
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import stats
 from .legs import FLOOR, Leg
-from .procs import Child, ChildError, deadline_in, pin_plan
+from .procs import Child, ChildError, Pins, deadline_in, pin_plan
 from .progress import Progress
 
 STARTUP_TIMEOUT = 60.0  # a child must report within this (Python start-up, imports)
@@ -28,16 +28,16 @@ STARTUP_TIMEOUT = 60.0  # a child must report within this (Python start-up, impo
 class LegResult:
     """One leg's outcome for one message size, accumulated over rounds."""
 
-    def __init__(self, leg: Leg):
+    def __init__(self, leg: Leg) -> None:
         self.leg = leg
         self.status = "ok"
         self.reason: Optional[str] = None
         self.samples = array("q")
         self.elapsed_ns = 0
-        self.rounds: List[Dict] = []
-        self._summary: Optional[Dict] = None
+        self.rounds: List[Dict[str, float]] = []
+        self._summary: Optional[Dict[str, float]] = None
 
-    def summary(self) -> Dict:
+    def summary(self) -> Dict[str, float]:
         """Latency statistics (µs) of all samples so far, computed once after the last round."""
         if self._summary is None or self._summary["n"] != len(self.samples):
             self._summary = stats.summarize(self.samples)
@@ -46,9 +46,9 @@ class LegResult:
     def fail(self, status: str, reason: str) -> None:
         self.status, self.reason = status, reason
 
-    def to_dict(self, floor: Optional["LegResult"]) -> Dict:
-        d: Dict = {"leg": self.leg.name, "description": self.leg.description,
-                   "status": self.status}
+    def to_dict(self, floor: Optional["LegResult"]) -> Dict[str, Any]:
+        d: Dict[str, Any] = {"leg": self.leg.name, "description": self.leg.description,
+                             "status": self.status}
         if self.reason:
             d["reason"] = self.reason
         if self.status != "ok" or not self.samples:
@@ -58,8 +58,8 @@ class LegResult:
         d["round_trips_per_s"] = (len(self.samples) / (self.elapsed_ns / 1e9)
                                   if self.elapsed_ns else None)
         f = floor.summary() if floor is not None and floor.ok else None
-        d["ratio_p50"] = stats.ratio(s["p50"], f and f["p50"])
-        d["ratio_p99"] = stats.ratio(s["p99"], f and f["p99"])
+        d["ratio_p50"] = stats.ratio(s["p50"], f["p50"] if f is not None else None)
+        d["ratio_p99"] = stats.ratio(s["p99"], f["p99"] if f is not None else None)
         d["rounds"] = self.rounds
         d["nines_curve"] = stats.nines_curve(self.samples)
         return d
@@ -76,8 +76,9 @@ def _split(count: int, rounds: int) -> List[int]:
     return [base + (1 if r < extra else 0) for r in range(rounds)]
 
 
-def run_once(leg: Leg, size: int, count: int, warmup: int, pins, spin: bool, timeout: float,
-             workdir: Path, progress: Progress, label: str):
+def run_once(leg: Leg, size: int, count: int, warmup: int, pins: Pins, spin: bool,
+             timeout: float, workdir: Path, progress: Progress,
+             label: str) -> Tuple[array[int], int]:
     """One server/client pair of ``leg``: returns (samples, elapsed_ns of the recorded part).
 
     Raises ChildError (with the child's stderr) when anything goes wrong.
@@ -119,12 +120,12 @@ def run_once(leg: Leg, size: int, count: int, warmup: int, pins, spin: bool, tim
 
 
 def run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
-        pin: str, spin: bool, timeout: Optional[float], progress: Progress) -> Dict:
+        pin: str, spin: bool, timeout: Optional[float], progress: Progress) -> Dict[str, Any]:
     """Run the ping-pong over ``legs`` for every size; returns the JSON-able result."""
     pins = pin_plan(pin)
     shares = _split(count, rounds)
-    available = []
-    skipped = {}
+    available: List[Leg] = []
+    skipped: Dict[str, str] = {}
     for leg in legs:
         reason = leg.check(need_client=True)
         if reason:
@@ -133,7 +134,7 @@ def run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
         else:
             available.append(leg)
 
-    results = []
+    results: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="reactio-bench-") as tmp:
         workdir = Path(tmp)
         for size in sizes:

@@ -8,14 +8,16 @@ matplotlib is an optional dependency (the ``bench`` extra).
 from __future__ import annotations
 
 import math
-from typing import Dict, List
+from types import ModuleType
+from typing import Any, Dict, List, Tuple
 
 
 class PlotError(Exception):
     pass
 
 
-def _pyplot():
+def _pyplot() -> ModuleType:
+    """matplotlib.pyplot, set up to draw into files."""
     try:
         import matplotlib
         matplotlib.use("Agg")  # files only: no display needed
@@ -23,14 +25,15 @@ def _pyplot():
     except ImportError:
         raise PlotError("--plot needs matplotlib: pip install matplotlib "
                         "(or pip install 'reactio[bench]')") from None
-    return plt
+    pyplot: ModuleType = plt  # a module also where mypy cannot see the optional matplotlib
+    return pyplot
 
 
-def plot_pingpong(result: Dict, path: str, title: str = "") -> None:
+def plot_pingpong(result: Dict[str, Any], path: str, title: str = "") -> None:
     plt = _pyplot()
     from matplotlib import ticker
-    blocks: List[Dict] = [b for b in result["results"]
-                          if any(r["status"] == "ok" for r in b["legs"])]
+    blocks: List[Dict[str, Any]] = [b for b in result["results"]
+                                    if any(r["status"] == "ok" for r in b["legs"])]
     if not blocks:
         raise PlotError("nothing to plot: no leg produced samples")
     fig, axes = plt.subplots(1, len(blocks), figsize=(7 * len(blocks), 5), squeeze=False)
@@ -39,13 +42,16 @@ def plot_pingpong(result: Dict, path: str, title: str = "") -> None:
         for row in block["legs"]:
             if row["status"] != "ok":
                 continue
-            xs, ys = [], []
+            xs: List[float] = []
+            ys: List[float] = []
             for q, us in row["nines_curve"]:
-                xs.append(-math.log10(1.0 - q) if q < 1.0 else None)
+                if q < 1.0:
+                    xs.append(-math.log10(1.0 - q))
+                else:
+                    # The maximum (q = 1, the curve's last point) sits just past the last
+                    # resolvable percentile.
+                    xs.append((xs[-1] + 0.15) if xs else 0.0)
                 ys.append(us)
-            # The maximum (q = 1) sits just past the last resolvable percentile.
-            if xs and xs[-1] is None:
-                xs[-1] = (xs[-2] + 0.15) if len(xs) > 1 else 0.0
             top = max(top, math.ceil(max(xs)))
             label = row["leg"]
             if row.get("ratio_p50") is not None:
@@ -80,10 +86,10 @@ def _nines_label(k: int) -> str:
     return s
 
 
-def plot_scale(result: Dict, path: str, title: str = "") -> None:
+def plot_scale(result: Dict[str, Any], path: str, title: str = "") -> None:
     """messages/s against connections, one line per leg (log x)."""
     plt = _pyplot()
-    series: Dict[str, List] = {}
+    series: Dict[str, List[Tuple[int, float]]] = {}
     for block in result["results"]:
         for row in block["legs"]:
             if row["status"] == "ok":

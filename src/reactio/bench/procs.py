@@ -19,7 +19,11 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence, Set
+from types import TracebackType
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Type
+
+# CPU sets of (server, client) from pin_plan(); None: not pinned
+Pins = Tuple[Optional[Set[int]], Optional[Set[int]]]
 
 
 class ChildError(Exception):
@@ -70,7 +74,7 @@ class Child:
     """
 
     def __init__(self, name: str, argv: Sequence[str], *, workdir: Path,
-                 cpus: Optional[Set[int]] = None, env: Optional[dict] = None):
+                 cpus: Optional[Set[int]] = None, env: Optional[Dict[str, str]] = None) -> None:
         self.name = name
         self.argv = list(argv)
         self._stderr_path = workdir / f"{name}.stderr"
@@ -118,7 +122,9 @@ class Child:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise self.failure("timed out waiting for its output")
-            fd = self.proc.stdout.fileno()
+            stdout = self.proc.stdout
+            assert stdout is not None  # Popen(stdout=PIPE)
+            fd = stdout.fileno()
             ready, _, _ = select.select([fd], [], [], min(left, 1.0))
             if ready:
                 chunk = os.read(fd, 65536)
@@ -182,7 +188,8 @@ class Child:
     def __enter__(self) -> "Child":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
         self.stop()
 
 
@@ -195,7 +202,7 @@ def describe_status(rc: int) -> str:
     return str(rc)
 
 
-def pin_plan(mode: str) -> tuple:
+def pin_plan(mode: str) -> Pins:
     """CPU sets for (server, client) for ``--pin same-core|split|none``.
 
     Uses the CPUs this process may run on. ``same-core`` puts both on the last of them,

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Optional
 
 
 class Progress:
-    def __init__(self, enabled: bool = True, interval: float = None):
+    def __init__(self, enabled: bool = True, interval: Optional[float] = None) -> None:
         self.enabled = enabled
         self.tty = sys.stderr.isatty()
         self.interval = interval if interval is not None else (1.0 if self.tty else 5.0)

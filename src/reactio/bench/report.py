@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from .legs import FLOOR
 from .stats import PERCENTILES
@@ -16,7 +16,7 @@ def _ratio(v: Optional[float], width: int = 7) -> str:
     return ("-" if v is None else f"{v:.2f}x").rjust(width)
 
 
-def _reasons(rows: List[Dict]) -> List[str]:
+def _reasons(rows: List[Dict[str, Any]]) -> List[str]:
     out = []
     for row in rows:
         if row["status"] != "ok":
@@ -25,7 +25,7 @@ def _reasons(rows: List[Dict]) -> List[str]:
     return out
 
 
-def pingpong_table(result: Dict, machine_line: str) -> str:
+def pingpong_table(result: Dict[str, Any], machine_line: str) -> str:
     p = result["params"]
     cpus = p["cpus"]
     pin = p["pin"]
@@ -55,7 +55,7 @@ def pingpong_table(result: Dict, machine_line: str) -> str:
     return "\n".join(lines)
 
 
-def scale_table(result: Dict, machine_line: str) -> str:
+def scale_table(result: Dict[str, Any], machine_line: str) -> str:
     p = result["params"]
     cpus = p["cpus"]
     pin = p["pin"]
@@ -92,7 +92,8 @@ def scale_table(result: Dict, machine_line: str) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: str, machine: Dict, results: List[Dict], argv: List[str]) -> None:
+def write_json(path: str, machine: Dict[str, object], results: List[Dict[str, Any]],
+               argv: List[str]) -> None:
     doc = {"tool": "reactio.bench", "argv": argv, "machine": machine, "floor": FLOOR,
            "runs": results}
     with open(path, "w") as f:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import tempfile
 from array import array
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import cbuild, stats
 from .legs import FLOOR, Leg
-from .procs import Child, ChildError, cpu_seconds, deadline_in, pin_plan, raise_nofile_limit
+from .procs import (Child, ChildError, Pins, cpu_seconds, deadline_in, pin_plan,
+                    raise_nofile_limit)
 from .progress import Progress
 
 STARTUP_TIMEOUT = 60.0
@@ -26,7 +27,7 @@ CONNECT_TIMEOUT = 60.0  # loadgen itself gives up after 30 s
 class ScaleResult:
     """One leg's outcome at one connection count, accumulated over rounds."""
 
-    def __init__(self, leg: Leg):
+    def __init__(self, leg: Leg) -> None:
         self.leg = leg
         self.status = "ok"
         self.reason: Optional[str] = None
@@ -50,9 +51,9 @@ class ScaleResult:
     def cpu_per_msg_us(self) -> float:
         return self.cpu_s / self.messages * 1e6
 
-    def to_dict(self, floor: Optional["ScaleResult"]) -> Dict:
-        d: Dict = {"leg": self.leg.name, "description": self.leg.description,
-                   "status": self.status}
+    def to_dict(self, floor: Optional["ScaleResult"]) -> Dict[str, Any]:
+        d: Dict[str, Any] = {"leg": self.leg.name, "description": self.leg.description,
+                             "status": self.status}
         if self.reason:
             d["reason"] = self.reason
         if not self.ok:
@@ -65,14 +66,16 @@ class ScaleResult:
         d["server_cpu_us_per_msg"] = self.cpu_per_msg_us
         d["server_cpu_utilization"] = self.cpu_s / (self.elapsed_ns / 1e9)
         fl = floor if floor is not None and floor.ok else None
-        d["ratio_messages_per_s"] = stats.ratio(self.rate, fl and fl.rate)
+        d["ratio_messages_per_s"] = stats.ratio(self.rate, fl.rate if fl is not None else None)
         # cpu/msg ratio: how many times the C server's CPU time one message costs.
-        d["ratio_cpu_per_msg"] = stats.ratio(self.cpu_per_msg_us, fl and fl.cpu_per_msg_us)
+        d["ratio_cpu_per_msg"] = stats.ratio(self.cpu_per_msg_us,
+                                             fl.cpu_per_msg_us if fl is not None else None)
         return d
 
 
 def run_once(leg: Leg, loadgen: Path, conns: int, size: int, warmup: float, duration: float,
-             pins, spin: bool, workdir: Path, progress: Progress, label: str):
+             pins: Pins, spin: bool, workdir: Path, progress: Progress,
+             label: str) -> Tuple[array[int], int, int, float]:
     """One server + load generator run: (samples, messages, elapsed_ns, server_cpu_s)."""
     out = workdir / f"scale-{leg.name}-{conns}.samples"
     timeout = STARTUP_TIMEOUT + CONNECT_TIMEOUT + warmup + duration + 30
@@ -88,8 +91,9 @@ def run_once(leg: Leg, loadgen: Path, conns: int, size: int, warmup: float, dura
                 str(out), "--timeout", str(int(timeout) + 1)]
         with Child("loadgen", argv, workdir=workdir, cpus=client_cpus) as lg:
             deadline = deadline_in(timeout)
-            cpu0 = cpu1 = None
-            result = None
+            cpu0: Optional[float] = None
+            cpu1: Optional[float] = None
+            result: Optional[Tuple[int, int]] = None
             while True:
                 line = lg.read_line(deadline)
                 if line is None:
@@ -117,14 +121,14 @@ def run_once(leg: Leg, loadgen: Path, conns: int, size: int, warmup: float, dura
         raise ChildError("loadgen: no measurement window (duration too short?)")
     samples = stats.load_samples(str(out))
     out.unlink()
-    messages, elapsed = result
+    messages, elapsed_ns = result
     if messages == 0:
         raise ChildError(f"{leg.name} server: no message was echoed in the measurement window")
-    return samples, messages, elapsed, cpu1 - cpu0
+    return samples, messages, elapsed_ns, cpu1 - cpu0
 
 
 def run(legs: List[Leg], conns_list: List[int], size: int, warmup: float, duration: float,
-        rounds: int, pin: str, spin: bool, progress: Progress) -> Dict:
+        rounds: int, pin: str, spin: bool, progress: Progress) -> Dict[str, Any]:
     pins = pin_plan(pin)
     limit = raise_nofile_limit()  # inherited by the children
     if max(conns_list) + 64 > limit:
@@ -132,7 +136,8 @@ def run(legs: List[Leg], conns_list: List[int], size: int, warmup: float, durati
                          f"RLIMIT_NOFILE allows here ({limit}); raise the hard limit "
                          "(ulimit -Hn) or use fewer --conns")
     loadgen = cbuild.build("loadgen")  # BuildError: no scale run at all without it
-    available, skipped = [], {}
+    available: List[Leg] = []
+    skipped: Dict[str, str] = {}
     for leg in legs:
         reason = leg.check(need_client=False)
         if reason:
@@ -140,7 +145,7 @@ def run(legs: List[Leg], conns_list: List[int], size: int, warmup: float, durati
             progress.note(f"scale: leg {leg.name} skipped: {reason}")
         else:
             available.append(leg)
-    results = []
+    results: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="reactio-bench-") as tmp:
         workdir = Path(tmp)
         for conns in conns_list:

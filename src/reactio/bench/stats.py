@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List, Sequence
 PERCENTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p99.9", 0.999))
 
 
-def load_samples(path: str) -> array:
+def load_samples(path: str) -> array[int]:
     """Read a samples file written by a client: native int64 nanoseconds, one per sample."""
     samples = array("q")
     if samples.itemsize != 8:  # pragma: no cover - every platform we run on has 8-byte q

@@ -17,6 +17,7 @@ import argparse
 import signal
 import sys
 import time
+from typing import Callable, List, Optional, Protocol
 
 from .procs import raise_nofile_limit
 
@@ -30,12 +31,12 @@ class Recorder:
     RTT of round trip ``i`` (counted from 0 including the warm-up) and reports progress.
     """
 
-    def __init__(self, count: int, warmup: int):
+    def __init__(self, count: int, warmup: int) -> None:
         from array import array
         self.count = count
         self.warmup = warmup
         self.total = count + warmup
-        self.samples = array("q", bytes(8 * count))
+        self.samples: array[int] = array("q", bytes(8 * count))
         self.start_ns = 0
         self.end_ns = 0
         self._next_progress = time.monotonic_ns() + 500_000_000
@@ -52,7 +53,7 @@ class Recorder:
         print(f"done {self.count} {self.end_ns - self.start_ns}", flush=True)
 
 
-def check_echo(msg, size: int, stamp: int) -> None:
+def check_echo(msg: bytes, size: int, stamp: int) -> None:
     """Raise unless ``msg`` is the echo of our ``size``-byte message stamped ``stamp``."""
     n = HDR + (msg[0] | (msg[1] << 8))
     if n != size or int.from_bytes(msg[2:10], "little") != stamp:
@@ -63,17 +64,28 @@ def announce_port(port: int) -> None:
     print(f"port {port}", flush=True)
 
 
-def _impl(leg: str):
+class LegModule(Protocol):
+    """What a leg's module (``legs_asyncio``, ``legs_reactio``) provides to the worker."""
+
+    def check(self, leg: str) -> None: ...
+
+    def serve(self, leg: str, conns: int, spin: bool,
+              announce: Callable[[int], None]) -> None: ...
+
+    def ping(self, leg: str, port: int, size: int, rec: Recorder, spin: bool) -> None: ...
+
+
+def _impl(leg: str) -> LegModule:
     if leg in ("asyncio", "uvloop"):
-        from . import legs_asyncio as mod
-    elif leg in ("reactio-py", "reactio-cy"):
-        from . import legs_reactio as mod
-    else:
-        raise SystemExit(f"worker: unknown leg {leg!r}")
-    return mod
+        from . import legs_asyncio
+        return legs_asyncio
+    if leg in ("reactio-py", "reactio-cy"):
+        from . import legs_reactio
+        return legs_reactio
+    raise SystemExit(f"worker: unknown leg {leg!r}")
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m reactio.bench.worker")
     p.add_argument("role", choices=("check", "server", "client"))
     p.add_argument("leg")
