@@ -163,3 +163,34 @@ def test_ctrl_c_interrupts_blocked_process_events(rt):
         timer.cancel()
         signal.signal(signal.SIGINT, old)
     rt.process_events(0)                     # still usable
+
+
+def test_completions_survive_keyboard_interrupt_from_callbacks(rt):
+    """on_connected / on_close unwinding with Ctrl-C still completes the connect and the close
+    command (exactly once), and leaves no stream half-finalized."""
+    lid, port = listen_factory(rt, EchoReactor)
+
+    class InterruptConnected(EchoReactor):
+        def on_connected(self, ctx, listener_id):
+            raise KeyboardInterrupt
+
+    connected = []
+    rt.cmd_sender.send_connect(("127.0.0.1", port), 1024, InterruptConnected(), None,
+                               connected.append)
+    with pytest.raises(KeyboardInterrupt):
+        pump_until(rt, lambda: False)
+    assert len(connected) == 1 and isinstance(connected[0], KeyboardInterrupt)
+
+    class InterruptClose(EchoReactor):
+        def on_close(self, reactor_id, cmd_sender):
+            raise KeyboardInterrupt
+
+    done = []
+    rid = []
+    rt.cmd_sender.send_connect(("127.0.0.1", port), 1024, InterruptClose(), None, rid.append)
+    pump_until(rt, lambda: rid)
+    rt.cmd_sender.send_close(rid[0], None, done.append)
+    with pytest.raises(KeyboardInterrupt):
+        pump_until(rt, lambda: False)
+    assert done == [rid[0]]
+    assert rt.get_context(rid[0]) is None

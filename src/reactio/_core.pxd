@@ -112,6 +112,8 @@ cdef class DispatchContext:
     cdef object connect             # _PendingConnect while connecting
     cdef void *iocp_ops             # IOCP: rio_op[2] (receive; send or connect)
     cdef object py_on_inbound       # the Python function overriding on_inbound_message, or None
+    cdef object drain_timer         # _Command: the drain_timeout of a graceful close
+    cdef bint peer_eof              # the peer shut its write side (recv returned 0)
 
     # Send: 0 = all bytes written, 1 = some bytes queued.  Raises on a closed or broken
     # connection and when the queue would exceed max_send_queue (the connection is then closed).
@@ -119,6 +121,7 @@ cdef class DispatchContext:
     cdef int _flush(self) except -1
     cdef int _set_events(self, uint32_t events) except -1
     cdef int _flush_completions(self) except -1
+    cdef int _watermark_callback(self, bint pause) except -1
 
 
 cdef class _Command:
@@ -197,6 +200,9 @@ cdef class ReactRuntime:
     cdef int _after_callback(self, DispatchContext ctx) except -1
     cdef int _request_close(self, DispatchContext ctx, object err, bint abort) except -1
     cdef int _finalize(self, DispatchContext ctx) except -1
+    cdef int _drain_event(self, DispatchContext ctx, uint32_t ev) except -1
+    cdef int _drained(self, DispatchContext ctx) except -1
+    cdef int _discard_input(self, DispatchContext ctx) except -1
     cdef int _close_listener(self, _Listener lst) except -1
     cdef object _lookup(self, ReactorID rid)
     cdef ReactorID _alloc_slot(self, object obj)

@@ -66,8 +66,14 @@ cdef class MsgReader:
         return self.end - self.start
 
     def clear(self):
-        """Drop buffered bytes and forget the expected message size."""
-        self.start = self.end = self.decoded = self.unseen = 0
+        """Drop buffered bytes and forget the expected message size.  Not allowed during a
+        dispatch (return DropMsgSize instead) nor while an IOCP receive owns the buffer."""
+        if self.busy:
+            raise RuntimeError("MsgReader.clear() during its own dispatch: return "
+                               "DropMsgSize(n) to consume bytes")
+        if self.io_pending:
+            raise RuntimeError("MsgReader.clear() while a receive is pending on the buffer")
+        self.start = self.end = self.decoded = self.unseen = self.arrived = 0
 
     def try_read_fast_read(self, DispatchContext ctx not None):
         """Read everything the socket has, then dispatch every complete message (the
@@ -157,6 +163,8 @@ cdef class MsgReader:
             before = self.end - self.start - self.arrived
             self.arrived = 0
             self.arrived_status = 0
+            if r == READ_MORE and self.io_pending:
+                r = READ_AGAIN      # IOCP: the next WSARecv owns the free space; it reads on
             if r == 0 or r == READ_MORE:
                 while True:
                     r = self._recv(ctx)
@@ -188,8 +196,8 @@ cdef class MsgReader:
                 if self.arrived > 0:
                     self._dispatch_all(ctx, self.arrived)
                     self.arrived = 0
-                if r != READ_MORE or ctx.state != ST_OPEN:
-                    self._after_read(ctx, r)
+                if r != READ_MORE or ctx.state != ST_OPEN or self.io_pending:
+                    self._after_read(ctx, READ_AGAIN if r == READ_MORE else r)
                     return 0
             while True:
                 r = self._recv(ctx)
@@ -239,6 +247,7 @@ cdef class MsgReader:
                     f"{type(reactor).__name__}.on_inbound_message returned None; it must "
                     "return ExpectMsgSize(n) or DropMsgSize(n)")
             n = res.size
+            avail = self.end - self.start   # as it is now: the callback may have read more
             if res.is_drop:
                 if n <= 0 or n > avail:
                     raise MessageResultError(

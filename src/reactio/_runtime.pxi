@@ -21,6 +21,11 @@ cdef class _PendingConnect:
     pass
 
 
+# How long a graceful close waits, after half-closing, for the peer's EOF before it closes
+# anyway (Apache's lingering close uses the same order of magnitude).
+cdef int64_t LINGER_NS = 2000000000
+
+
 cdef inline int _ceil_ms(int64_t ns):
     if ns <= 0:
         return 0
@@ -269,6 +274,7 @@ cdef class ReactRuntime:
                 try:
                     self._handle_stream_event(ctx, evs[i].events)
                 except (KeyboardInterrupt, SystemExit):
+                    self._after_callback(ctx)
                     raise
                 except BaseException as exc:
                     self._callback_failed(ctx, exc)
@@ -281,18 +287,72 @@ cdef class ReactRuntime:
     cdef int _handle_stream_event(self, DispatchContext ctx, uint32_t ev) except -1:
         if ctx.state == ST_CONNECTING:
             return self._connect_ready(ctx)
-        if ev & EPOLLOUT or ctx.state == ST_DRAINING:
-            if ctx.sender.head != ctx.sender.tail:
-                ctx.in_callback += 1
-                try:
-                    ctx._flush()
-                finally:
-                    ctx.in_callback -= 1
-            elif ctx.state == ST_DRAINING:
-                ctx.state = ST_CLOSING
+        if ctx.state == ST_DRAINING:
+            return self._drain_event(ctx, ev)
+        if ev & EPOLLOUT:
+            # also with an empty queue: drops the write interest, delivers owed completions
+            ctx.in_callback += 1
+            try:
+                ctx._flush()
+            finally:
+                ctx.in_callback -= 1
         if ctx.state == ST_OPEN and ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
             self._readable(ctx)
         return 0
+
+    cdef int _drain_event(self, DispatchContext ctx, uint32_t ev) except -1:
+        """A graceful close in progress: write the queue, read and discard what the peer
+        sends (unread input would make close() reset the connection and destroy the bytes
+        still in flight), then half-close and wait for the peer's EOF (LINGER_NS at most)."""
+        if ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
+            self._discard_input(ctx)
+        if ctx.state == ST_DRAINING and ctx.sender.head != ctx.sender.tail:
+            ctx.in_callback += 1
+            try:
+                ctx._flush()
+            finally:
+                ctx.in_callback -= 1
+        if ctx.state == ST_DRAINING and ctx.sender.head == ctx.sender.tail:
+            self._drained(ctx)
+        return 0
+
+    cdef int _drained(self, DispatchContext ctx) except -1:
+        """The queue of a closing stream is empty: half-close; finish at the peer's EOF."""
+        cdef _Command timer
+        if ctx.peer_eof or REACTIO_IOCP:
+            ctx.state = ST_CLOSING
+            return 0
+        if not (ctx.events & EPOLLOUT):
+            return 0                # already half-closed: waiting for the peer's EOF
+        shutdown(ctx.fd, SHUT_WR)
+        ctx._set_events(EPOLLIN)
+        if ctx.drain_timer is not None:
+            self._cancel(<_Command>ctx.drain_timer)
+        timer = _new_command(CMD_DRAIN_TIMEOUT, ctx, ctx.reactor_id, None, None, None)
+        ctx.drain_timer = timer
+        self._schedule(timer, rio_monotonic_ns() + LINGER_NS)
+        return 0
+
+    cdef int _discard_input(self, DispatchContext ctx) except -1:
+        """Read and drop what the peer sent to a stream that is closing."""
+        cdef char scratch[16384]
+        cdef ssize_t n
+        cdef int err
+        while True:
+            n = recv(ctx.fd, scratch, sizeof(scratch), 0)
+            if n > 0:
+                continue
+            if n == 0:
+                ctx.peer_eof = True
+                if ctx.state == ST_DRAINING and ctx.sender.head == ctx.sender.tail:
+                    ctx.state = ST_CLOSING
+                return 0
+            err = rio_errno()
+            if err == EINTR:
+                continue
+            if not rio_would_block(err):
+                self._request_close(ctx, _net.os_error(err, "recv while closing"), True)
+            return 0
 
     cdef int _readable(self, DispatchContext ctx) except -1:
         ctx.in_callback += 1
@@ -327,17 +387,22 @@ cdef class ReactRuntime:
         cdef _Command timer
         if ctx.state >= ST_CLOSING:
             return 0
+        if ctx.state == ST_DRAINING and not abort:
+            return 0                # already closing gracefully: let the flush finish
         if ctx.close_error is None:
             ctx.close_error = err
         if abort:
             ctx.abort = True
         if not abort and ctx.state == ST_OPEN and ctx.sender.head != ctx.sender.tail:
             ctx.state = ST_DRAINING
-            ctx._set_events(EPOLLOUT)
+            ctx._set_events(EPOLLIN | EPOLLOUT)
             if self.drain_timeout > 0:
                 timer = _new_command(CMD_DRAIN_TIMEOUT, ctx, ctx.reactor_id, None, None, None)
+                ctx.drain_timer = timer
                 self._schedule(timer, rio_monotonic_ns() + <int64_t>(self.drain_timeout * 1e9))
             return 0
+        if not abort and ctx.state == ST_OPEN and not REACTIO_IOCP:
+            self._discard_input(ctx)    # unread input would turn close() into a reset
         ctx.state = ST_CLOSING
         if ctx.in_callback == 0:
             self._finalize(ctx)
@@ -349,6 +414,9 @@ cdef class ReactRuntime:
         cdef epoll_event ev
         cdef bint was_open = ctx.connect is None
         ctx.state = ST_CLOSED
+        if ctx.drain_timer is not None:
+            self._cancel(<_Command>ctx.drain_timer)
+            ctx.drain_timer = None
         self._unregister(ctx.fd, ctx.abort)
         ctx.fd = -1
         self._free_slot(ctx.reactor_id.slot)
@@ -377,6 +445,11 @@ cdef class ReactRuntime:
             log.debug("reactor %s closed (%s); %d bytes unsent, %d unprocessed", ctx.reactor_id,
                       ctx.close_error, ctx.sender.tail - ctx.sender.head,
                       ctx.reader.end - ctx.reader.start)
+        ctx.reader.view = None          # the buffers go now, not when the last ref does
+        if ctx.sender.inflight_buf == NULL:
+            free(ctx.sender.buf)
+            ctx.sender.buf = NULL
+            ctx.sender.cap = ctx.sender.head = ctx.sender.tail = 0
         try:
             reactor.on_close(ctx.reactor_id, self.cmd_sender)
         except (KeyboardInterrupt, SystemExit):
@@ -591,6 +664,9 @@ cdef class ReactRuntime:
         try:
             ctx.reactor.on_connected(ctx, listener_id)
         except (KeyboardInterrupt, SystemExit):
+            ctx.in_callback -= 1
+            self._after_callback(ctx)
+            ctx.in_callback += 1                # (the finally below takes it back)
             raise
         except BaseException as exc:
             self._callback_failed(ctx, exc)
@@ -767,6 +843,7 @@ cdef class ReactRuntime:
             MsgSender(lst.max_send_queue, self.high_water, self.low_water)
         except Exception as exc:
             rio_close(fd)
+            lst.fd = -1             # closed here; __dealloc__ must not close the number again
             return self._connect_failed(p, exc)
         lst.reactor_id = self._alloc_slot(lst)
         lst.family = family
@@ -792,7 +869,8 @@ cdef class ReactRuntime:
         self.pending_connects.discard(p)
         try:
             handler.on_start_listen(lst.reactor_id, self.cmd_sender)
-        except (KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit) as exc:
+            self._complete(p.completion, exc)
             raise
         except BaseException as exc:
             log.error("listener %s: on_start_listen raised %s; closing it", lst.reactor_id,
@@ -858,7 +936,11 @@ cdef class ReactRuntime:
         ctx.connect = None
         ctx.state = ST_OPEN
         ctx._set_events(EPOLLIN)
-        failed = self._connected(ctx, None)
+        try:
+            failed = self._connected(ctx, None)
+        except BaseException as exc:            # KeyboardInterrupt/SystemExit from on_connected
+            self._complete(p.completion, exc)
+            raise
         self._complete(p.completion, failed if failed is not None else ctx.reactor_id)
         return 0
 
@@ -898,6 +980,7 @@ cdef class ReactRuntime:
     cdef int _cancel(self, _Command cmd) except -1:
         if not cmd.cancelled:
             cmd.cancelled = True
+            cmd.target = cmd.a = cmd.b = cmd.completion = None  # the heap entry stays a while
             self.n_cancelled_timers += 1
             if self.n_cancelled_timers > 64 and self.n_cancelled_timers * 2 > len(self.timers):
                 self.timers = [t for t in self.timers if not (<_Command>t[2]).cancelled]
@@ -991,7 +1074,9 @@ cdef class ReactRuntime:
         except CommandNotHandledError as exc:
             result = exc
         except (KeyboardInterrupt, SystemExit) as exc:
+            ctx.in_callback -= 1
             self._complete(cmd.completion, exc)     # exactly once, even when unwinding
+            ctx.in_callback += 1                    # (the finally below takes it back)
             raise
         except BaseException as exc:
             self._callback_failed(ctx, exc)
@@ -1006,11 +1091,14 @@ cdef class ReactRuntime:
         if obj is None:
             return self._complete(cmd.completion, ReactorNotFoundError(
                 f"no reactor {cmd.target}: it was closed or the id is stale"))
-        if type(obj) is _Listener:
-            self._close_listener(<_Listener>obj)
-        else:
-            self._request_close(<DispatchContext>obj, None, cmd.a)
-        return self._complete(cmd.completion, cmd.target)
+        try:
+            if type(obj) is _Listener:
+                self._close_listener(<_Listener>obj)
+            else:
+                self._request_close(<DispatchContext>obj, None, cmd.a)
+        finally:        # on_close may unwind with KeyboardInterrupt: the completion still runs
+            self._complete(cmd.completion, cmd.target)
+        return 0
 
     cdef int _exec_connect_timeout(self, _PendingConnect p) except -1:
         if not p.done:
@@ -1033,11 +1121,16 @@ cdef class ReactRuntime:
         return 0
 
     cdef int _exec_drain_timeout(self, DispatchContext ctx, ReactorID rid) except -1:
-        if ctx.state == ST_DRAINING and self._lookup(rid) is ctx:
+        ctx.drain_timer = None
+        if ctx.state != ST_DRAINING or self._lookup(rid) is not ctx:
+            return 0
+        if ctx.sender.head == ctx.sender.tail:
+            ctx.state = ST_CLOSING  # everything was sent; the peer just never closed
+        else:
             self._request_close(ctx, TimeoutError(
                 f"graceful close of {rid}: {ctx.sender.tail - ctx.sender.head} queued bytes "
                 f"not taken by the peer within {self.drain_timeout} s"), True)
-            self._after_callback(ctx)
+        self._after_callback(ctx)
         return 0
 
     cdef int _complete(self, object completion, object result) except -1:

@@ -211,7 +211,11 @@ cdef class DispatchContext:
             if sent == n:
                 s.total_queued += n
                 if on_sent is not None:
-                    self.rt._complete(on_sent, self.reactor_id)
+                    if s.completions:
+                        # earlier completions are still being delivered: keep send order
+                        s.completions.append((s.total_queued, on_sent))
+                    else:
+                        self.rt._complete(on_sent, self.reactor_id)
                 return 0
         if s.tail - s.head + (n - sent) > s.max_send_queue:
             exc = SendQueueOverflowError(
@@ -229,8 +233,27 @@ cdef class DispatchContext:
             self._set_events(self.events | EPOLLOUT)
         if not s.paused and s.tail - s.head > s.high_water:
             s.paused = True
-            self.reactor.on_pause_writing(self)
+            self._watermark_callback(True)
         return 1
+
+    cdef int _watermark_callback(self, bint pause) except -1:
+        """on_pause_writing / on_resume_writing.  Their exceptions close this stream, not the
+        caller of send_or_que (which may be another reactor)."""
+        self.in_callback += 1
+        try:
+            if pause:
+                self.reactor.on_pause_writing(self)
+            else:
+                self.reactor.on_resume_writing(self)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            self.rt._callback_failed(self, exc)
+        finally:
+            self.in_callback -= 1
+        if self.state >= ST_CLOSING:
+            self.rt._after_callback(self)
+        return 0
 
     cdef int _flush(self) except -1:
         """Write queued bytes until EAGAIN.  Runs on EPOLLOUT and while draining for close."""
@@ -257,21 +280,24 @@ cdef class DispatchContext:
         if s.head == s.tail:
             s.head = s.tail = 0
             if self.state == ST_DRAINING:
-                self.state = ST_CLOSING
+                self.rt._drained(self)
             elif self.events & EPOLLOUT and self.state == ST_OPEN:
                 self._set_events(self.events & ~EPOLLOUT)
         elif REACTIO_IOCP:
             _iocp_arm_send(self.rt, self)
         if s.paused and s.tail - s.head <= s.low_water and self.state == ST_OPEN:
             s.paused = False
-            self.reactor.on_resume_writing(self)
+            self._watermark_callback(False)
         return 0
 
     cdef int _flush_completions(self) except -1:
+        """Run, in send order, the completions of messages whose last byte was written.  A
+        completion that sends more appends to the same queue, behind the ones still owed."""
         cdef MsgSender s = self.sender
         q = s.completions
         while q and <uint64_t>q[0][0] <= s.total_sent:
-            end, cb = q.popleft()
+            end, cb = q[0]
+            q.popleft()
             self.rt._complete(cb, self.reactor_id)
         return 0
 
@@ -321,11 +347,9 @@ cdef class AutoSendBuffer:
 
     def send(self, on_sent=None):
         """Send what was written as one message; returns a SendOrQueResult."""
-        if not self.buf:
-            if on_sent is not None:
-                self.ctx.rt._complete(on_sent, self.ctx.reactor_id)
+        if not self.buf and on_sent is None:
             return SendOrQueResult.COMPLETE
-        r = self.ctx.send_or_que(self.buf, on_sent)
+        r = self.ctx.send_or_que(self.buf, on_sent)     # (empty: completes in send order)
         del self.buf[:]
         return r
 
