@@ -154,6 +154,10 @@ cdef int _iocp_poll(ReactRuntime rt, int timeout_ms) except -1:
             timeout_ms = _ceil_ms(deadline - rio_monotonic_ns())
             if timeout_ms == 0:
                 break
+    # Every dequeued packet must be finished (op released, owner reference dropped): unlike
+    # level-triggered epoll, a packet is never delivered twice.  So a KeyboardInterrupt or
+    # SystemExit from a callback is held until the whole batch is done.
+    interrupt = None
     for i in range(n):
         op = <rio_op *>ents[i].lpOverlapped
         if op == NULL:
@@ -161,10 +165,17 @@ cdef int _iocp_poll(ReactRuntime rt, int timeout_ms) except -1:
             continue
         rt.n_sock_events += 1
         owner = _op_finish(rt, op)
-        if op.kind == OP_ACCEPT:
-            _iocp_accept_done(rt, <_Listener>owner, op)
-        else:
-            _iocp_stream_done(rt, <DispatchContext>owner, op, ents[i].dwNumberOfBytesTransferred)
+        try:
+            if op.kind == OP_ACCEPT:
+                _iocp_accept_done(rt, <_Listener>owner, op)
+            else:
+                _iocp_stream_done(rt, <DispatchContext>owner, op,
+                                  ents[i].dwNumberOfBytesTransferred)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            if interrupt is None:
+                interrupt = exc
+    if interrupt is not None:
+        raise interrupt
     return 0
 
 
@@ -199,8 +210,15 @@ cdef int _iocp_recv_data(ReactRuntime rt, DispatchContext ctx, w.DWORD nbytes, i
         if err != w.WSA_OPERATION_ABORTED:
             rt._request_close(ctx, _net.os_error(err, "WSARecv"), True)
         return 0
+    if ctx.state == ST_DRAINING:
+        # a graceful close reads and drops input (see ReactRuntime._drain_event) until EOF
+        if nbytes == 0:
+            ctx.peer_eof = True
+            if ctx.sender.head == ctx.sender.tail:
+                ctx.state = ST_CLOSING
+        return 0
     if ctx.state != ST_OPEN:
-        return 0                    # draining for close: received bytes are not dispatched
+        return 0
     r.end += nbytes
     r.arrived = nbytes
     if nbytes == 0:
@@ -222,7 +240,8 @@ cdef int _iocp_arm_recv(ReactRuntime rt, DispatchContext ctx) except -1:
     cdef w.DWORD got = 0, flags = 0
     cdef Py_ssize_t room
     cdef int rc, err
-    while ctx.state == ST_OPEN and not op.pending:
+    while (ctx.state == ST_OPEN or (ctx.state == ST_DRAINING and not ctx.peer_eof)) \
+            and not op.pending:
         room = r._ensure_space()
         if room == 0:
             raise MessageTooLargeError(
@@ -321,8 +340,8 @@ cdef int _iocp_connect_done(ReactRuntime rt, DispatchContext ctx, int err) excep
     if p is None or ctx.state != ST_CONNECTING:
         return 0
     if err != 0:
-        if err == w.WSA_OPERATION_ABORTED:
-            return 0                # cancelled by a timeout or close: already reported
+        # (a connect cancelled by its timeout or by close() was reported there, and the
+        # stream is no longer CONNECTING; an abort of a live connect is an error like others)
         p.last_error = _net.os_error(err, f"connect to {p.addr!r}")
         rt._discard_connecting(ctx)
         return rt._try_next_address(p)
@@ -358,15 +377,21 @@ cdef int _iocp_post_accepts(ReactRuntime rt, _Listener lst) except -1:
             _op_finish(rt, op)
             _iocp_accepted(rt, lst, op, err)
             if err != w.WSAECONNRESET:
+                # AcceptEx itself failed (resources): retry later rather than go silent
+                log.warning("listener %s: AcceptEx failed: %s; pausing accepts for 100 ms",
+                            lst.reactor_id, os.strerror(err))
+                rt._pause_accepts(lst)
                 return 0
     return 0
 
 
 cdef int _iocp_accept_done(ReactRuntime rt, _Listener lst, rio_op *op) except -1:
     cdef int err = _op_error(<w.SOCKET><size_t>lst.fd, op) if not lst.closed else w.WSA_OPERATION_ABORTED
-    _iocp_accepted(rt, lst, op, err)
-    if not lst.closed:
-        _iocp_post_accepts(rt, lst)
+    try:
+        _iocp_accepted(rt, lst, op, err)
+    finally:                        # (on_new_connection may unwind with Ctrl-C)
+        if not lst.closed:
+            _iocp_post_accepts(rt, lst)
     return 0
 
 

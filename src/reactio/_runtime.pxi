@@ -319,7 +319,7 @@ cdef class ReactRuntime:
     cdef int _drained(self, DispatchContext ctx) except -1:
         """The queue of a closing stream is empty: half-close; finish at the peer's EOF."""
         cdef _Command timer
-        if ctx.peer_eof or REACTIO_IOCP:
+        if ctx.peer_eof:
             ctx.state = ST_CLOSING
             return 0
         if not (ctx.events & EPOLLOUT):
