@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import threading
@@ -25,6 +24,8 @@ from reactio import DropMsgSize, ExpectMsgSize, ReactRuntime, Reactor
 from conftest import listen_factory
 from stress_util import (HELPERS, env_int, has_ipv6, open_fds, raise_nofile, report,
                          restore_nofile)
+
+import resource  # noqa: E402  (after stress_util, which skips this module on Windows)
 
 sys.path.insert(0, HELPERS)
 from scale_client import frame, scale_body  # noqa: E402
