@@ -37,6 +37,9 @@ def open_fds() -> int:
 
 # --------------------------------------------------------------------------- runtime lifetime
 
+@pytest.mark.skipif(sys.platform == "win32",
+                    reason="counts /proc/self/fd; on IOCP the pending operations of a runtime "
+                           "dropped without close() keep their sockets (the kernel owns them)")
 def test_unclosed_runtime_collected_by_gc_closes_every_fd():
     """Regression: a runtime dropped without close() is in a reference cycle (rt -> slots ->
     DispatchContext -> rt).  The GC's tp_clear used to set its slots to None before
@@ -746,6 +749,7 @@ def test_connect_timeout_in_a_private_network_namespace():
     assert out["fds_leaked"] == 0
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no RLIMIT_NOFILE/EMFILE on Windows")
 def test_accept_under_emfile_is_survived():
     """A server whose soft RLIMIT_NOFILE leaves room for ~10 streams gets 40 connections:
     accept fails with EMFILE, which is a WARNING (accepts pause for a moment), not an ERROR and
