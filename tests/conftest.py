@@ -14,6 +14,8 @@ import pytest
 
 import reactio
 from reactio import DefaultTcpListenerHandler, Deferred, ReactRuntime
+from reactio.examples import pingpong as examples
+from reactio.examples.pingpong import encode_message, parse_frame  # noqa: F401 (tests use it)
 
 HAS_IPV6 = socket.has_ipv6
 try:
@@ -127,21 +129,12 @@ def connect(rt: ReactRuntime, port: int, reactor, recv_buffer_min_size=4096, hos
 
 
 def frame(body: bytes, stamp: int = 0) -> bytes:
-    """reactio's wire format: u16 LE body length, i64 LE timestamp, body."""
-    return len(body).to_bytes(2, "little") + stamp.to_bytes(8, "little", signed=True) + body
+    """reactio's wire format (u16 LE body length, i64 LE timestamp, body), as the examples
+    encode it."""
+    return encode_message(body, stamp)
 
 
-def parse_frame(buf):
-    """The framing half of a reactor: ExpectMsgSize for a partial frame, else the frame size."""
-    if len(buf) < 10:
-        return reactio.ExpectMsgSize(0), 0
-    n = 10 + (buf[0] | (buf[1] << 8))
-    if n > len(buf):
-        return reactio.ExpectMsgSize(n), 0
-    return None, n
-
-
-class EchoReactor(reactio.Reactor):
+class EchoReactor(examples.EchoReactor):
     """Echoes every reactio frame back; records what it saw."""
 
     def __init__(self):
@@ -152,13 +145,9 @@ class EchoReactor(reactio.Reactor):
     def on_connected(self, ctx, listener_id):
         self.connected_from = listener_id
 
-    def on_inbound_message(self, buf, new_bytes, decoded_msg_size, ctx):
-        res, n = parse_frame(buf)
-        if res is not None:
-            return res
-        self.frames.append(bytes(buf[:n]))
-        ctx.send_or_que(buf[:n])
-        return reactio.DropMsgSize(n)
+    def on_frame(self, msg, ctx):
+        self.frames.append(bytes(msg))
+        super().on_frame(msg, ctx)
 
     def on_close(self, reactor_id, cmd_sender):
         self.closed.append((reactor_id, self.close_error))

@@ -17,7 +17,8 @@ import select
 import sys
 
 import reactio
-from reactio import DefaultTcpListenerHandler, Deferred, DropMsgSize, ExpectMsgSize, Reactor
+from reactio import DefaultTcpListenerHandler, Deferred
+from reactio.examples.pingpong import EchoReactor
 
 
 class Counter(logging.Handler):
@@ -32,20 +33,14 @@ class Counter(logging.Handler):
             self.messages.append(record.getMessage())
 
 
-class Echo(Reactor):
+class Echo(EchoReactor):
     served = 0
     closed = 0
     errors = []
 
-    def on_inbound_message(self, buf, new_bytes, decoded, ctx):
-        if len(buf) < 10:
-            return ExpectMsgSize(0)
-        n = 10 + (buf[0] | (buf[1] << 8))
-        if n > len(buf):
-            return ExpectMsgSize(n)
-        ctx.send_or_que(buf[:n])
+    def on_frame(self, msg, ctx):
+        super().on_frame(msg, ctx)
         Echo.served += 1
-        return DropMsgSize(n)
 
     def on_close(self, reactor_id, cmd_sender):
         Echo.closed += 1

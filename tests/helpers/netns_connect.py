@@ -13,20 +13,10 @@ import os
 import time
 
 import reactio
-from reactio import DefaultTcpListenerHandler, Deferred, DropMsgSize, ExpectMsgSize, Reactor
+from reactio import DefaultTcpListenerHandler, Deferred, DropMsgSize, ExpectMsgSize
+from reactio.examples.pingpong import EchoReactor as Echo
 
 N = 20
-
-
-class Echo(Reactor):
-    def on_inbound_message(self, buf, new_bytes, decoded, ctx):
-        if len(buf) < 10:
-            return ExpectMsgSize(0)
-        n = 10 + (buf[0] | (buf[1] << 8))
-        if n > len(buf):
-            return ExpectMsgSize(n)
-        ctx.send_or_que(buf[:n])
-        return DropMsgSize(n)
 
 
 class Pinger(Echo):

@@ -16,9 +16,9 @@ import time
 import pytest
 
 import reactio
-from reactio import Deferred, DropMsgSize, ExpectMsgSize, ReactRuntime, Reactor
+from reactio import Deferred, DropMsgSize, ReactRuntime, Reactor
 
-from conftest import listen_factory
+from conftest import listen_factory, parse_frame
 from stress_util import (allocated_blocks, env_int, has_ipv6, open_fds, report, rss_bytes)
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(300)]
@@ -55,15 +55,6 @@ def frame_of(i: int) -> bytes:
     return len(b).to_bytes(2, "little") + i.to_bytes(8, "little") + b
 
 
-def parse(buf):
-    if len(buf) < 10:
-        return ExpectMsgSize(0)
-    n = 10 + (buf[0] | (buf[1] << 8))
-    if n > len(buf):
-        return ExpectMsgSize(n)
-    return n
-
-
 class Stats:
     def __init__(self):
         self.started = self.finished = self.connect_failed = 0
@@ -78,9 +69,9 @@ class ChurnServer(Reactor):
         self.kind = None
 
     def on_inbound_message(self, buf, new_bytes, decoded, ctx):
-        n = parse(buf)
-        if not isinstance(n, int):
-            return n
+        res, n = parse_frame(buf)
+        if res is not None:
+            return res
         i = int.from_bytes(buf[2:10], "little")
         if bytes(buf[:n]) != frame_of(i):
             self.stats.bad.append(("server", i))
@@ -105,9 +96,9 @@ class ChurnClient(Reactor):
         ctx.send_or_que(self.wire)
 
     def on_inbound_message(self, buf, new_bytes, decoded, ctx):
-        n = parse(buf)
-        if not isinstance(n, int):
-            return n
+        res, n = parse_frame(buf)
+        if res is not None:
+            return res
         if bytes(buf[:n]) != self.wire:
             self.driver.stats.bad.append(("client", self.i))
         kind = self.wire[10]

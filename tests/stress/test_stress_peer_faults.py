@@ -16,7 +16,8 @@ import time
 import pytest
 
 import reactio
-from reactio import DropMsgSize, ExpectMsgSize, ReactRuntime, Reactor
+from reactio import ReactRuntime
+from reactio.examples.pingpong import EchoReactor
 
 from conftest import Completion, frame, listen_factory
 from stress_util import Deadline, env_int, open_fds, raise_nofile, report, restore_nofile
@@ -28,7 +29,7 @@ FAULTS = ["rst_mid_frame", "rst_with_queue", "half_close", "orderly", "silent"]
 BIG_REPLY = 2 << 20
 
 
-class FaultServer(Reactor):
+class FaultServer(EchoReactor):
     registry = []
 
     def __init__(self):
@@ -37,13 +38,8 @@ class FaultServer(Reactor):
         self.closed = None
         FaultServer.registry.append(self)
 
-    def on_inbound_message(self, buf, new_bytes, decoded, ctx):
-        if len(buf) < 10:
-            return ExpectMsgSize(0)
-        n = 10 + (buf[0] | (buf[1] << 8))
-        if n > len(buf):
-            return ExpectMsgSize(n)
-        f = bytes(buf[:n])
+    def on_frame(self, msg, ctx):
+        f = bytes(msg)
         if self.index is None:
             self.index = int.from_bytes(f[2:10], "little")
         self.frames.append(f)
@@ -51,7 +47,6 @@ class FaultServer(Reactor):
             ctx.send_or_que(b"\x42" * BIG_REPLY)        # the peer will reset instead of reading
         else:
             ctx.send_or_que(f)
-        return DropMsgSize(n)
 
     def on_close(self, reactor_id, cmd_sender):
         self.closed = self.close_error

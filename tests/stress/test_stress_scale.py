@@ -19,7 +19,8 @@ import time
 import pytest
 
 import reactio
-from reactio import DropMsgSize, ExpectMsgSize, ReactRuntime, Reactor
+from reactio import ReactRuntime
+from reactio.examples.pingpong import EchoReactor
 
 from conftest import listen_factory
 from stress_util import (HELPERS, env_int, has_ipv6, open_fds, raise_nofile, report,
@@ -35,7 +36,7 @@ pytestmark = [pytest.mark.stress, pytest.mark.timeout(300)]
 SEED = 20240605
 
 
-class ScaleEcho(Reactor):
+class ScaleEcho(EchoReactor):
     """Checks the one frame its client sends against scale_body(index) and echoes it."""
     __slots__ = ()
     frames = 0
@@ -43,19 +44,13 @@ class ScaleEcho(Reactor):
     closed = 0
     close_errors = []
 
-    def on_inbound_message(self, buf, new_bytes, decoded, ctx):
-        if len(buf) < 10:
-            return ExpectMsgSize(0)
-        n = 10 + (buf[0] | (buf[1] << 8))
-        if n > len(buf):
-            return ExpectMsgSize(n)
-        body = bytes(buf[10:n])
+    def on_frame(self, msg, ctx):
+        body = bytes(msg[10:])
         i = int.from_bytes(body[:4], "little")
-        if body != scale_body(i, SEED) or int.from_bytes(buf[2:10], "little") != i:
+        if body != scale_body(i, SEED) or int.from_bytes(msg[2:10], "little") != i:
             ScaleEcho.bad += 1
         ScaleEcho.frames += 1
-        ctx.send_or_que(buf[:n])
-        return DropMsgSize(n)
+        super().on_frame(msg, ctx)
 
     def on_close(self, reactor_id, cmd_sender):
         ScaleEcho.closed += 1

@@ -26,8 +26,8 @@ from reactio import (CmdSender, DefaultTcpListenerHandler, DispatchContext, Drop
                      ExpectMsgSize, MessageResult, ReactorID, ReactRuntime, Reactor,
                      monotonic_ns)
 
-__all__ = ["HEADER", "HEADER_SIZE", "encode_message", "LatencyStats", "PingpongReactor",
-           "format_stats_header", "format_stats_row", "main"]
+__all__ = ["HEADER", "HEADER_SIZE", "encode_message", "parse_frame", "EchoReactor",
+           "LatencyStats", "PingpongReactor", "format_stats_header", "format_stats_row", "main"]
 
 HEADER = struct.Struct("<Hq")           # body length, send time (ns)
 HEADER_SIZE = HEADER.size               # 10
@@ -40,6 +40,37 @@ def encode_message(body: bytes, send_time_ns: int) -> bytes:
     if len(body) > MAX_BODY:
         raise ValueError(f"body of {len(body)} bytes does not fit the u16 length field")
     return HEADER.pack(len(body), send_time_ns) + body
+
+
+def parse_frame(buf: memoryview) -> tuple[Optional[MessageResult], int]:
+    """The framing half of a reactor for reactio's wire format: ``(ExpectMsgSize, 0)`` while
+    the message at the start of ``buf`` is incomplete (return that result from
+    on_inbound_message), else ``(None, n)`` with ``n`` the size of that whole message."""
+    if len(buf) < HEADER_SIZE:
+        return ExpectMsgSize(0), 0                  # size unknown until the header is in
+    n = HEADER_SIZE + (buf[0] | (buf[1] << 8))
+    if n > len(buf):
+        return ExpectMsgSize(n), 0
+    return None, n
+
+
+class EchoReactor(Reactor):
+    """Echoes every message of reactio's wire format back unchanged, straight from the
+    receive buffer (no copy).  A subclass that wants to look at each message, or answer it
+    differently, overrides ``on_frame``."""
+    __slots__ = ()
+
+    def on_inbound_message(self, buf: memoryview, new_bytes: int, decoded_msg_size: int,
+                           ctx: DispatchContext) -> MessageResult:
+        res, n = parse_frame(buf)
+        if res is not None:
+            return res
+        self.on_frame(buf[:n], ctx)
+        return DropMsgSize(n)
+
+    def on_frame(self, msg: memoryview, ctx: DispatchContext) -> None:
+        """One whole message (header included; valid only during the call): echo it."""
+        ctx.send_or_que(msg)
 
 
 @dataclass(frozen=True)
@@ -152,13 +183,9 @@ class PingpongReactor(Reactor):
 
     def on_inbound_message(self, buf: memoryview, new_bytes: int, decoded_msg_size: int,
                            ctx: DispatchContext) -> MessageResult:
-        avail = len(buf)
-        if avail < HEADER_SIZE:
-            return ExpectMsgSize(0)                 # size unknown until the header is in
-        body_len, _peer_send_time = HEADER.unpack_from(buf)
-        msg_size = HEADER_SIZE + body_len
-        if msg_size > avail:
-            return ExpectMsgSize(msg_size)
+        partial, msg_size = parse_frame(buf)
+        if partial is not None:
+            return partial
         recv_ns = monotonic_ns()
         self.count_received += 1
         if self.last_sent_ns:
