@@ -153,6 +153,16 @@ class EchoReactor(examples.EchoReactor):
         self.closed.append((reactor_id, self.close_error))
 
 
+class SinkReactor(reactio.Reactor):
+    """Reads and discards every byte; keeps its close error as ``err`` when it closes."""
+
+    def on_inbound_message(self, buf, new_bytes, decoded_msg_size, ctx):
+        return reactio.DropMsgSize(len(buf))
+
+    def on_close(self, reactor_id, cmd_sender):
+        self.err = self.close_error
+
+
 def raw_client(port: int, host="127.0.0.1") -> socket.socket:
     s = socket.create_connection((host, port), timeout=5)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -10,7 +10,7 @@ import pytest
 import reactio
 from reactio import DropMsgSize, Reactor
 
-from conftest import listen_factory, pump_until, raw_client, recv_exact_nb
+from conftest import SinkReactor, listen_factory, pump_until, raw_client, recv_exact_nb
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,7 +21,7 @@ def payload(n=BIG):
     return bytes(range(256)) * (n // 256)
 
 
-class BigThenClose(Reactor):
+class BigThenClose(SinkReactor):
     """Queues BIG bytes in on_connected, then closes (gracefully) in the way it is told."""
 
     def __init__(self, how):
@@ -36,12 +36,6 @@ class BigThenClose(Reactor):
             ctx.close()
         elif self.how == "close then send_close":
             ctx.cmd_sender.send_close(ctx.reactor_id)
-
-    def on_inbound_message(self, buf, new_bytes, decoded_msg_size, ctx):
-        return DropMsgSize(len(buf))
-
-    def on_close(self, reactor_id, cmd_sender):
-        self.err = self.close_error
 
 
 @pytest.mark.parametrize("how", ["close once", "close twice", "close then send_close"])
@@ -161,13 +155,10 @@ def test_empty_auto_send_completes_in_order_and_fails_on_a_closed_stream(rt):
 
 
 def test_reader_clear_during_dispatch_is_refused(rt, expected_errors):
-    class Clearer(Reactor):
+    class Clearer(SinkReactor):
         def on_inbound_message(self, buf, new_bytes, decoded_msg_size, ctx):
             ctx.reader.clear()
             return DropMsgSize(len(buf))
-
-        def on_close(self, reactor_id, cmd_sender):
-            self.err = self.close_error
 
     c = Clearer()
     lid, port = listen_factory(rt, lambda: c)

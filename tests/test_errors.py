@@ -12,10 +12,9 @@ import time
 import pytest
 
 import reactio
-from reactio import DropMsgSize, ExpectMsgSize, Reactor
 
-from conftest import (EchoReactor, frame, listen_factory, parse_frame, pump_until, raw_client,
-                      recv_exact_nb)
+from conftest import (EchoReactor, SinkReactor, frame, listen_factory, parse_frame, pump_until,
+                      raw_client, recv_exact_nb)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -93,15 +92,9 @@ def test_reset_in_the_middle_of_a_frame(rt):
 
 
 def test_peer_reset_while_we_send(rt):
-    class Streamer(Reactor):
+    class Streamer(SinkReactor):
         def on_connected(self, ctx, listener_id):
             ctx.send_or_que(b"\x00" * (8 << 20))
-
-        def on_inbound_message(self, buf, new_bytes, decoded, ctx):
-            return DropMsgSize(len(buf))
-
-        def on_close(self, reactor_id, cmd_sender):
-            self.err = self.close_error
 
     s = Streamer()
     lid, port = listen_factory(rt, lambda: s)

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import reactio
 from reactio import ReactRuntime, Reactor
 
-from conftest import (HAS_IPV6, Completion, EchoReactor, connect, frame, listen,
+from conftest import (HAS_IPV6, Completion, EchoReactor, SinkReactor, connect, frame, listen,
                       listen_factory, pump_until, raw_client, recv_exact_nb)
 
 HELPERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers")
@@ -639,16 +639,10 @@ def test_reset_while_draining_fails_the_send_completion(rt):
     the completion and on_close both get the reset error, exactly once."""
     sent = []
 
-    class Server(Reactor):
+    class Server(SinkReactor):
         def on_connected(self, ctx, listener_id):
             ctx.send_or_que(b"\x00" * (8 << 20), sent.append)
             ctx.close()                                   # graceful: drain first
-
-        def on_inbound_message(self, buf, new_bytes, decoded, ctx):
-            return reactio.DropMsgSize(len(buf))
-
-        def on_close(self, reactor_id, cmd_sender):
-            self.err = self.close_error
 
     server = Server()
     lid, port = listen_factory(rt, lambda: server)

@@ -9,8 +9,8 @@ import pytest
 import reactio
 from reactio import Deferred, DropMsgSize, Reactor, SendOrQueResult
 
-from conftest import (Completion, EchoReactor, connect, frame, listen_factory, pump_until,
-                      raw_client, recv_exact_nb)
+from conftest import (Completion, EchoReactor, SinkReactor, connect, frame, listen_factory,
+                      pump_until, raw_client, recv_exact_nb)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -104,16 +104,10 @@ def test_graceful_send_close_flushes_queue_first(rt):
     payload = pattern(BIG, 5)
     peer_sock = []
 
-    class Server(Reactor):
+    class Server(SinkReactor):
         def on_connected(self, ctx, listener_id):
             assert ctx.send_or_que(payload) == SendOrQueResult.IN_QUEUE
             ctx.cmd_sender.send_close(ctx.reactor_id)      # graceful: flush, then close
-
-        def on_inbound_message(self, buf, new_bytes, decoded, ctx):
-            return DropMsgSize(len(buf))
-
-        def on_close(self, reactor_id, cmd_sender):
-            self.err = self.close_error
 
     server = Server()
     lid, port = listen_factory(rt, lambda: server)
@@ -130,19 +124,13 @@ def test_graceful_send_close_flushes_queue_first(rt):
 def test_abort_close_drops_queue_and_resets(rt):
     payload = pattern(BIG, 9)
 
-    class Server(Reactor):
+    class Server(SinkReactor):
         def on_connected(self, ctx, listener_id):
             ctx.send_or_que(payload, self.sent)
             ctx.close(abort=True)
 
         def sent(self, result):
             self.sent_result = result
-
-        def on_inbound_message(self, buf, new_bytes, decoded, ctx):
-            return DropMsgSize(len(buf))
-
-        def on_close(self, reactor_id, cmd_sender):
-            self.err = self.close_error
 
     server = Server()
     lid, port = listen_factory(rt, lambda: server)
