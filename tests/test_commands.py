@@ -154,13 +154,14 @@ def test_reactor_id_value_semantics():
     assert {a: 1}[b] == 1
 
 
+class RaisesOnCommand(EchoReactor):
+    def on_command(self, cmd, ctx):
+        raise ValueError("bad command " + cmd)
+
+
 def test_user_command_errors_reach_the_completion(rt):
     class NoHandler(EchoReactor):
         pass
-
-    class Raises(EchoReactor):
-        def on_command(self, cmd, ctx):
-            raise ValueError("bad command " + cmd)
 
     plain = NoHandler()
     rid, peer, lid = open_stream(rt, plain)
@@ -177,11 +178,7 @@ def test_user_command_errors_reach_the_completion(rt):
 
 
 def test_raising_on_command_closes_reactor_and_reports(rt, expected_errors):
-    class Raises(EchoReactor):
-        def on_command(self, cmd, ctx):
-            raise ValueError("bad command " + cmd)
-
-    r = Raises()
+    r = RaisesOnCommand()
     rid, peer, lid = open_stream(rt, r)
     done = Completion()
     rt.cmd_sender.send_user_cmd(rid, "x", Deferred.IMMEDIATE, done)

@@ -67,20 +67,26 @@ def test_address_in_use(rt):
     assert isinstance(done.result, OSError) and done.result.errno == errno.EADDRINUSE
 
 
+class OneFrameClient(EchoReactor):
+    """Sends one frame when connected, keeps the bytes of the first read and closes."""
+
+    def __init__(self, body):
+        super().__init__()
+        self.body = body
+
+    def on_connected(self, ctx, listener_id):
+        super().on_connected(ctx, listener_id)
+        ctx.send_or_que(frame(self.body))
+
+    def on_inbound_message(self, buf, new_bytes, decoded, ctx):
+        self.frames.append(bytes(buf))
+        ctx.close()
+        return reactio.DropMsgSize(len(buf))
+
+
 def test_connect_and_echo_over_a_name(rt):
     lid, port = listen_factory(rt, EchoReactor)
-
-    class Client(EchoReactor):
-        def on_connected(self, ctx, listener_id):
-            super().on_connected(ctx, listener_id)
-            ctx.send_or_que(frame(b"via name"))
-
-        def on_inbound_message(self, buf, new_bytes, decoded, ctx):
-            self.frames.append(bytes(buf))
-            ctx.close()
-            return reactio.DropMsgSize(len(buf))
-
-    client = Client()
+    client = OneFrameClient(b"via name")
     rid = connect(rt, port, client, host="localhost")
     if isinstance(rid, OSError):
         pytest.skip(f"localhost does not resolve to 127.0.0.1 here: {rid}")
@@ -226,17 +232,7 @@ def test_on_new_connection_raising_is_logged_and_listener_survives(rt, expected_
 def test_ipv6_listen_and_connect(rt):
     lid, port = listen_factory(rt, EchoReactor, addr="[::1]:0")
     assert rt.local_address(lid)[0] == "::1"
-
-    class Client(EchoReactor):
-        def on_connected(self, ctx, listener_id):
-            ctx.send_or_que(frame(b"six"))
-
-        def on_inbound_message(self, buf, new_bytes, decoded, ctx):
-            self.frames.append(bytes(buf))
-            ctx.close()
-            return reactio.DropMsgSize(len(buf))
-
-    c = Client()
+    c = OneFrameClient(b"six")
     assert isinstance(connect(rt, port, c, host="::1"), reactio.ReactorID)
     pump_until(rt, lambda: c.closed)
     assert c.frames == [frame(b"six")]

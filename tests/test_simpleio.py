@@ -7,6 +7,7 @@ of two sockets.
 """
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -43,6 +44,17 @@ def start_listener(rt, handler) -> tuple[ReactorID, int]:
     lid = results[0]
     assert isinstance(lid, ReactorID), lid
     return lid, rt.local_address(lid)[1]
+
+
+@contextlib.contextmanager
+def one_client(on_sock_msg):
+    """A SimpleIoRuntime (run on this thread) whose listener serves ``on_sock_msg``, and one
+    plain client socket connected to it: yields (runtime, socket)."""
+    with SimpleIoRuntime() as rt:
+        lid, port = start_listener(rt, SimpleIoListener(64, lambda n: SimpleIoReactor(
+            on_sock_msg=on_sock_msg)))
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            yield rt, s
 
 
 def line_echo(buf, ctx, app_data) -> int:
@@ -203,16 +215,13 @@ def test_returning_zero_waits_for_more_bytes():
         calls.append(bytes(buf))
         return line_echo(buf, ctx, app_data)
 
-    with SimpleIoRuntime() as rt:
-        lid, port = start_listener(rt, SimpleIoListener(64, lambda n: SimpleIoReactor(
-            on_sock_msg=on_sock_msg)))
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(b"hel")
-            pump_until(rt, lambda: calls == [b"hel"])
-            s.sendall(b"lo\nwor")
-            pump_until(rt, lambda: len(calls) >= 3)
-            s.sendall(b"ld\n")
-            assert recv_pumping(rt, s, 12) == b"hello\nworld\n"
+    with one_client(on_sock_msg) as (rt, s):
+        s.sendall(b"hel")
+        pump_until(rt, lambda: calls == [b"hel"])
+        s.sendall(b"lo\nwor")
+        pump_until(rt, lambda: len(calls) >= 3)
+        s.sendall(b"ld\n")
+        assert recv_pumping(rt, s, 12) == b"hello\nworld\n"
         # "hel" (wait), "hello\nwor" (line 1), "wor" (rest at once: wait), "world\n" (line 2)
         assert calls == [b"hel", b"hello\nwor", b"wor", b"world\n"]
 
@@ -224,12 +233,9 @@ def test_partial_consume_is_called_again_with_the_rest():
         seen.append(bytes(buf))
         return 1
 
-    with SimpleIoRuntime() as rt:
-        lid, port = start_listener(rt, SimpleIoListener(64, lambda n: SimpleIoReactor(
-            on_sock_msg=one_byte_at_a_time)))
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(b"abc")
-            pump_until(rt, lambda: seen and seen[-1] == b"c")
+    with one_client(one_byte_at_a_time) as (rt, s):
+        s.sendall(b"abc")
+        pump_until(rt, lambda: seen and seen[-1] == b"c")
         assert seen == [b"abc", b"bc", b"c"]
 
 
@@ -242,18 +248,15 @@ def test_handler_may_return_a_message_result():
             return ExpectMsgSize(8)             # not called again before 8 bytes are in
         return 8
 
-    with SimpleIoRuntime() as rt:
-        lid, port = start_listener(rt, SimpleIoListener(64, lambda n: SimpleIoReactor(
-            on_sock_msg=fixed_8)))
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(b"1234")
-            pump_until(rt, lambda: calls == [4])
-            s.sendall(b"56")
-            events = rt.count_sock_events()
-            pump_until(rt, lambda: rt.count_sock_events() > events)   # the 2 bytes were read
-            assert calls == [4]
-            s.sendall(b"78")
-            pump_until(rt, lambda: len(calls) == 2)
+    with one_client(fixed_8) as (rt, s):
+        s.sendall(b"1234")
+        pump_until(rt, lambda: calls == [4])
+        s.sendall(b"56")
+        events = rt.count_sock_events()
+        pump_until(rt, lambda: rt.count_sock_events() > events)   # the 2 bytes were read
+        assert calls == [4]
+        s.sendall(b"78")
+        pump_until(rt, lambda: len(calls) == 2)
         assert calls == [4, 8]
 
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, List, Optional, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import pytest
 
@@ -76,16 +76,25 @@ def test_imported_from_an_installed_wheel():
 
 # ------------------------------------------------------------------------------ the runtime
 
+def split_message(buf: memoryview) -> Tuple[Optional[MessageResult], int]:
+    """u16 little-endian length + body: (ExpectMsgSize, 0) while the message at the start of
+    ``buf`` is incomplete, else (None, its size)."""
+    if len(buf) < 2:
+        return ExpectMsgSize(0), 0
+    n = 2 + int.from_bytes(buf[:2], "little")
+    if n > len(buf):
+        return ExpectMsgSize(n), 0
+    return None, n
+
+
 class Echo(Reactor):
     """u16 little-endian length + body; echoes every message."""
 
     def on_inbound_message(self, buf: memoryview, new_bytes: int, decoded_msg_size: int,
                            ctx: DispatchContext) -> MessageResult:
-        if len(buf) < 2:
-            return ExpectMsgSize(0)
-        n = 2 + int.from_bytes(buf[:2], "little")
-        if n > len(buf):
-            return ExpectMsgSize(n)
+        partial, n = split_message(buf)
+        if partial is not None:
+            return partial
         ctx.send_or_que(buf[:n])
         return DropMsgSize(n)
 
@@ -103,11 +112,9 @@ class Client(Reactor):
 
     def on_inbound_message(self, buf: memoryview, new_bytes: int, decoded_msg_size: int,
                            ctx: DispatchContext) -> MessageResult:
-        if len(buf) < 2:
-            return ExpectMsgSize(0)
-        n = 2 + int.from_bytes(buf[:2], "little")
-        if n > len(buf):
-            return ExpectMsgSize(n)
+        partial, n = split_message(buf)
+        if partial is not None:
+            return partial
         self.echoed.append(bytes(buf[2:n]))
         if len(self.echoed) == len(self.to_send):
             ctx.close()
