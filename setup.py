@@ -37,27 +37,20 @@ else:
         extra_compile_args += ["-fsanitize=address", "-fno-omit-frame-pointer"]
         extra_link_args += ["-fsanitize=address"]
 
-ext = Extension(
-    "reactio._core",
-    ["src/reactio/_core.pyx"],
+# what every extension is built with (the same flavour: release, debug or ASan)
+build_options = dict(
     include_dirs=["src/reactio"],
-    libraries=libraries,
     define_macros=define_macros,
     extra_compile_args=extra_compile_args,
     extra_link_args=extra_link_args,
 )
+ext = Extension("reactio._core", ["src/reactio/_core.pyx"], libraries=libraries, **build_options)
 
 extensions = [ext]
 if sys.platform != "win32":
     # the Cython reactors of the bench harness's reactio-cy leg (python -m reactio.bench)
-    extensions.append(Extension(
-        "reactio.bench._cyecho",
-        ["src/reactio/bench/_cyecho.pyx"],
-        include_dirs=["src/reactio"],
-        define_macros=define_macros,
-        extra_compile_args=extra_compile_args,
-        extra_link_args=extra_link_args,
-    ))
+    extensions.append(Extension("reactio.bench._cyecho", ["src/reactio/bench/_cyecho.pyx"],
+                                **build_options))
 
 setup(
     ext_modules=cythonize(
