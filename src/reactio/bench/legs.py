@@ -15,9 +15,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from . import cbuild
+
+if TYPE_CHECKING:
+    from .progress import Progress
 
 # Every leg, in the order tables list them. The C leg is the floor every ratio refers to.
 ALL_LEGS = ("c", "asyncio", "uvloop", "reactio-py", "reactio-cy")
@@ -52,6 +55,29 @@ def parse_legs(text: Optional[str], default: List[str]) -> List[str]:
     if bad:
         raise ValueError(f"unknown leg(s) {', '.join(bad)}; choose from {', '.join(ALL_LEGS)}")
     return list(dict.fromkeys(legs))  # drop duplicates, keep order
+
+
+def usable_legs(legs: List["Leg"], need_client: bool, command: str,
+                progress: "Progress") -> Tuple[List["Leg"], Dict[str, str]]:
+    """The legs that can run, in order, and by name why each of the others cannot (noted on
+    ``progress`` as skipped for ``command``)."""
+    available: List[Leg] = []
+    skipped: Dict[str, str] = {}
+    for leg in legs:
+        reason = leg.check(need_client=need_client)
+        if reason:
+            skipped[leg.name] = reason
+            progress.note(f"{command}: leg {leg.name} skipped: {reason}")
+        else:
+            available.append(leg)
+    return available, skipped
+
+
+def round_order(available: List["Leg"], r: int) -> List["Leg"]:
+    """The order round ``r`` runs the legs in: each round starts one leg further on, so that
+    no leg always runs first (or right after the same one)."""
+    k = r % len(available) if available else 0
+    return available[k:] + available[:k]
 
 
 class Leg:

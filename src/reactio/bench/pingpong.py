@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import stats
-from .legs import FLOOR, Leg
-from .procs import Child, ChildError, Pins, deadline_in, pin_plan
+from .legs import FLOOR, Leg, round_order, usable_legs
+from .procs import Child, ChildError, Pins, deadline_in, pin_plan, pins_json
 from .progress import Progress
 
 STARTUP_TIMEOUT = 60.0  # a child must report within this (Python start-up, imports)
@@ -124,15 +124,7 @@ def run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
     """Run the ping-pong over ``legs`` for every size; returns the JSON-able result."""
     pins = pin_plan(pin)
     shares = _split(count, rounds)
-    available: List[Leg] = []
-    skipped: Dict[str, str] = {}
-    for leg in legs:
-        reason = leg.check(need_client=True)
-        if reason:
-            skipped[leg.name] = reason
-            progress.note(f"pingpong: leg {leg.name} skipped: {reason}")
-        else:
-            available.append(leg)
+    available, skipped = usable_legs(legs, True, "pingpong", progress)
 
     results: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="reactio-bench-") as tmp:
@@ -142,8 +134,7 @@ def run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
             for name, reason in skipped.items():
                 per_leg[name].fail("skipped", reason)
             for r, share in enumerate(shares):
-                k = r % len(available) if available else 0
-                for leg in available[k:] + available[:k]:
+                for leg in round_order(available, r):
                     res = per_leg[leg.name]
                     if res.status != "ok":
                         continue
@@ -171,8 +162,7 @@ def run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
         "command": "pingpong",
         "params": {"count": count, "warmup_per_run": warmup, "rounds": len(shares),
                    "sizes": sizes, "pin": pin,
-                   "cpus": {"server": sorted(pins[0]) if pins[0] else None,
-                            "client": sorted(pins[1]) if pins[1] else None},
+                   "cpus": pins_json(pins),
                    "spin": spin, "legs": [leg.name for leg in legs]},
         "results": results,
     }

@@ -202,6 +202,12 @@ def describe_status(rc: int) -> str:
     return str(rc)
 
 
+def pins_json(pins: Pins) -> Dict[str, Optional[List[int]]]:
+    """The CPUs of a pin plan as a run's JSON records them."""
+    return {"server": sorted(pins[0]) if pins[0] else None,
+            "client": sorted(pins[1]) if pins[1] else None}
+
+
 def pin_plan(mode: str) -> Pins:
     """CPU sets for (server, client) for ``--pin same-core|split|none``.
 

@@ -25,12 +25,18 @@ def _reasons(rows: List[Dict[str, Any]]) -> List[str]:
     return out
 
 
+def _pinning(p: Dict[str, Any], client_role: str) -> str:
+    """The run's --pin mode, with the CPUs it put the server and the client on."""
+    pin = str(p["pin"])
+    if pin != "none":
+        cpus = p["cpus"]
+        pin += f" (server CPU {cpus['server']}, {client_role} CPU {cpus['client']})"
+    return pin
+
+
 def pingpong_table(result: Dict[str, Any], machine_line: str) -> str:
     p = result["params"]
-    cpus = p["cpus"]
-    pin = p["pin"]
-    if pin != "none":
-        pin += f" (server CPU {cpus['server']}, client CPU {cpus['client']})"
+    pin = _pinning(p, "client")
     lines = [f"# {machine_line}"]
     cols = ["min"] + [label for label, _ in PERCENTILES] + ["max", "mean"]
     for block in result["results"]:
@@ -57,10 +63,7 @@ def pingpong_table(result: Dict[str, Any], machine_line: str) -> str:
 
 def scale_table(result: Dict[str, Any], machine_line: str) -> str:
     p = result["params"]
-    cpus = p["cpus"]
-    pin = p["pin"]
-    if pin != "none":
-        pin += f" (server CPU {cpus['server']}, load generator CPU {cpus['client']})"
+    pin = _pinning(p, "load generator")
     lines = [f"# {machine_line}", "",
              f"scale: echo of {p['size']} B messages, one in flight per connection, C epoll "
              f"load generator, {p['duration']:g} s measured per run after {p['warmup']:g} s "

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import cbuild, stats
-from .legs import FLOOR, Leg
-from .procs import (Child, ChildError, Pins, cpu_seconds, deadline_in, pin_plan,
+from .legs import FLOOR, Leg, round_order, usable_legs
+from .procs import (Child, ChildError, Pins, cpu_seconds, deadline_in, pin_plan, pins_json,
                     raise_nofile_limit)
 from .progress import Progress
 
@@ -136,15 +136,7 @@ def run(legs: List[Leg], conns_list: List[int], size: int, warmup: float, durati
                          f"RLIMIT_NOFILE allows here ({limit}); raise the hard limit "
                          "(ulimit -Hn) or use fewer --conns")
     loadgen = cbuild.build("loadgen")  # BuildError: no scale run at all without it
-    available: List[Leg] = []
-    skipped: Dict[str, str] = {}
-    for leg in legs:
-        reason = leg.check(need_client=False)
-        if reason:
-            skipped[leg.name] = reason
-            progress.note(f"scale: leg {leg.name} skipped: {reason}")
-        else:
-            available.append(leg)
+    available, skipped = usable_legs(legs, False, "scale", progress)
     results: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="reactio-bench-") as tmp:
         workdir = Path(tmp)
@@ -153,8 +145,7 @@ def run(legs: List[Leg], conns_list: List[int], size: int, warmup: float, durati
             for name, reason in skipped.items():
                 per_leg[name].fail("skipped", reason)
             for r in range(rounds):
-                k = r % len(available) if available else 0
-                for leg in available[k:] + available[:k]:
+                for leg in round_order(available, r):
                     res = per_leg[leg.name]
                     if res.status != "ok":
                         continue
@@ -179,8 +170,7 @@ def run(legs: List[Leg], conns_list: List[int], size: int, warmup: float, durati
         "command": "scale",
         "params": {"conns": conns_list, "size": size, "warmup": warmup, "duration": duration,
                    "rounds": rounds, "pin": pin, "spin": spin,
-                   "cpus": {"server": sorted(pins[0]) if pins[0] else None,
-                            "client": sorted(pins[1]) if pins[1] else None},
+                   "cpus": pins_json(pins),
                    "legs": [leg.name for leg in legs]},
         "results": results,
     }
