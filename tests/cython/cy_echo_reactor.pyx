@@ -7,8 +7,15 @@ from reactio._core cimport (DispatchContext, DropMsgSize, ExpectMsgSize, Message
                             Reactor)
 
 
-cdef inline Py_ssize_t frame_size(const unsigned char *p):
-    return 10 + (p[0] | (p[1] << 8))
+cdef inline MessageResult partial_frame(const char *data, Py_ssize_t size, Py_ssize_t *n):
+    """ExpectMsgSize while the frame at data is incomplete; else None, with its size in n."""
+    cdef const unsigned char *p = <const unsigned char *>data
+    if size < 10:
+        return ExpectMsgSize(0)
+    n[0] = 10 + (p[0] | (p[1] << 8))
+    if n[0] > size:
+        return ExpectMsgSize(n[0])
+    return None
 
 
 cdef class CyEcho(Reactor):
@@ -17,12 +24,10 @@ cdef class CyEcho(Reactor):
 
     cdef MessageResult on_inbound_raw(self, char *data, Py_ssize_t size, Py_ssize_t new_bytes,
                                       Py_ssize_t decoded_msg_size, DispatchContext ctx):
-        cdef Py_ssize_t n
-        if size < 10:
-            return ExpectMsgSize(0)
-        n = frame_size(<const unsigned char *>data)
-        if n > size:
-            return ExpectMsgSize(n)
+        cdef Py_ssize_t n = 0
+        cdef MessageResult wait = partial_frame(data, size, &n)
+        if wait is not None:
+            return wait
         ctx.send_raw(data, n)
         self.count += 1
         return DropMsgSize(n)
@@ -45,12 +50,10 @@ cdef class CyClient(Reactor):
 
     cdef MessageResult on_inbound_raw(self, char *data, Py_ssize_t size, Py_ssize_t new_bytes,
                                       Py_ssize_t decoded_msg_size, DispatchContext ctx):
-        cdef Py_ssize_t n
-        if size < 10:
-            return ExpectMsgSize(0)
-        n = frame_size(<const unsigned char *>data)
-        if n > size:
-            return ExpectMsgSize(n)
+        cdef Py_ssize_t n = 0
+        cdef MessageResult wait = partial_frame(data, size, &n)
+        if wait is not None:
+            return wait
         self.count += 1
         if self.count >= self.target:
             ctx.close()

@@ -4,10 +4,9 @@
 They are what a user who wants reactio's floor writes: cdef subclasses of ``Reactor`` that
 frame and answer in place through the zero-object path (``on_inbound_raw`` gets a pointer
 into the receive buffer; ``DispatchContext.send_raw`` writes straight from a pointer), so
-no Python object is created per message. ``on_inbound_message`` is overridden too, with the
-same logic over the memoryview, for a runtime that dispatches through it.
+no Python object is created per message. (The runtime calls ``on_inbound_raw`` of a cdef
+subclass through the C vtable, so ``on_inbound_message`` is never needed here.)
 """
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
@@ -58,16 +57,6 @@ cdef class CyEchoServer(Reactor):
             return ExpectMsgSize(m)
         ctx.send_raw(data, m)
         return DropMsgSize(m)
-
-    cpdef on_inbound_message(self, object buf, Py_ssize_t new_bytes,
-                             Py_ssize_t decoded_msg_size, DispatchContext ctx):
-        cdef Py_buffer view
-        PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
-        try:
-            return self.on_inbound_raw(<char *>view.buf, view.len, new_bytes,
-                                       decoded_msg_size, ctx)
-        finally:
-            PyBuffer_Release(&view)
 
 
 cdef class CyPingClient(Reactor):
@@ -147,16 +136,6 @@ cdef class CyPingClient(Reactor):
             self.rec.end_ns = t1
             ctx.close()
         return DropMsgSize(self.size)
-
-    cpdef on_inbound_message(self, object buf, Py_ssize_t new_bytes,
-                             Py_ssize_t decoded_msg_size, DispatchContext ctx):
-        cdef Py_buffer view
-        PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
-        try:
-            return self.on_inbound_raw(<char *>view.buf, view.len, new_bytes,
-                                       decoded_msg_size, ctx)
-        finally:
-            PyBuffer_Release(&view)
 
     cpdef on_close(self, ReactorID reactor_id, object cmd_sender):
         if self.i < self.total:
