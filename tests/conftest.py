@@ -6,6 +6,7 @@ cannot pass.  Network tests use loopback only and are bounded by pytest-timeout.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
@@ -186,3 +187,26 @@ def recv_exact_nb(rt: ReactRuntime, sock: socket.socket, n: int, timeout: float 
 
     pump_until(rt, got, timeout)
     return bytes(out)
+
+
+@contextlib.contextmanager
+def full_backlog_port():
+    """The port of a listener that never accepts and whose backlog is full: the kernel drops
+    SYNs to it, so a connect can only end by its timeout."""
+    srv = socket.socket()
+    fillers = []
+    try:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(0)
+        port = srv.getsockname()[1]
+        for _ in range(8):
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex(("127.0.0.1", port))
+            fillers.append(f)
+        time.sleep(0.1)
+        yield port
+    finally:
+        for f in fillers:
+            f.close()
+        srv.close()

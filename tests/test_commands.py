@@ -7,7 +7,7 @@ import time
 import pytest
 
 import reactio
-from reactio import Deferred, ReactRuntime, Reactor, ReactorID
+from reactio import Deferred, ReactRuntime, ReactorID
 
 from conftest import Completion, EchoReactor, connect, listen_factory, pump_until, raw_client
 
@@ -25,7 +25,6 @@ class CmdLog(EchoReactor):
 
 def open_stream(rt, reactor):
     """A server-side stream for ``reactor`` (the peer is a plain socket); returns (id, peer)."""
-    seen = []
     lid, port = listen_factory(rt, lambda: reactor)
     peer = raw_client(port)
     pump_until(rt, lambda: reactor.connected_from != "never")

@@ -8,10 +8,10 @@ import time
 import pytest
 
 import reactio
-from reactio import Deferred, ReactRuntime, Reactor
+from reactio import Deferred
 
-from conftest import (HAS_IPV6, Completion, EchoReactor, connect, frame, listen,
-                      listen_factory, pump_until, raw_client, recv_exact_nb)
+from conftest import (HAS_IPV6, Completion, EchoReactor, connect, frame, full_backlog_port,
+                      listen, listen_factory, pump_until, raw_client, recv_exact_nb)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -137,34 +137,19 @@ def test_name_resolution_runs_off_the_loop_thread(rt, monkeypatch):
 def test_connect_timeout_to_full_backlog(rt):
     """A listener that never accepts, with its backlog full: SYNs are dropped and the connect
     can only end by our timeout, while the loop keeps running."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(0)
-    port = srv.getsockname()[1]
-    fillers = []
-    for _ in range(8):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex(("127.0.0.1", port))
-        fillers.append(s)
-    time.sleep(0.1)
-    client = EchoReactor()
-    done = Completion()
-    t0 = time.monotonic()
-    rt.cmd_sender.send_connect(("127.0.0.1", port), 1024, client, Deferred.IMMEDIATE, done,
-                               timeout=0.3)
-    pump_until(rt, lambda: done.done, timeout=10)
-    elapsed = time.monotonic() - t0
-    try:
+    with full_backlog_port() as port:
+        client = EchoReactor()
+        done = Completion()
+        t0 = time.monotonic()
+        rt.cmd_sender.send_connect(("127.0.0.1", port), 1024, client, Deferred.IMMEDIATE, done,
+                                   timeout=0.3)
+        pump_until(rt, lambda: done.done, timeout=10)
+        elapsed = time.monotonic() - t0
         if isinstance(done.result, reactio.ReactorID):
             pytest.skip("the kernel accepted into a full backlog; cannot provoke a timeout")
         assert isinstance(done.result, TimeoutError), done.result
         assert 0.3 <= elapsed < 5
         assert rt.count_reactors() == 0 and not rt.process_events(0)
-    finally:
-        for s in fillers:
-            s.close()
-        srv.close()
 
 
 def test_on_connected_raising_closes_and_reports(rt, expected_errors):

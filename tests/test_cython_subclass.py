@@ -3,7 +3,6 @@ echoes messages with a number of Python allocations that does not grow with the 
 import os
 import subprocess
 import sys
-import sysconfig
 import textwrap
 
 import pytest

@@ -11,10 +11,8 @@ import time
 
 import pytest
 
-import reactio
-
-from conftest import (EchoReactor, SinkReactor, frame, listen_factory, parse_frame, pump_until,
-                      raw_client, recv_exact_nb)
+from conftest import (EchoReactor, SinkReactor, frame, listen_factory, pump_until, raw_client,
+                      recv_exact_nb)
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -5,7 +5,7 @@ import time
 import pytest
 
 import reactio
-from reactio import Deferred, DropMsgSize, ReactRuntime, Reactor
+from reactio import Deferred, DropMsgSize, Reactor
 
 from conftest import Completion, frame, listen_factory, parse_frame, pump_until
 

@@ -1,15 +1,13 @@
 """Sending: direct writes, the queue, flushing from every callback, completions in order,
 graceful and abort close, max_send_queue, write watermarks, acquire_send, send_no_que."""
-import socket
 import sys
-import time
 
 import pytest
 
 import reactio
-from reactio import Deferred, DropMsgSize, Reactor, SendOrQueResult
+from reactio import DropMsgSize, Reactor, SendOrQueResult
 
-from conftest import (Completion, EchoReactor, SinkReactor, connect, frame, listen_factory,
+from conftest import (EchoReactor, SinkReactor, connect, frame, listen_factory,
                       pump_until, raw_client, recv_exact_nb)
 
 pytestmark = pytest.mark.timeout(60)
@@ -102,7 +100,6 @@ def test_send_completions_fire_in_order(rt):
 
 def test_graceful_send_close_flushes_queue_first(rt):
     payload = pattern(BIG, 5)
-    peer_sock = []
 
     class Server(SinkReactor):
         def on_connected(self, ctx, listener_id):

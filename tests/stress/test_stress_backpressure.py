@@ -12,7 +12,7 @@ import time
 import pytest
 
 import reactio
-from reactio import DropMsgSize, ReactRuntime, Reactor, SendOrQueResult
+from reactio import DropMsgSize, ReactRuntime, Reactor
 
 from conftest import EchoReactor, frame, listen_factory, raw_client
 from stress_util import Deadline, env_int, open_fds, report

@@ -10,7 +10,6 @@ sys.getallocatedblocks() and RSS must stay within the bounds below for the rest 
 """
 from __future__ import annotations
 
-import random
 import time
 
 import pytest
@@ -173,7 +172,6 @@ def test_churn_connect_echo_close_does_not_leak(request):
     finally:
         rt.close()
     warm = samples[0]
-    last = samples[-1]
     assert stats.finished == stats.started == min(CYCLES, PHASES * per_phase)
     assert stats.connect_failed == 0
     # every phase ends with exactly the warm-up phase's descriptors (listeners, epoll, eventfd)

@@ -8,10 +8,10 @@ then FIN; nothing is left open afterwards.  Connect failures at scale: refused c
 connect timeouts in bulk."""
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import struct
-import time
 
 import pytest
 
@@ -19,7 +19,7 @@ import reactio
 from reactio import ReactRuntime
 from reactio.examples.pingpong import EchoReactor
 
-from conftest import Completion, frame, listen_factory
+from conftest import frame, full_backlog_port, listen_factory
 from stress_util import Deadline, env_int, open_fds, raise_nofile, report, restore_nofile
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(240)]
@@ -177,8 +177,7 @@ def test_refused_and_timed_out_connects_in_bulk(request):
     shared afterwards, no descriptor left."""
     fds0 = open_fds()
     rt = ReactRuntime()
-    fillers = []
-    srv = socket.socket()
+    stack = contextlib.ExitStack()
     try:
         results = {}
         ports = []
@@ -190,15 +189,7 @@ def test_refused_and_timed_out_connects_in_bulk(request):
             rt.cmd_sender.send_connect(("127.0.0.1", ports[i % 100]), 512, FaultServer(), None,
                                        lambda r, i=i: results.setdefault(("refused", i), [])
                                        .append(r))
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(0)
-        full = srv.getsockname()[1]
-        for _ in range(8):
-            f = socket.socket()
-            f.setblocking(False)
-            f.connect_ex(("127.0.0.1", full))
-            fillers.append(f)
-        time.sleep(0.1)
+        full = stack.enter_context(full_backlog_port())
         for i in range(200):
             rt.cmd_sender.send_connect(("127.0.0.1", full), 512, FaultServer(), None,
                                        lambda r, i=i: results.setdefault(("timeout", i), [])
@@ -226,9 +217,7 @@ def test_refused_and_timed_out_connects_in_bulk(request):
             rt.process_events(0.01)
     finally:
         rt.close()
-        for f in fillers:
-            f.close()
-        srv.close()
+        stack.close()
     assert open_fds() == fds0
     report(request, refused=len(refused), timed_out=n_timeout,
            completed_despite_full_backlog=200 - n_timeout)

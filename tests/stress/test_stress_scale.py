@@ -18,7 +18,6 @@ import time
 
 import pytest
 
-import reactio
 from reactio import ReactRuntime
 from reactio.examples.pingpong import EchoReactor
 
