@@ -200,6 +200,7 @@ cdef class ReactRuntime:
     cdef int _after_callback(self, DispatchContext ctx) except -1
     cdef int _request_close(self, DispatchContext ctx, object err, bint abort) except -1
     cdef int _finalize(self, DispatchContext ctx) except -1
+    cdef int _flush_stream(self, DispatchContext ctx) except -1
     cdef int _drain_event(self, DispatchContext ctx, uint32_t ev) except -1
     cdef int _drained(self, DispatchContext ctx) except -1
     cdef int _discard_input(self, DispatchContext ctx) except -1

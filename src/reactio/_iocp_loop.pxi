@@ -442,7 +442,7 @@ cdef int _iocp_drain(ReactRuntime rt) except -1:
         for i in range(n):
             op = <rio_op *>ents[i].lpOverlapped
             if op != NULL:
-                owner = _op_finish(rt, op)
+                _op_finish(rt, op)      # drops the owner reference the op held
                 if op.kind == OP_ACCEPT and op.sock != w.INVALID_SOCKET:
                     w.closesocket(op.sock)
                     op.sock = w.INVALID_SOCKET

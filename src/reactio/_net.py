@@ -112,11 +112,9 @@ def open_listener(family: int, sockaddr, backlog: int, reuse_port: bool = False)
 def start_connect(family: int, sockaddr, nodelay: bool) -> tuple[int, int]:
     """Start a non-blocking connect: (fd, 0) if connected at once, (fd, EINPROGRESS) while in
     progress.  Any other failure raises OSError of the matching type."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    fd = new_socket(family, nodelay)
+    sock = socket.socket(fileno=fd)
     try:
-        sock.setblocking(False)
-        if nodelay:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = sock.connect_ex(sockaddr)
         if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, getattr(errno, "WSAEWOULDBLOCK", -1)):
             raise OSError(err, f"{os.strerror(err)} (connect to {sockaddr!r})")

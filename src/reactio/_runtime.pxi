@@ -98,7 +98,6 @@ cdef class ReactRuntime:
 
     def __dealloc__(self):
         # no Python callbacks here: close() is where on_close and completions run
-        cdef Py_ssize_t i
         if not self.closed:
             for obj in self.slots:      # (the GC may have emptied it: contexts close their own fd)
                 if type(obj) is DispatchContext and (<DispatchContext>obj).fd >= 0:
@@ -291,13 +290,19 @@ cdef class ReactRuntime:
             return self._drain_event(ctx, ev)
         if ev & EPOLLOUT:
             # also with an empty queue: drops the write interest, delivers owed completions
-            ctx.in_callback += 1
-            try:
-                ctx._flush()
-            finally:
-                ctx.in_callback -= 1
+            self._flush_stream(ctx)
         if ctx.state == ST_OPEN and ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
             self._readable(ctx)
+        return 0
+
+    cdef int _flush_stream(self, DispatchContext ctx) except -1:
+        """Write the queue; completions and watermark callbacks run inside, so finalizing
+        waits until they return."""
+        ctx.in_callback += 1
+        try:
+            ctx._flush()
+        finally:
+            ctx.in_callback -= 1
         return 0
 
     cdef int _drain_event(self, DispatchContext ctx, uint32_t ev) except -1:
@@ -307,11 +312,7 @@ cdef class ReactRuntime:
         if ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
             self._discard_input(ctx)
         if ctx.state == ST_DRAINING and ctx.sender.head != ctx.sender.tail:
-            ctx.in_callback += 1
-            try:
-                ctx._flush()
-            finally:
-                ctx.in_callback -= 1
+            self._flush_stream(ctx)
         if ctx.state == ST_DRAINING and ctx.sender.head == ctx.sender.tail:
             self._drained(ctx)
         return 0
@@ -410,8 +411,6 @@ cdef class ReactRuntime:
 
     cdef int _finalize(self, DispatchContext ctx) except -1:
         """Unregister, close the socket, free the slot, fail unsent completions, on_close."""
-        cdef linger lg
-        cdef epoll_event ev
         cdef bint was_open = ctx.connect is None
         ctx.state = ST_CLOSED
         if ctx.drain_timer is not None:
@@ -434,7 +433,7 @@ cdef class ReactRuntime:
             if err is None or not isinstance(err, BaseException):
                 err = ReactorClosedError(f"reactor {ctx.reactor_id} closed before the bytes were sent")
             while q:
-                end, cb = q.popleft()
+                _, cb = q.popleft()
                 try:
                     self._complete(cb, err)
                 except (KeyboardInterrupt, SystemExit) as exc:
@@ -892,7 +891,7 @@ cdef class ReactRuntime:
                 if REACTIO_IOCP:
                     fd = _net.new_socket(family, p.nodelay)
                 else:
-                    fd, err = _net.start_connect(family, sockaddr_, p.nodelay)
+                    fd = _net.start_connect(family, sockaddr_, p.nodelay)[0]
                 ctx = self._new_stream(fd, p.reactor, p.recv_min, p.max_send_queue,
                                        p.max_msg_size, p.nodelay, True)
             except (KeyboardInterrupt, SystemExit):

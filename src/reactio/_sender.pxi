@@ -296,8 +296,7 @@ cdef class DispatchContext:
         cdef MsgSender s = self.sender
         q = s.completions
         while q and <uint64_t>q[0][0] <= s.total_sent:
-            end, cb = q[0]
-            q.popleft()
+            cb = q.popleft()[1]
             self.rt._complete(cb, self.reactor_id)
         return 0
 
