@@ -49,10 +49,14 @@ cdef class _Inbox:
     def __cinit__(self):
         self.queue = collections.deque()
         self.evfd = -1
+        self.fork_epoch = _fork_epoch
 
     cdef int push(self, object cmd) except -1:
         if self.closed:
             raise RuntimeClosedError("the runtime is closed; the command was not sent")
+        if self.fork_epoch != _fork_epoch:
+            raise RuntimeError("this runtime was made before fork(); its commands cannot be "
+                               "sent from the child process")
         self.queue.append(cmd)
         if self.polling and not self.wake_pending:
             self.wake_pending = True
@@ -79,45 +83,70 @@ cdef class CmdSender:
     def __init__(self):
         raise TypeError("use ReactRuntime.cmd_sender")
 
-    def send_connect(self, addr, Py_ssize_t recv_buffer_min_size, Reactor reactor not None,
+    cdef _Inbox _inbox(self):
+        if self.inbox is None:
+            raise TypeError("this CmdSender belongs to no runtime (use ReactRuntime.cmd_sender)")
+        return self.inbox
+
+    def send_connect(self, addr, recv_buffer_min_size, Reactor reactor not None,
                      deferred=None, on_completion=None, *, timeout=None, max_send_queue=None,
                      max_msg_size=None, nodelay=True):
         """Connect to ``addr`` ("host:port" or (host, port)) without blocking the loop (names are
         resolved on a helper thread); on success reactor.on_connected runs, then
         on_completion(reactor_id).  Failures reach on_completion as exceptions:
-        ConnectionRefusedError, TimeoutError (``timeout`` seconds), socket.gaierror,
-        ValueError for a malformed address."""
-        if recv_buffer_min_size <= 0:
-            raise ValueError(f"recv_buffer_min_size must be positive, not {recv_buffer_min_size}")
-        if timeout is not None and timeout <= 0:
-            raise ValueError("timeout must be positive or None")
-        opts = (recv_buffer_min_size, max_send_queue, max_msg_size, bool(nodelay), timeout)
-        self.inbox.push(_new_command(CMD_CONNECT, None, (addr, reactor), opts, deferred,
-                                     on_completion))
+        ConnectionRefusedError, TimeoutError (``timeout`` seconds, None or inf: no limit),
+        socket.gaierror, ValueError for a malformed address, ReactorClosedError when the
+        stream is closed (send_close) before it connects.  Bad option values raise
+        ValueError here."""
+        cdef _Inbox inbox = self._inbox()
+        cdef _PendingConnect p = _PendingConnect.__new__(_PendingConnect)
+        p.opts = _stream_options(recv_buffer_min_size, max_send_queue, max_msg_size, nodelay)
+        if timeout is not None:
+            if _seconds(timeout, "timeout") == 0:
+                raise ValueError("timeout must be more than 0 seconds (None: no limit)")
+            p.timeout_ns = _limit_ns(timeout, "timeout")
+        p.addr = addr
+        p.reactor = reactor
+        inbox.push(_new_command(CMD_CONNECT, p, None, None, deferred, on_completion))
 
     def send_listen(self, addr, handler not None, deferred=None, on_completion=None):
-        """Listen on ``addr``; ``handler`` is a TcpListenerHandler.  on_completion gets the
-        listener's ReactorID (rt.local_address(id) tells a port-0 listener's port) or the
-        error (OSError with errno EADDRINUSE, PermissionError, ...)."""
-        self.inbox.push(_new_command(CMD_LISTEN, None, addr, handler, deferred, on_completion))
+        """Listen on ``addr``; ``handler`` is a TcpListenerHandler, whose options
+        (recv_buffer_min_size, max_send_queue, max_msg_size, nodelay, backlog, reuse_port,
+        dual_stack attributes, where present) are checked here: a bad value raises ValueError.
+        on_completion gets the listener's ReactorID (rt.local_address(id) tells a port-0
+        listener's port) or the error (OSError with errno EADDRINUSE, PermissionError, ...)."""
+        cdef _Inbox inbox = self._inbox()
+        cdef _PendingConnect p = _PendingConnect.__new__(_PendingConnect)
+        p.is_listen = True
+        p.opts = _stream_options(getattr(handler, "recv_buffer_min_size", 4096),
+                                 getattr(handler, "max_send_queue", None),
+                                 getattr(handler, "max_msg_size", None),
+                                 getattr(handler, "nodelay", True))
+        p.backlog = _size_option(getattr(handler, "backlog", 1024), "backlog", 0, 65535)
+        p.reuse_port = bool(getattr(handler, "reuse_port", False))
+        p.dual_stack = bool(getattr(handler, "dual_stack", False))
+        p.addr = addr
+        p.handler = handler
+        inbox.push(_new_command(CMD_LISTEN, p, None, None, deferred, on_completion))
 
     def send_close(self, ReactorID reactor_id not None, deferred=None, on_completion=None, *,
                    abort=False):
-        """Close a stream (queued bytes are flushed first unless abort=True) or a listener."""
-        self.inbox.push(_new_command(CMD_CLOSE, reactor_id, bool(abort), None, deferred,
-                                     on_completion))
+        """Close a stream (queued bytes are flushed first unless abort=True), a connect in
+        progress (its completion gets ReactorClosedError) or a listener."""
+        self._inbox().push(_new_command(CMD_CLOSE, reactor_id, bool(abort), None, deferred,
+                                        on_completion))
 
     def send_user_cmd(self, ReactorID reactor_id not None, cmd, deferred=None,
                       on_completion=None):
         """Deliver ``cmd`` to the reactor's on_command.  A stale or unknown id completes with
         ReactorNotFoundError; an exception from on_command is passed to on_completion (and
         closes the reactor)."""
-        self.inbox.push(_new_command(CMD_USER, reactor_id, cmd, None, deferred, on_completion))
+        self._inbox().push(_new_command(CMD_USER, reactor_id, cmd, None, deferred, on_completion))
 
     def _post_internal(self, int kind, target, a):
         """Used by helper threads (name resolution) to hand results to the loop."""
-        self.inbox.push(_new_command(kind, target, a, None, None, None))
+        self._inbox().push(_new_command(kind, target, a, None, None, None))
 
     @property
     def closed(self):
-        return self.inbox.closed
+        return self.inbox is None or self.inbox.closed

@@ -34,7 +34,7 @@ cdef class _RecvStore:
 
 
 cdef class MsgReader:
-    cdef _RecvStore store
+    cdef _RecvStore store          # None until the first read, and again after a burst
     cdef Py_ssize_t start          # first unprocessed byte
     cdef Py_ssize_t end            # one past the last received byte
     cdef Py_ssize_t decoded        # last ExpectMsgSize(n), 0 if none
@@ -61,6 +61,7 @@ cdef class MsgReader:
     cdef int _dispatch_all(self, DispatchContext ctx, Py_ssize_t new_bytes) except -1
     cdef int fast_read(self, DispatchContext ctx) except -1
     cdef int fast_dispatch(self, DispatchContext ctx) except -1
+    cdef void _release_buffer(self)
 
 
 cdef class MsgSender:
@@ -77,6 +78,7 @@ cdef class MsgSender:
     cdef char *inflight_buf         # IOCP: the buffer a pending WSASend reads; never moved
 
     cdef int _append(self, const char *data, Py_ssize_t n) except -1
+    cdef void _release_buffer(self)
 
 
 cdef class Reactor:
@@ -103,13 +105,15 @@ cdef class DispatchContext:
     cdef readonly MsgReader reader
     cdef readonly MsgSender sender
     cdef int fd
-    cdef int state
-    cdef int in_callback            # >0 while a callback of this reactor runs
+    cdef int state                  # ST_* of _lifecycle.pxi; only _stream_event changes it
+    cdef int holds                  # callbacks / runtime operations on this stream in progress:
+                                    # finalize waits until it is 0
+    cdef bint in_ready              # on ReactRuntime.ready: send completions are owed
     cdef uint32_t events            # epoll interest currently registered
     cdef bint abort                 # close with RST, dropping queued bytes
     cdef bint default_readable      # on_readable not overridden: call the reader directly
     cdef object close_error
-    cdef object connect             # _PendingConnect while connecting
+    cdef _PendingConnect connect    # while connecting
     cdef void *iocp_ops             # IOCP: rio_op[2] (receive; send or connect)
     cdef object py_on_inbound       # the Python function overriding on_inbound_message, or None
     cdef object drain_timer         # _Command: the drain_timeout of a graceful close
@@ -121,6 +125,7 @@ cdef class DispatchContext:
     cdef int _flush(self) except -1
     cdef int _set_events(self, uint32_t events) except -1
     cdef int _flush_completions(self) except -1
+    cdef int _owe_completion(self, object on_sent) except -1
     cdef int _watermark_callback(self, bint pause) except -1
 
 
@@ -135,6 +140,7 @@ cdef class _Command:
 
 cdef class _Inbox:
     cdef object queue               # collections.deque: append/popleft are atomic under the GIL
+    cdef unsigned long fork_epoch   # _fork_epoch when made: a forked child may not use it
     cdef int evfd
     cdef bint polling               # the loop is (about to be) blocked in epoll_wait
     cdef bint wake_pending          # an eventfd write is in flight
@@ -146,6 +152,12 @@ cdef class _Inbox:
 
 cdef class CmdSender:
     cdef _Inbox inbox
+    cdef _Inbox _inbox(self)
+
+
+cdef class _StreamOptions:
+    cdef Py_ssize_t recv_min, max_send_queue, max_msg_size
+    cdef bint nodelay
 
 
 cdef class _Listener:
@@ -154,17 +166,21 @@ cdef class _Listener:
     cdef ReactorID reactor_id
     cdef bint paused
     cdef bint closed
-    cdef Py_ssize_t recv_min, max_send_queue, max_msg_size
-    cdef bint nodelay
+    cdef _StreamOptions opts
     cdef int family
     cdef void *iocp_ops             # IOCP: rio_op[ACCEPTS_PER_LISTENER]
 
 
 cdef class _PendingConnect:
+    """A connect or a listen waiting for its name lookup (and a connect for its handshake)."""
     cdef bint is_listen
-    cdef object addr, reactor, handler, completion, infos, last_error, timeout
-    cdef Py_ssize_t idx, recv_min, max_send_queue, max_msg_size
-    cdef bint nodelay, done
+    cdef object addr, reactor, handler, completion, infos, last_error
+    cdef int backlog
+    cdef bint reuse_port, dual_stack
+    cdef int64_t timeout_ns         # connect: 0 = no limit
+    cdef Py_ssize_t idx
+    cdef _StreamOptions opts
+    cdef bint done
     cdef DispatchContext ctx
     cdef _Command timer
 
@@ -185,6 +201,11 @@ cdef class ReactRuntime:
     cdef uint64_t timer_seq
     cdef Py_ssize_t n_cancelled_timers
     cdef set pending_connects       # _PendingConnect: resolving, connecting, or binding
+    cdef list ready                 # DispatchContext with send completions owed (in_ready)
+    cdef unsigned long fork_epoch   # _fork_epoch when made: a forked child may not use it
+    cdef unsigned long owner_thread # thread running process_events(), while in_process
+    cdef bint initialized
+    cdef int64_t drain_ns           # drain_timeout in ns, 0 = no limit
     cdef Py_ssize_t n_streams, n_listeners, n_user_deferred
     cdef uint64_t n_sock_events, n_received_cmds
     cdef bint closed, in_process, stopping
@@ -192,25 +213,20 @@ cdef class ReactRuntime:
     cdef readonly double drain_timeout
 
     cdef bint _idle(self)
+    cdef int _check_usable(self) except -1
+    cdef int _close_in_child(self) except -1
     cdef object _process(self, double timeout, bint wait_when_idle)
     cdef int _poll(self, int timeout_ms) except -1
     cdef int _handle_stream_event(self, DispatchContext ctx, uint32_t ev) except -1
     cdef int _readable(self, DispatchContext ctx) except -1
     cdef int _callback_failed(self, DispatchContext ctx, exc) except -1
-    cdef int _after_callback(self, DispatchContext ctx) except -1
-    cdef int _request_close(self, DispatchContext ctx, object err, bint abort) except -1
-    cdef int _finalize(self, DispatchContext ctx) except -1
-    cdef int _flush_stream(self, DispatchContext ctx) except -1
-    cdef int _drain_event(self, DispatchContext ctx, uint32_t ev) except -1
-    cdef int _drained(self, DispatchContext ctx) except -1
-    cdef int _discard_input(self, DispatchContext ctx) except -1
+    cdef int _run_ready(self) except -1
     cdef int _close_listener(self, _Listener lst) except -1
     cdef object _lookup(self, ReactorID rid)
     cdef ReactorID _alloc_slot(self, object obj)
     cdef void _free_slot(self, uint32_t slot)
-    cdef DispatchContext _new_stream(self, int fd, Reactor reactor, Py_ssize_t recv_min,
-                                     object max_send_queue, object max_msg_size, bint nodelay,
-                                     bint connecting)
+    cdef DispatchContext _new_stream(self, int fd, Reactor reactor, _StreamOptions opts,
+                                     _PendingConnect connecting)
     cdef object _connected(self, DispatchContext ctx, object listener_id)
     cdef int _accept(self, _Listener lst) except -1
     cdef int _adopt(self, _Listener lst, int fd, object peer) except -1

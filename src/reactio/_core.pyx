@@ -6,14 +6,19 @@ Layout of this module (one compilation unit, split by concern):
   _core.pyx        values handed to users (ReactorID, MessageResult, Deferred) and Reactor
   _reader.pxi      MsgReader: receive buffer, read strategies, the framing dispatch loop
   _sender.pxi      MsgSender + DispatchContext: direct writes, the send queue, watermarks
-  _commands.pxi    CmdSender and the cross-thread inbox (eventfd wake-up)
-  _runtime.pxi     ReactRuntime: epoll loop, accept, connect, close, timers, command execution
+  _lifecycle.pxi   the state machine of a stream's life: every transition, finalize
+  _limits.pxi      validation of every numeric option at the API boundary
+  _commands.pxi    CmdSender and the cross-thread inbox (eventfd / completion-port wake-up)
+  _runtime.pxi     ReactRuntime: the loop, accept, connect, listen, timers, command execution
+  _iocp_loop.pxi   the IOCP backend (Windows)
 
 Rules the code keeps everywhere:
   * a callback's exception closes only its reactor; KeyboardInterrupt/SystemExit propagate;
-  * a reactor is finalized (fd closed, slot freed, on_close called) only when none of its
-    callbacks is on the stack (DispatchContext.in_callback == 0);
-  * every completion runs exactly once, on the runtime's thread.
+  * a stream is finalized (fd closed, slot freed, on_close called) exactly once, and only when
+    nothing holds it (DispatchContext.holds == 0: no callback of it on the stack, no runtime
+    operation on it in progress);
+  * every completion runs exactly once, on the runtime's thread, never inside the call that
+    registered it.
 """
 cimport cython
 from cpython.buffer cimport (PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release,
@@ -23,7 +28,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.list cimport PyList_GET_ITEM
 from cpython.ref cimport Py_REFCNT
 from cpython.memoryview cimport PyMemoryView_FromObject
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MAX, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memmove
 
@@ -33,6 +38,7 @@ from reactio cimport _iocp as w
 import collections
 import enum
 import heapq
+import operator
 import logging
 import os
 import types
@@ -44,13 +50,29 @@ from reactio.errors import (CommandNotHandledError, MessageResultError, MessageT
 
 log = logging.getLogger("reactio")
 
-# DispatchContext.state
+# Incremented in a child process after fork(): a runtime (and its inbox) remembers the epoch it
+# was made in, and refuses to run in another one -- its epoll set, sockets and eventfd are
+# shared with the parent, which still uses them.
+cdef unsigned long _fork_epoch = 0
+
+
+def _after_fork_in_child():
+    global _fork_epoch
+    _fork_epoch += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+# DispatchContext.state, in the order of a stream's life (_lifecycle.pxi is the state machine;
+# docs/internals.md has its table).  A context made without the runtime is ST_CLOSED.
 cdef enum:
-    ST_CONNECTING = 0   # outbound connect in progress; no callbacks yet
+    ST_CONNECTING = 0   # outbound connect in progress; no reactor callbacks yet
     ST_OPEN = 1
-    ST_DRAINING = 2     # graceful close: flushing queued bytes, reading stopped
-    ST_CLOSING = 3      # finalize as soon as no callback of this reactor is on the stack
-    ST_CLOSED = 4
+    ST_DRAINING = 2     # graceful close: flushing the queue; input is read and dropped
+    ST_HALF_CLOSED = 3  # queue flushed, our FIN sent: waiting (LINGER_NS) for the peer's EOF
+    ST_CLOSING = 4      # finalize as soon as nothing holds the stream (DispatchContext.holds)
+    ST_CLOSED = 5
 
 cdef uint64_t WAKE_KEY = 0xFFFFFFFFFFFFFFFFULL
 
@@ -85,7 +107,7 @@ cdef class ReactorID:
 
     def to_int(self):
         """(generation << 32) | slot: the key registered with the poller."""
-        return (<uint64_t>self.generation << 32) | self.slot
+        return _poll_key(self)
 
     @staticmethod
     def from_int(uint64_t value):
@@ -99,6 +121,10 @@ cdef class ReactorID:
 
     def __reduce__(self):
         return (ReactorID, (self.slot, self.generation))
+
+
+cdef inline uint64_t _poll_key(ReactorID rid) noexcept:
+    return (<uint64_t>rid.generation << 32) | rid.slot
 
 
 # ----------------------------------------------------------------------------- MessageResult
@@ -162,13 +188,16 @@ class Deferred:
     __slots__ = ("due_ns",)
 
     def __init__(self, due_ns=0):
-        self.due_ns = int(due_ns)
+        self.due_ns = _due_ns(due_ns)
 
     @classmethod
     def after(cls, seconds):
-        if seconds < 0:
-            raise ValueError("Deferred.after() needs a non-negative delay")
-        return cls(rio_monotonic_ns() + int(seconds * 1e9))
+        """Due ``seconds`` (a finite number >= 0) from now."""
+        cdef int64_t delay = _delay_ns(seconds, "Deferred.after()")
+        if delay >= INT64_MAX - rio_monotonic_ns():
+            raise ValueError(f"Deferred.after({seconds!r}): the due time does not fit in "
+                             "64-bit nanoseconds")
+        return cls(rio_monotonic_ns() + delay)
 
     @classmethod
     def until(cls, monotonic_ns):
@@ -263,6 +292,8 @@ cdef class Reactor:
 _DEFAULT_ON_READABLE = getattr(Reactor, "on_readable")
 
 
+include "_limits.pxi"
+include "_lifecycle.pxi"
 include "_reader.pxi"
 include "_sender.pxi"
 include "_commands.pxi"

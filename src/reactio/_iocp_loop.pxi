@@ -109,7 +109,7 @@ cdef int _iocp_wake(void *port) except -1:
 
 
 cdef int _iocp_register(ReactRuntime rt, int fd, ReactorID rid) except -1:
-    cdef uint64_t key = (<uint64_t>rid.generation << 32) | rid.slot
+    cdef uint64_t key = _poll_key(rid)
     if w.CreateIoCompletionPort(<w.HANDLE><size_t>fd, <w.HANDLE>rt.port, <w.ULONG_PTR>key, 0) == NULL:
         raise _net.os_error(w.GetLastError(), "CreateIoCompletionPort(socket)")
     if not w.SetFileCompletionNotificationModes(
@@ -185,6 +185,7 @@ cdef int _iocp_stream_done(ReactRuntime rt, DispatchContext ctx, rio_op *op,
     if ctx.state == ST_CLOSED:
         return 0                    # the packet of an op cancelled by close
     err = _op_error(<w.SOCKET><size_t>ctx.fd, op)
+    _hold(ctx)
     try:
         if op.kind == OP_RECV:
             ctx.reader.io_pending = False
@@ -195,11 +196,11 @@ cdef int _iocp_stream_done(ReactRuntime rt, DispatchContext ctx, rio_op *op,
         elif op.kind == OP_CONNECT:
             _iocp_connect_done(rt, ctx, err)
     except (KeyboardInterrupt, SystemExit):
+        _release(rt, ctx)
         raise
     except BaseException as exc:
         rt._callback_failed(ctx, exc)
-    if ctx.state >= ST_CLOSING:
-        rt._after_callback(ctx)
+    _release(rt, ctx)
     return 0
 
 
@@ -208,14 +209,12 @@ cdef int _iocp_recv_data(ReactRuntime rt, DispatchContext ctx, w.DWORD nbytes, i
     cdef rio_op *op = _stream_op(ctx, OP_RECV)
     if err != 0:
         if err != w.WSA_OPERATION_ABORTED:
-            rt._request_close(ctx, _net.os_error(err, "WSARecv"), True)
+            _stream_event(rt, ctx, EV_ABORT, _net.os_error(err, "WSARecv"))
         return 0
-    if ctx.state == ST_DRAINING:
-        # a graceful close reads and drops input (see ReactRuntime._drain_event) until EOF
+    if ctx.state == ST_DRAINING or ctx.state == ST_HALF_CLOSED:
+        # a graceful close reads and drops input until the peer's EOF
         if nbytes == 0:
-            ctx.peer_eof = True
-            if ctx.sender.head == ctx.sender.tail:
-                ctx.state = ST_CLOSING
+            _stream_event(rt, ctx, EV_PEER_EOF, None)
         return 0
     if ctx.state != ST_OPEN:
         return 0
@@ -240,8 +239,8 @@ cdef int _iocp_arm_recv(ReactRuntime rt, DispatchContext ctx) except -1:
     cdef w.DWORD got = 0, flags = 0
     cdef Py_ssize_t room
     cdef int rc, err
-    while (ctx.state == ST_OPEN or (ctx.state == ST_DRAINING and not ctx.peer_eof)) \
-            and not op.pending:
+    while (ctx.state == ST_OPEN or ((ctx.state == ST_DRAINING or ctx.state == ST_HALF_CLOSED)
+                                    and not ctx.peer_eof)) and not op.pending:
         room = r._ensure_space()
         if room == 0:
             raise MessageTooLargeError(
@@ -302,8 +301,7 @@ cdef int _iocp_send_done(ReactRuntime rt, DispatchContext ctx, w.DWORD nbytes, i
         free(s.inflight_buf)        # the queue moved to a new buffer while this one was sent
     s.inflight_buf = NULL
     if err != 0:
-        rt._request_close(ctx, _net.os_error(err, "WSASend"), True)
-        return 0
+        return _stream_event(rt, ctx, EV_ABORT, _net.os_error(err, "WSASend"))
     s.head += nbytes
     s.total_sent += nbytes
     ctx._flush()                    # completions, watermarks, draining; arms the next send
@@ -336,7 +334,7 @@ cdef int _iocp_connect(ReactRuntime rt, DispatchContext ctx, int family, object 
 
 
 cdef int _iocp_connect_done(ReactRuntime rt, DispatchContext ctx, int err) except -1:
-    cdef _PendingConnect p = <_PendingConnect>ctx.connect
+    cdef _PendingConnect p = ctx.connect
     if p is None or ctx.state != ST_CONNECTING:
         return 0
     if err != 0:

@@ -66,6 +66,18 @@ _resolver = None
 _resolver_lock = threading.Lock()
 
 
+def _forget_resolver_in_child() -> None:
+    """After fork() the child has the parent's pool object but none of its threads: work
+    submitted to it would never run.  Start from scratch."""
+    global _resolver, _resolver_lock
+    _resolver = None
+    _resolver_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_resolver_in_child)
+
+
 def resolve_async(host: str, port: int, passive: bool, done) -> None:
     """Resolve on a small thread pool; ``done(result)`` runs on that thread with a list of
     (family, sockaddr) or the exception (socket.gaierror for an unknown name)."""
@@ -90,8 +102,10 @@ def resolve_async(host: str, port: int, passive: bool, done) -> None:
     _resolver.submit(work)
 
 
-def open_listener(family: int, sockaddr, backlog: int, reuse_port: bool = False) -> int:
-    """A bound, listening, non-blocking socket; returns its fd (the caller owns it)."""
+def open_listener(family: int, sockaddr, backlog: int, reuse_port: bool = False,
+                  dual_stack: bool = False) -> int:
+    """A bound, listening, non-blocking socket; returns its fd (the caller owns it).  An IPv6
+    listener is IPv6-only unless ``dual_stack`` (then it accepts IPv4-mapped clients too)."""
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         if os.name != "nt":
@@ -99,7 +113,7 @@ def open_listener(family: int, sockaddr, backlog: int, reuse_port: bool = False)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
         sock.bind(sockaddr)
         sock.listen(backlog)
         sock.setblocking(False)

@@ -1,5 +1,9 @@
-# MsgReader: the receive buffer and the framing dispatch loop (reactio semantics, §3 of the
-# reference notes), with limits: the buffer never grows past max_msg_size + min_reserve.
+# MsgReader: the receive buffer and the framing dispatch loop (reactio's semantics), with limits:
+# the buffer never grows past max_msg_size + min_reserve, it grows only to hold a message that
+# does not fit (never to read more), it is allocated at the first read and given back when a
+# burst that made it grow has been consumed, and one stream reads at most READ_BUDGET bytes per
+# loop iteration (level-triggered epoll reports the rest at the next one), so a flooding peer
+# cannot delay other streams by more than one bounded read.
 
 # _recv() results other than a byte count
 cdef enum:
@@ -8,6 +12,13 @@ cdef enum:
     READ_ERROR = -3     # reader.last_errno says why
     READ_FULL = -4      # the buffer is at its limit; more bytes may wait in the kernel
     READ_MORE = -5      # IOCP: a completion filled the buffer; the socket may hold more
+
+# Bytes one stream may read (and dispatch) per loop iteration before the loop moves on: large
+# enough that a bulk transfer costs few wake-ups (64 recv() of the default 4 KiB), small enough
+# that a reply to a bystander waits at most ~0.1 ms of copying per flooding stream.
+cdef Py_ssize_t READ_BUDGET = 256 * 1024
+# A buffer that grew past this (and past min_reserve) is given back once it is empty.
+cdef Py_ssize_t KEEP_BUFFER = 64 * 1024
 
 
 @cython.final
@@ -38,13 +49,22 @@ cdef class MsgReader:
     partial message at its front between reads."""
 
     def __cinit__(self, Py_ssize_t min_reserve, Py_ssize_t max_msg_size):
-        if min_reserve <= 0:
-            raise ValueError(f"recv_buffer_min_size must be positive, not {min_reserve}")
-        if max_msg_size <= 0:
-            raise ValueError(f"max_msg_size must be positive, not {max_msg_size}")
+        _size_option(min_reserve, "recv_buffer_min_size", 1, MAX_RECV_RESERVE)
+        _size_option(max_msg_size, "max_msg_size", 1, PY_SSIZE_T_MAX - min_reserve)
         self.min_reserve = min_reserve
         self.max_msg_size = max_msg_size
-        self.store = _RecvStore(min_reserve)
+
+    def __sizeof__(self):
+        """The reader and the receive buffer it holds."""
+        return sizeof(MsgReader) + (0 if self.store is None else self.store.cap)
+
+    cdef void _release_buffer(self):
+        """Drop the receive buffer (a memoryview still exported keeps its memory alive), unless
+        an IOCP receive owns it."""
+        if not self.io_pending:
+            self.view = None
+            self.store = None
+            self.start = self.end = self.unseen = 0
 
     cdef object _view(self, char *data, Py_ssize_t size):
         cdef _RecvStore store = self.store
@@ -74,6 +94,7 @@ cdef class MsgReader:
         if self.io_pending:
             raise RuntimeError("MsgReader.clear() while a receive is pending on the buffer")
         self.start = self.end = self.decoded = self.unseen = self.arrived = 0
+        self._release_buffer()
 
     def try_read_fast_read(self, DispatchContext ctx not None):
         """Read everything the socket has, then dispatch every complete message (the
@@ -101,6 +122,10 @@ cdef class MsgReader:
         cdef _RecvStore grown
         cdef Py_ssize_t used, newcap, limit
         cdef char *p
+        if s is None:
+            self.store = _RecvStore(self.min_reserve)
+            self.start = self.end = 0
+            return self.min_reserve
         if s.cap - self.end >= self.min_reserve:
             return s.cap - self.end
         used = self.end - self.start
@@ -152,7 +177,7 @@ cdef class MsgReader:
             return READ_ERROR
 
     cdef int fast_read(self, DispatchContext ctx) except -1:
-        cdef Py_ssize_t before, r
+        cdef Py_ssize_t before, r, total = 0
         if self.busy:
             raise RuntimeError("MsgReader re-entered from its own dispatch")
         r = self.arrived_status     # IOCP: what the completion already read; 0 on epoll
@@ -168,12 +193,19 @@ cdef class MsgReader:
             if r == 0 or r == READ_MORE:
                 while True:
                     r = self._recv(ctx)
-                    if r > 0:
-                        if self.end < self.store.cap:   # short read: the socket is drained
-                            r = READ_AGAIN
-                            break
-                        continue
-                    break
+                    if r <= 0:
+                        break
+                    total += r
+                    if self.end < self.store.cap:   # short read: the socket is drained
+                        r = READ_AGAIN
+                        break
+                    # the buffer is full: dispatch before reading more (it grows only for a
+                    # message that does not fit), then give other streams their turn
+                    self._dispatch_all(ctx, self.end - self.start - before)
+                    before = self.end - self.start
+                    if total >= READ_BUDGET or ctx.state != ST_OPEN:
+                        r = READ_AGAIN
+                        break
             if self.end - self.start > before:
                 self._dispatch_all(ctx, self.end - self.start - before)
             self._after_read(ctx, r)
@@ -182,7 +214,7 @@ cdef class MsgReader:
         return 0
 
     cdef int fast_dispatch(self, DispatchContext ctx) except -1:
-        cdef Py_ssize_t r
+        cdef Py_ssize_t r, total = 0
         cdef bint drained
         if self.busy:
             raise RuntimeError("MsgReader re-entered from its own dispatch")
@@ -203,9 +235,10 @@ cdef class MsgReader:
                 r = self._recv(ctx)
                 if r <= 0:
                     break
+                total += r
                 drained = self.end < self.store.cap   # before dispatch moves start/end
                 self._dispatch_all(ctx, r)
-                if drained or ctx.state != ST_OPEN:
+                if drained or ctx.state != ST_OPEN or total >= READ_BUDGET:
                     r = READ_AGAIN
                     break
             self._after_read(ctx, r)
@@ -219,9 +252,9 @@ cdef class MsgReader:
         if status == READ_EOF:
             # peer shut its write side: bytes already read were dispatched; flush what we
             # queued (the peer may still read), then close
-            ctx.rt._request_close(ctx, None, False)
+            _stream_event(ctx.rt, ctx, EV_PEER_EOF, None)
         elif status == READ_ERROR:
-            ctx.rt._request_close(ctx, _net.os_error(self.last_errno, "recv"), True)
+            _stream_event(ctx.rt, ctx, EV_ABORT, _net.os_error(self.last_errno, "recv"))
         elif status == READ_FULL and self.end - self.start >= self.max_msg_size:
             raise MessageTooLargeError(
                 f"a message exceeds max_msg_size={self.max_msg_size} bytes "
@@ -273,4 +306,7 @@ cdef class MsgReader:
                 break
         if self.start == self.end:
             self.start = self.end = self.unseen = 0
+            if (self.store is not None and self.store.cap > KEEP_BUFFER
+                    and self.store.cap > self.min_reserve):
+                self._release_buffer()      # a burst made it grow: give the memory back
         return 0

@@ -1,5 +1,7 @@
-# ReactRuntime: one epoll loop.  process_events() = wait for socket events (GIL released), handle
-# them, run due timers (deferred commands), run the commands queued when the drain began.
+# ReactRuntime: one event loop.  process_events() = wait for socket events (GIL released), handle
+# them, run due timers (deferred commands), run the commands queued when the drain began, and
+# run owed send completions after each of those steps.
+from cpython.pythread cimport PyThread_get_thread_ident
 
 
 @cython.final
@@ -17,13 +19,7 @@ cdef class _Listener:
 
 @cython.final
 cdef class _PendingConnect:
-    """An outbound connect or a listen waiting for a name lookup / the TCP handshake."""
     pass
-
-
-# How long a graceful close waits, after half-closing, for the peer's EOF before it closes
-# anyway (Apache's lingering close uses the same order of magnitude).
-cdef int64_t LINGER_NS = 2000000000
 
 
 cdef inline int _ceil_ms(int64_t ns):
@@ -32,6 +28,11 @@ cdef inline int _ceil_ms(int64_t ns):
     if ns >= <int64_t>2000000000 * 1000000:
         return 2000000000
     return <int>((ns + 999999) // 1000000)
+
+
+# epoll_wait() refuses more than INT_MAX / sizeof(struct epoll_event) events; the IOCP entry is
+# larger, so this bound holds for both backends.
+cdef int MAX_EVENTS = 2147483647 // max(sizeof(epoll_event), sizeof(w.OVERLAPPED_ENTRY))
 
 
 # no_gc_clear: a runtime dropped without close() is usually in a cycle (rt -> slots -> ctx -> rt);
@@ -52,8 +53,9 @@ cdef class ReactRuntime:
       high_water, low_water  on_pause_writing above high_water queued bytes, then
                       on_resume_writing at low_water (64 KiB / 16 KiB)
       drain_timeout   seconds a graceful close may wait for the peer to take queued bytes
-                      before it resets the connection (30 s; 0 = no limit)
-      max_events      events taken per wait (1024)
+                      before it resets the connection (30 s; 0 or inf = no limit)
+      max_events      events taken per wait (1024; at most MAX_EVENTS, what epoll_wait takes)
+    A bad value raises ValueError (TypeError for a wrong type) here.
     """
 
     def __cinit__(self):
@@ -61,22 +63,25 @@ cdef class ReactRuntime:
         self.inbox = _Inbox()
         self.slots = []
         self.timers = []
+        self.ready = []
         self.pending_connects = set()
+        self.fork_epoch = _fork_epoch
 
     def __init__(self, *, max_send_queue=DEFAULT_MAX_SEND_QUEUE, max_msg_size=DEFAULT_MAX_MSG_SIZE,
                  high_water=DEFAULT_HIGH_WATER, low_water=DEFAULT_LOW_WATER,
-                 drain_timeout=30.0, int max_events=1024):
+                 drain_timeout=30.0, max_events=1024):
         cdef epoll_event ev
-        if max_events <= 0:
-            raise ValueError("max_events must be positive")
-        MsgSender(max_send_queue, high_water, low_water)       # validates the limits
-        MsgReader(1, max_msg_size)
+        if self.initialized:
+            raise RuntimeError("ReactRuntime.__init__ called twice; make a new runtime instead")
+        _check_runtime_limits(max_send_queue, max_msg_size, high_water, low_water)
+        self.max_events = _size_option(max_events, "max_events", 1, MAX_EVENTS)
+        self.drain_ns = _limit_ns(drain_timeout, "drain_timeout")
+        self.drain_timeout = drain_timeout
         self.max_send_queue = max_send_queue
         self.max_msg_size = max_msg_size
         self.high_water = high_water
         self.low_water = low_water
-        self.drain_timeout = drain_timeout
-        self.max_events = max_events
+        self.initialized = True
         self.cmd_sender = CmdSender.__new__(CmdSender)
         self.cmd_sender.inbox = self.inbox
         if REACTIO_IOCP:
@@ -201,19 +206,37 @@ cdef class ReactRuntime:
 
     cdef bint _idle(self):
         return (self.n_streams == 0 and self.n_listeners == 0 and self.n_user_deferred == 0
-                and not self.pending_connects and len(self.inbox.queue) == 0)
+                and not self.pending_connects and len(self.inbox.queue) == 0 and not self.ready)
+
+    cdef int _check_usable(self) except -1:
+        if self.fork_epoch != _fork_epoch:
+            raise RuntimeError("this ReactRuntime was made before fork(): a child process may "
+                               "only close() it (that releases the child's copies of its "
+                               "sockets); make a new runtime in the child")
+        if not self.initialized:
+            raise RuntimeError("ReactRuntime.__init__ was not called")
+        if self.closed:
+            raise RuntimeClosedError("the runtime is closed")
+        if self.in_process:
+            if PyThread_get_thread_ident() != self.owner_thread:
+                raise RuntimeError("the runtime is running in another thread: a runtime is used "
+                                   "from one thread; reach it through its cmd_sender")
+            raise RuntimeError("process_events()/run() called re-entrantly from a callback: "
+                               "return from the callback instead (use a deferred command, or "
+                               "stop() to leave run_forever())")
+        return 0
 
     cdef object _process(self, double timeout, bint wait_when_idle):
         cdef int timeout_ms
         cdef int64_t now, wait_ns
-        if self.closed:
-            raise RuntimeClosedError("the runtime is closed")
-        if self.in_process:
-            raise RuntimeError("process_events() called re-entrantly from a callback")
+        self._check_usable()
         if timeout != timeout:
             raise ValueError("timeout must be a number of seconds, not NaN")
         self.in_process = True
+        self.owner_thread = PyThread_get_thread_ident()
         try:
+            if self.ready:
+                self._run_ready()   # completions owed by sends made outside process_events
             if not wait_when_idle and self._idle():
                 return False
             if timeout < 0 or timeout > 1e6:
@@ -230,9 +253,31 @@ cdef class ReactRuntime:
                 self._run_timers()
             if self.inbox.queue:
                 self._run_commands()
+            if self.ready:
+                self._run_ready()
             return not self._idle()
         finally:
             self.in_process = False
+
+    cdef int _run_ready(self) except -1:
+        """Run the send completions owed to streams whose bytes were all written inside a
+        send_or_que call: in send order, after the callback that sent them.  One round: those
+        that completions of this round owe run in the next one, so a chain of sends cannot
+        starve the sockets."""
+        cdef DispatchContext ctx
+        ready = self.ready
+        self.ready = []
+        for obj in ready:
+            ctx = <DispatchContext>obj
+            ctx.in_ready = False
+            if ctx.state == ST_CLOSED:
+                continue                # finalize delivered them
+            _hold(ctx)
+            try:
+                ctx._flush_completions()
+            finally:
+                _release(self, ctx)
+        return 0
 
     cdef int _poll(self, int timeout_ms) except -1:
         cdef epoll_event *evs = <epoll_event *>self.events
@@ -246,7 +291,7 @@ cdef class ReactRuntime:
             return _iocp_poll(self, timeout_ms)
         if timeout_ms != 0:
             inbox.polling = True
-            if inbox.queue:
+            if inbox.queue or self.ready:
                 timeout_ms = 0
         with nogil:
             n = epoll_wait(self.epfd, evs, self.max_events, timeout_ms)
@@ -270,100 +315,42 @@ cdef class ReactRuntime:
             obj = <object>PyList_GET_ITEM(slots, slot)
             if type(obj) is DispatchContext:
                 ctx = <DispatchContext>obj
+                _hold(ctx)
                 try:
                     self._handle_stream_event(ctx, evs[i].events)
                 except (KeyboardInterrupt, SystemExit):
-                    self._after_callback(ctx)
+                    _release(self, ctx)
                     raise
                 except BaseException as exc:
                     self._callback_failed(ctx, exc)
-                if ctx.state >= ST_CLOSING:
-                    self._after_callback(ctx)
+                _release(self, ctx)
             else:
                 self._accept(<_Listener>obj)
         return 0
 
     cdef int _handle_stream_event(self, DispatchContext ctx, uint32_t ev) except -1:
-        if ctx.state == ST_CONNECTING:
-            return self._connect_ready(ctx)
-        if ctx.state == ST_DRAINING:
-            return self._drain_event(ctx, ev)
-        if ev & EPOLLOUT:
-            # also with an empty queue: drops the write interest, delivers owed completions
-            self._flush_stream(ctx)
-        if ctx.state == ST_OPEN and ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
-            self._readable(ctx)
+        """One epoll event of a held stream."""
+        cdef int st = ctx.state
+        if st == ST_OPEN:
+            if ev & EPOLLOUT:
+                # also with an empty queue: drops the write interest, delivers owed completions
+                ctx._flush()
+            if ctx.state == ST_OPEN and ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
+                self._readable(ctx)
+        elif st == ST_CONNECTING:
+            self._connect_ready(ctx)
+        elif st == ST_DRAINING or st == ST_HALF_CLOSED:
+            if ev & (EPOLLIN | EPOLLERR | EPOLLHUP) and not ctx.peer_eof:
+                _closing_input(self, ctx)
+            if ctx.state == ST_DRAINING:
+                ctx._flush()
         return 0
-
-    cdef int _flush_stream(self, DispatchContext ctx) except -1:
-        """Write the queue; completions and watermark callbacks run inside, so finalizing
-        waits until they return."""
-        ctx.in_callback += 1
-        try:
-            ctx._flush()
-        finally:
-            ctx.in_callback -= 1
-        return 0
-
-    cdef int _drain_event(self, DispatchContext ctx, uint32_t ev) except -1:
-        """A graceful close in progress: write the queue, read and discard what the peer
-        sends (unread input would make close() reset the connection and destroy the bytes
-        still in flight), then half-close and wait for the peer's EOF (LINGER_NS at most)."""
-        if ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
-            self._discard_input(ctx)
-        if ctx.state == ST_DRAINING and ctx.sender.head != ctx.sender.tail:
-            self._flush_stream(ctx)
-        if ctx.state == ST_DRAINING and ctx.sender.head == ctx.sender.tail:
-            self._drained(ctx)
-        return 0
-
-    cdef int _drained(self, DispatchContext ctx) except -1:
-        """The queue of a closing stream is empty: half-close; finish at the peer's EOF."""
-        cdef _Command timer
-        if ctx.peer_eof:
-            ctx.state = ST_CLOSING
-            return 0
-        if not (ctx.events & EPOLLOUT):
-            return 0                # already half-closed: waiting for the peer's EOF
-        shutdown(ctx.fd, SHUT_WR)
-        ctx._set_events(EPOLLIN)
-        if ctx.drain_timer is not None:
-            self._cancel(<_Command>ctx.drain_timer)
-        timer = _new_command(CMD_DRAIN_TIMEOUT, ctx, ctx.reactor_id, None, None, None)
-        ctx.drain_timer = timer
-        self._schedule(timer, rio_monotonic_ns() + LINGER_NS)
-        return 0
-
-    cdef int _discard_input(self, DispatchContext ctx) except -1:
-        """Read and drop what the peer sent to a stream that is closing."""
-        cdef char scratch[16384]
-        cdef ssize_t n
-        cdef int err
-        while True:
-            n = recv(ctx.fd, scratch, sizeof(scratch), 0)
-            if n > 0:
-                continue
-            if n == 0:
-                ctx.peer_eof = True
-                if ctx.state == ST_DRAINING and ctx.sender.head == ctx.sender.tail:
-                    ctx.state = ST_CLOSING
-                return 0
-            err = rio_errno()
-            if err == EINTR:
-                continue
-            if not rio_would_block(err):
-                self._request_close(ctx, _net.os_error(err, "recv while closing"), True)
-            return 0
 
     cdef int _readable(self, DispatchContext ctx) except -1:
-        ctx.in_callback += 1
-        try:
-            if ctx.default_readable:
-                ctx.reader.fast_read(ctx)
-            else:
-                ctx.reactor.on_readable(ctx)
-        finally:
-            ctx.in_callback -= 1
+        if ctx.default_readable:
+            ctx.reader.fast_read(ctx)
+        else:
+            ctx.reactor.on_readable(ctx)
         return 0
 
     # ------------------------------------------------------------------ errors and closing
@@ -376,91 +363,8 @@ cdef class ReactRuntime:
         else:
             log.error("reactor %s (%s): callback raised %s; closing it", ctx.reactor_id,
                       type(ctx.reactor).__name__, type(exc).__name__, exc_info=exc)
-        self._request_close(ctx, exc, isinstance(exc, (MessageTooLargeError, SendQueueOverflowError)))
-        return 0
-
-    cdef int _after_callback(self, DispatchContext ctx) except -1:
-        if ctx.state == ST_CLOSING and ctx.in_callback == 0:
-            self._finalize(ctx)
-        return 0
-
-    cdef int _request_close(self, DispatchContext ctx, object err, bint abort) except -1:
-        cdef _Command timer
-        if ctx.state >= ST_CLOSING:
-            return 0
-        if ctx.state == ST_DRAINING and not abort:
-            return 0                # already closing gracefully: let the flush finish
-        if ctx.close_error is None:
-            ctx.close_error = err
-        if abort:
-            ctx.abort = True
-        if not abort and ctx.state == ST_OPEN and ctx.sender.head != ctx.sender.tail:
-            ctx.state = ST_DRAINING
-            ctx._set_events(EPOLLIN | EPOLLOUT)
-            if self.drain_timeout > 0:
-                timer = _new_command(CMD_DRAIN_TIMEOUT, ctx, ctx.reactor_id, None, None, None)
-                ctx.drain_timer = timer
-                self._schedule(timer, rio_monotonic_ns() + <int64_t>(self.drain_timeout * 1e9))
-            return 0
-        if not abort and ctx.state == ST_OPEN and not REACTIO_IOCP:
-            self._discard_input(ctx)    # unread input would turn close() into a reset
-        ctx.state = ST_CLOSING
-        if ctx.in_callback == 0:
-            self._finalize(ctx)
-        return 0
-
-    cdef int _finalize(self, DispatchContext ctx) except -1:
-        """Unregister, close the socket, free the slot, fail unsent completions, on_close."""
-        cdef bint was_open = ctx.connect is None
-        ctx.state = ST_CLOSED
-        if ctx.drain_timer is not None:
-            self._cancel(<_Command>ctx.drain_timer)
-            ctx.drain_timer = None
-        self._unregister(ctx.fd, ctx.abort)
-        ctx.fd = -1
-        self._free_slot(ctx.reactor_id.slot)
-        if not was_open:
-            return 0                     # a connect that never completed: no on_close
-        self.n_streams -= 1
-        held = None     # KeyboardInterrupt/SystemExit from a completion: raised after on_close
-        q = ctx.sender.completions
-        if q:
-            try:
-                ctx._flush_completions()
-            except (KeyboardInterrupt, SystemExit) as exc:
-                held = exc
-            err = ctx.close_error
-            if err is None or not isinstance(err, BaseException):
-                err = ReactorClosedError(f"reactor {ctx.reactor_id} closed before the bytes were sent")
-            while q:
-                _, cb = q.popleft()
-                try:
-                    self._complete(cb, err)
-                except (KeyboardInterrupt, SystemExit) as exc:
-                    held = held or exc
-        reactor = ctx.reactor
-        reactor._close_error = ctx.close_error
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("reactor %s closed (%s); %d bytes unsent, %d unprocessed", ctx.reactor_id,
-                      ctx.close_error, ctx.sender.tail - ctx.sender.head,
-                      ctx.reader.end - ctx.reader.start)
-        ctx.reader.view = None          # the buffers go now, not when the last ref does
-        if ctx.sender.inflight_buf == NULL:
-            free(ctx.sender.buf)
-            ctx.sender.buf = NULL
-            ctx.sender.cap = ctx.sender.head = ctx.sender.tail = 0
-        try:
-            reactor.on_close(ctx.reactor_id, self.cmd_sender)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except RuntimeClosedError as exc:
-            log.debug("reactor %s: on_close sent a command to the closed runtime: %s",
-                      ctx.reactor_id, exc)
-        except BaseException as exc:
-            log.error("reactor %s (%s): on_close raised %s", ctx.reactor_id,
-                      type(reactor).__name__, type(exc).__name__, exc_info=exc)
-        if held is not None:
-            raise held
+        _stream_event(self, ctx, EV_ABORT if isinstance(
+            exc, (MessageTooLargeError, SendQueueOverflowError)) else EV_CLOSE, exc)
         return 0
 
     cdef int _unregister(self, int fd, bint abort) except -1:
@@ -502,10 +406,19 @@ cdef class ReactRuntime:
             return
         cdef _Command cmd
         cdef DispatchContext ctx
+        if self.fork_epoch != _fork_epoch:
+            return self._close_in_child()
+        if not self.initialized:
+            self.closed = self.inbox.closed = True
+            return
         if self.in_process:
+            if PyThread_get_thread_ident() != self.owner_thread:
+                raise RuntimeError("close() from another thread while the runtime runs in its "
+                                   "own: stop() it (thread-safe) and close it from its thread")
             raise RuntimeError("close() called from a callback; use stop() or send_close()")
         # the callbacks run below may not re-enter process_events() or close() either
         self.in_process = True
+        self.owner_thread = PyThread_get_thread_ident()
         self.inbox.closed = True
         err = RuntimeClosedError("the runtime was closed")
         interrupted = None
@@ -515,26 +428,30 @@ cdef class ReactRuntime:
             # listeners, done connects and popped commands are not visited again).
             while True:
                 try:
+                    for p in list(self.pending_connects):
+                        self._connect_failed(<_PendingConnect>p, err)
                     for obj in list(self.slots):
                         if type(obj) is DispatchContext:
                             ctx = <DispatchContext>obj
                             if ctx.state == ST_CLOSED:
                                 continue
                             if ctx.state == ST_OPEN or ctx.state == ST_DRAINING:
+                                _hold(ctx)      # one last non-blocking write
                                 try:
                                     ctx._flush()
                                 except (KeyboardInterrupt, SystemExit) as exc:
                                     interrupted = interrupted or exc
                                 except BaseException:
                                     pass
+                                finally:
+                                    ctx.holds -= 1
                             if ctx.state != ST_CLOSED:
                                 ctx.state = ST_CLOSING
-                                ctx.in_callback = 0
-                                self._finalize(ctx)
+                                ctx.holds = 0
+                                _finalize(self, ctx)
                         elif type(obj) is _Listener:
                             self._close_listener(<_Listener>obj)
-                    for p in list(self.pending_connects):
-                        self._connect_failed(<_PendingConnect>p, err)
+                    self.ready = []
                     while self.inbox.queue:
                         cmd = <_Command>self.inbox.queue.popleft()
                         self._complete(cmd.completion, err)
@@ -562,6 +479,28 @@ cdef class ReactRuntime:
                 self.epfd = -1
         if interrupted is not None:
             raise interrupted
+
+    cdef int _close_in_child(self) except -1:
+        """close() in a child after fork(): the epoll set, the sockets and the eventfd are
+        shared with the parent, which still uses them.  Close the child's descriptors and
+        nothing else: no epoll_ctl, no shutdown, no SO_LINGER, no writes, no callbacks."""
+        self.closed = self.inbox.closed = True
+        for obj in self.slots:
+            if type(obj) is DispatchContext and (<DispatchContext>obj).fd >= 0:
+                rio_close((<DispatchContext>obj).fd)
+                (<DispatchContext>obj).fd = -1
+                (<DispatchContext>obj).state = ST_CLOSED
+            elif type(obj) is _Listener and (<_Listener>obj).fd >= 0:
+                rio_close((<_Listener>obj).fd)
+                (<_Listener>obj).fd = -1
+                (<_Listener>obj).closed = True
+        if self.inbox.evfd >= 0:
+            rio_close_fd(self.inbox.evfd)
+            self.inbox.evfd = -1
+        if self.epfd >= 0:
+            rio_close_fd(self.epfd)
+            self.epfd = -1
+        return 0
 
     # ------------------------------------------------------------------ slots
 
@@ -604,9 +543,9 @@ cdef class ReactRuntime:
         self.free_slots[self.nfree] = slot
         self.nfree += 1
 
-    cdef DispatchContext _new_stream(self, int fd, Reactor reactor, Py_ssize_t recv_min,
-                                     object max_send_queue, object max_msg_size, bint nodelay,
-                                     bint connecting):
+    cdef DispatchContext _new_stream(self, int fd, Reactor reactor, _StreamOptions opts,
+                                     _PendingConnect connecting):
+        """A registered stream: OPEN (and counted), or CONNECTING for ``connecting``."""
         cdef DispatchContext ctx = DispatchContext.__new__(DispatchContext)
         cdef epoll_event ev
         cdef int one = 1
@@ -614,9 +553,8 @@ cdef class ReactRuntime:
             ctx.rt = self
             ctx.reactor = reactor
             ctx.fd = fd
-            ctx.reader = MsgReader(recv_min, self.max_msg_size if max_msg_size is None else max_msg_size)
-            ctx.sender = MsgSender(self.max_send_queue if max_send_queue is None else max_send_queue,
-                                   self.high_water, self.low_water)
+            ctx.reader = MsgReader(opts.recv_min, opts.max_msg_size)
+            ctx.sender = MsgSender(opts.max_send_queue, self.high_water, self.low_water)
             ctx.default_readable = getattr(type(reactor), "on_readable") is _DEFAULT_ON_READABLE
             f = getattr(type(reactor), "on_inbound_message")
             if type(f) is types.FunctionType and "on_inbound_message" not in getattr(
@@ -626,60 +564,49 @@ cdef class ReactRuntime:
             ctx.fd = -1             # not ours to close twice in __dealloc__
             rio_close(fd)
             raise
-        if nodelay and not connecting:
+        if opts.nodelay and connecting is None:
             rio_setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
         ctx.reactor_id = self._alloc_slot(ctx)
-        ctx.state = ST_CONNECTING if connecting else ST_OPEN
-        ctx.events = EPOLLOUT if connecting else EPOLLIN
-        if REACTIO_IOCP:
-            ctx.iocp_ops = calloc(2, sizeof(rio_op))
-            try:
+        ctx.events = EPOLLIN if connecting is None else EPOLLOUT
+        try:
+            if REACTIO_IOCP:
+                ctx.iocp_ops = calloc(2, sizeof(rio_op))
                 if ctx.iocp_ops == NULL:
                     raise MemoryError()
                 _iocp_register(self, fd, ctx.reactor_id)
-            except BaseException:
-                self._free_slot(ctx.reactor_id.slot)
-                ctx.state = ST_CLOSED
-                rio_close(fd)
-                ctx.fd = -1
-                raise
-            return ctx
-        ev.events = ctx.events
-        ev.data.u64 = (<uint64_t>ctx.reactor_id.generation << 32) | ctx.reactor_id.slot
-        if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) != 0:
-            err = _net.os_error(rio_errno(), "epoll_ctl(ADD)")
+            else:
+                ev.events = ctx.events
+                ev.data.u64 = _poll_key(ctx.reactor_id)
+                if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) != 0:
+                    raise _net.os_error(rio_errno(), "epoll_ctl(ADD)")
+        except BaseException:
             self._free_slot(ctx.reactor_id.slot)
-            ctx.state = ST_CLOSED
             rio_close(fd)
             ctx.fd = -1
-            raise err
+            raise
+        if connecting is None:
+            ctx.state = ST_OPEN
+            self.n_streams += 1
+        else:
+            ctx.state = ST_CONNECTING
+            ctx.connect = connecting
         return ctx
 
     cdef object _connected(self, DispatchContext ctx, object listener_id):
-        """Count the stream and run on_connected; returns its exception, or None."""
-        failed = None
-        self.n_streams += 1
-        ctx.in_callback += 1
+        """Run on_connected of a new OPEN stream (and, on IOCP, start receiving); returns the
+        callback's exception, or None."""
+        _hold(ctx)
         try:
-            ctx.reactor.on_connected(ctx, listener_id)
-        except (KeyboardInterrupt, SystemExit):
-            ctx.in_callback -= 1
-            self._after_callback(ctx)
-            ctx.in_callback += 1                # (the finally below takes it back)
-            raise
-        except BaseException as exc:
-            self._callback_failed(ctx, exc)
-            failed = exc
+            failed = _call_reactor(self, ctx, CB_CONNECTED, listener_id)
+            if REACTIO_IOCP and ctx.state == ST_OPEN:
+                try:
+                    _iocp_arm_recv(self, ctx)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as exc:
+                    self._callback_failed(ctx, exc)
         finally:
-            ctx.in_callback -= 1
-        if REACTIO_IOCP and ctx.state == ST_OPEN:
-            try:
-                _iocp_arm_recv(self, ctx)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as exc:
-                self._callback_failed(ctx, exc)
-        self._after_callback(ctx)
+            _release(self, ctx)
         return failed
 
     # ------------------------------------------------------------------ accept
@@ -718,7 +645,7 @@ cdef class ReactRuntime:
         cdef _Command timer
         if not REACTIO_IOCP:
             ev.events = 0
-            ev.data.u64 = (<uint64_t>lst.reactor_id.generation << 32) | lst.reactor_id.slot
+            ev.data.u64 = _poll_key(lst.reactor_id)
             epoll_ctl(self.epfd, EPOLL_CTL_MOD, lst.fd, &ev)
         lst.paused = True
         timer = _new_command(CMD_RESUME_ACCEPT, lst, lst.reactor_id, None, None, None)
@@ -746,8 +673,7 @@ cdef class ReactRuntime:
             rio_close(fd)
             return 0
         try:
-            ctx = self._new_stream(fd, <Reactor>reactor, lst.recv_min, lst.max_send_queue,
-                                   lst.max_msg_size, lst.nodelay, False)
+            ctx = self._new_stream(fd, <Reactor>reactor, lst.opts, None)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:
@@ -760,29 +686,22 @@ cdef class ReactRuntime:
     # ------------------------------------------------------------------ connect / listen
 
     cdef int _start_connect(self, _Command cmd) except -1:
-        cdef _PendingConnect p = _PendingConnect.__new__(_PendingConnect)
+        cdef _PendingConnect p = <_PendingConnect>cmd.target
         cdef _Command timer
-        addr, reactor = cmd.a
-        p.recv_min, max_send_queue, max_msg_size, p.nodelay, p.timeout = cmd.b
-        p.max_send_queue = self.max_send_queue if max_send_queue is None else max_send_queue
-        p.max_msg_size = self.max_msg_size if max_msg_size is None else max_msg_size
-        p.addr = addr
-        p.reactor = reactor
         p.completion = cmd.completion
+        _resolve_defaults(self, p.opts)
         self.pending_connects.add(p)
-        if p.timeout is not None:
+        if p.timeout_ns > 0:
             timer = _new_command(CMD_CONNECT_TIMEOUT, p, None, None, None, None)
             p.timer = timer
-            self._schedule(timer, rio_monotonic_ns() + <int64_t>(p.timeout * 1e9))
+            self._schedule(timer, rio_monotonic_ns() + p.timeout_ns)
         self._resolve(p)
         return 0
 
     cdef int _start_listen(self, _Command cmd) except -1:
-        cdef _PendingConnect p = _PendingConnect.__new__(_PendingConnect)
-        p.is_listen = True
-        p.addr = cmd.a
-        p.handler = cmd.b
+        cdef _PendingConnect p = <_PendingConnect>cmd.target
         p.completion = cmd.completion
+        _resolve_defaults(self, p.opts)
         self.pending_connects.add(p)
         self._resolve(p)
         return 0
@@ -824,28 +743,15 @@ cdef class ReactRuntime:
         handler = p.handler
         family, sockaddr_ = p.infos[0]
         try:
-            fd = _net.open_listener(family, sockaddr_, getattr(handler, "backlog", 1024),
-                                    getattr(handler, "reuse_port", False))
+            fd = _net.open_listener(family, sockaddr_, p.backlog, p.reuse_port, p.dual_stack)
         except Exception as exc:
             return self._connect_failed(p, exc)
         lst = _Listener.__new__(_Listener)
         lst.fd = fd
         lst.handler = handler
-        try:
-            lst.recv_min = getattr(handler, "recv_buffer_min_size", 4096)
-            v = getattr(handler, "max_send_queue", None)
-            lst.max_send_queue = self.max_send_queue if v is None else v
-            v = getattr(handler, "max_msg_size", None)
-            lst.max_msg_size = self.max_msg_size if v is None else v
-            lst.nodelay = getattr(handler, "nodelay", True)
-            MsgReader(lst.recv_min, lst.max_msg_size)      # validates the options
-            MsgSender(lst.max_send_queue, self.high_water, self.low_water)
-        except Exception as exc:
-            rio_close(fd)
-            lst.fd = -1             # closed here; __dealloc__ must not close the number again
-            return self._connect_failed(p, exc)
-        lst.reactor_id = self._alloc_slot(lst)
+        lst.opts = p.opts
         lst.family = family
+        lst.reactor_id = self._alloc_slot(lst)
         try:
             if REACTIO_IOCP:
                 lst.iocp_ops = calloc(ACCEPTS_PER_LISTENER, sizeof(rio_op))
@@ -854,13 +760,13 @@ cdef class ReactRuntime:
                 _iocp_register(self, fd, lst.reactor_id)
             else:
                 ev.events = EPOLLIN
-                ev.data.u64 = (<uint64_t>lst.reactor_id.generation << 32) | lst.reactor_id.slot
+                ev.data.u64 = _poll_key(lst.reactor_id)
                 if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) != 0:
                     raise _net.os_error(rio_errno(), "epoll_ctl(ADD)")
         except Exception as exc:
             self._free_slot(lst.reactor_id.slot)
             rio_close(fd)
-            lst.fd = -1
+            lst.fd = -1             # closed here; __dealloc__ must not close the number again
             lst.closed = True
             return self._connect_failed(p, exc)
         self.n_listeners += 1
@@ -889,17 +795,15 @@ cdef class ReactRuntime:
             p.idx += 1
             try:
                 if REACTIO_IOCP:
-                    fd = _net.new_socket(family, p.nodelay)
+                    fd = _net.new_socket(family, p.opts.nodelay)
                 else:
-                    fd = _net.start_connect(family, sockaddr_, p.nodelay)[0]
-                ctx = self._new_stream(fd, p.reactor, p.recv_min, p.max_send_queue,
-                                       p.max_msg_size, p.nodelay, True)
+                    fd = _net.start_connect(family, sockaddr_, p.opts.nodelay)[0]
+                ctx = self._new_stream(fd, p.reactor, p.opts, p)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:
                 p.last_error = exc
                 continue
-            ctx.connect = p
             p.ctx = ctx
             if REACTIO_IOCP:
                 try:
@@ -908,14 +812,13 @@ cdef class ReactRuntime:
                     p.last_error = exc
                     if p.ctx is ctx:
                         self._discard_connecting(ctx)
-                        p.ctx = None
                     continue
             return 0        # EPOLLOUT (or ERR/HUP) reports the outcome, even if immediate
         return self._connect_failed(
             p, p.last_error if p.last_error is not None else OSError(f"no address for {p.addr!r}"))
 
     cdef int _connect_ready(self, DispatchContext ctx) except -1:
-        cdef _PendingConnect p = <_PendingConnect>ctx.connect
+        cdef _PendingConnect p = ctx.connect
         cdef int err = 0
         cdef socklen_t n = sizeof(err)
         if rio_getsockopt(ctx.fd, SOL_SOCKET, SO_ERROR, &err, &n) != 0:
@@ -927,6 +830,7 @@ cdef class ReactRuntime:
         return self._connect_succeeded(ctx, p)
 
     cdef int _connect_succeeded(self, DispatchContext ctx, _PendingConnect p) except -1:
+        """CONNECTING -> OPEN: on_connected, then the connect's completion."""
         p.done = True
         p.ctx = None
         self.pending_connects.discard(p)
@@ -934,7 +838,12 @@ cdef class ReactRuntime:
             self._cancel(p.timer)
         ctx.connect = None
         ctx.state = ST_OPEN
-        ctx._set_events(EPOLLIN)
+        self.n_streams += 1
+        try:
+            ctx._set_events(EPOLLIN)
+        except Exception as exc:
+            _stream_event(self, ctx, EV_ABORT, exc)
+            return self._complete(p.completion, exc)
         try:
             failed = self._connected(ctx, None)
         except BaseException as exc:            # KeyboardInterrupt/SystemExit from on_connected
@@ -944,14 +853,17 @@ cdef class ReactRuntime:
         return 0
 
     cdef int _discard_connecting(self, DispatchContext ctx) except -1:
-        if ctx.state == ST_CLOSED:
-            # already discarded (a refused connect: _connect_ready, then _connect_failed) or
-            # finalized by close(): freeing the slot twice put it twice on the free list,
-            # so two reactors shared a ReactorID and free_slots overflowed its allocation
+        """CONNECTING -> CLOSED without callbacks: one attempt of a connect failed (the
+        connect goes on with its next address, or fails as a whole)."""
+        cdef _PendingConnect p = ctx.connect
+        if ctx.state != ST_CONNECTING:
             return 0
         self._unregister(ctx.fd, False)
         ctx.fd = -1
         ctx.state = ST_CLOSED
+        ctx.connect = None
+        if p is not None and p.ctx is ctx:
+            p.ctx = None
         self._free_slot(ctx.reactor_id.slot)
         return 0
 
@@ -962,7 +874,6 @@ cdef class ReactRuntime:
         self.pending_connects.discard(p)
         if p.ctx is not None:
             self._discard_connecting(p.ctx)
-            p.ctx = None
         if p.timer is not None:
             self._cancel(p.timer)
         self._complete(p.completion, exc)
@@ -1066,24 +977,12 @@ cdef class ReactRuntime:
         if ctx.state != ST_OPEN:
             return self._complete(cmd.completion, ReactorClosedError(
                 f"reactor {cmd.target} is not open"))
-        result = ctx.reactor_id
-        ctx.in_callback += 1
         try:
-            ctx.reactor.on_command(cmd.a, ctx)
-        except CommandNotHandledError as exc:
-            result = exc
+            failed = _call_reactor(self, ctx, CB_COMMAND, cmd.a)
         except (KeyboardInterrupt, SystemExit) as exc:
-            ctx.in_callback -= 1
             self._complete(cmd.completion, exc)     # exactly once, even when unwinding
-            ctx.in_callback += 1                    # (the finally below takes it back)
             raise
-        except BaseException as exc:
-            self._callback_failed(ctx, exc)
-            result = exc
-        finally:
-            ctx.in_callback -= 1
-        self._after_callback(ctx)
-        return self._complete(cmd.completion, result)
+        return self._complete(cmd.completion, ctx.reactor_id if failed is None else failed)
 
     cdef int _exec_close(self, _Command cmd) except -1:
         obj = self._lookup(<ReactorID>cmd.target)
@@ -1093,8 +992,8 @@ cdef class ReactRuntime:
         try:
             if type(obj) is _Listener:
                 self._close_listener(<_Listener>obj)
-            else:
-                self._request_close(<DispatchContext>obj, None, cmd.a)
+            else:       # (a connect in progress ends too: its completion gets the error)
+                _stream_event(self, <DispatchContext>obj, EV_ABORT if cmd.a else EV_CLOSE, None)
         finally:        # on_close may unwind with KeyboardInterrupt: the completion still runs
             self._complete(cmd.completion, cmd.target)
         return 0
@@ -1103,7 +1002,7 @@ cdef class ReactRuntime:
         if not p.done:
             p.timer = None
             self._connect_failed(p, TimeoutError(
-                f"connect to {p.addr!r} timed out after {p.timeout} s"))
+                f"connect to {p.addr!r} timed out after {p.timeout_ns / 1e9:g} s"))
         return 0
 
     cdef int _exec_resume_accept(self, _Listener lst, ReactorID rid) except -1:
@@ -1114,23 +1013,16 @@ cdef class ReactRuntime:
         if REACTIO_IOCP:
             return _iocp_post_accepts(self, lst)
         ev.events = EPOLLIN
-        ev.data.u64 = (<uint64_t>rid.generation << 32) | rid.slot
+        ev.data.u64 = _poll_key(rid)
         if epoll_ctl(self.epfd, EPOLL_CTL_MOD, lst.fd, &ev) != 0:
             log.error("listener %s: cannot resume accepting: %s", rid, os.strerror(rio_errno()))
         return 0
 
     cdef int _exec_drain_timeout(self, DispatchContext ctx, ReactorID rid) except -1:
-        ctx.drain_timer = None
-        if ctx.state != ST_DRAINING or self._lookup(rid) is not ctx:
+        if self._lookup(rid) is not ctx:
             return 0
-        if ctx.sender.head == ctx.sender.tail:
-            ctx.state = ST_CLOSING  # everything was sent; the peer just never closed
-        else:
-            self._request_close(ctx, TimeoutError(
-                f"graceful close of {rid}: {ctx.sender.tail - ctx.sender.head} queued bytes "
-                f"not taken by the peer within {self.drain_timeout} s"), True)
-        self._after_callback(ctx)
-        return 0
+        ctx.drain_timer = None
+        return _stream_event(self, ctx, EV_TIMEOUT, None)
 
     cdef int _complete(self, object completion, object result) except -1:
         if completion is None:

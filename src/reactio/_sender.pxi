@@ -1,7 +1,8 @@
 # MsgSender and DispatchContext: a send writes straight to the socket when nothing is queued and
-# queues only what the kernel did not take; the runtime flushes the queue on EPOLLOUT.  Write
-# interest is registered by whoever queues (any callback, any command), so queued bytes always
-# drain.
+# queues only what the kernel did not take; the runtime flushes the queue when the socket is
+# writable (EPOLLOUT, or the completion of an IOCP WSASend).  Write interest is registered by
+# whoever queues (any callback, any command), so queued bytes always drain.  Send completions
+# (on_sent) run in send order, never inside the send_or_que call that registered them.
 
 
 @cython.final
@@ -10,8 +11,7 @@ cdef class MsgSender:
     needs room) and the in-order send completions."""
 
     def __cinit__(self, Py_ssize_t max_send_queue, Py_ssize_t high_water, Py_ssize_t low_water):
-        if max_send_queue <= 0:
-            raise ValueError(f"max_send_queue must be positive, not {max_send_queue}")
+        _size_option(max_send_queue, "max_send_queue", 1, PY_SSIZE_T_MAX)
         if not 0 <= low_water <= high_water:
             raise ValueError(f"watermarks need 0 <= low ({low_water}) <= high ({high_water})")
         self.max_send_queue = max_send_queue
@@ -22,6 +22,17 @@ cdef class MsgSender:
         if self.inflight_buf != NULL and self.inflight_buf != self.buf:
             free(self.inflight_buf)
         free(self.buf)
+
+    def __sizeof__(self):
+        """The sender and the queue buffer it holds."""
+        return sizeof(MsgSender) + self.cap
+
+    cdef void _release_buffer(self):
+        """Free the queue's buffer once it is empty (unless an IOCP WSASend reads it)."""
+        if self.inflight_buf == NULL and self.head == self.tail:
+            free(self.buf)
+            self.buf = NULL
+            self.cap = self.head = self.tail = 0
 
     @property
     def queued(self):
@@ -74,6 +85,7 @@ cdef class DispatchContext:
 
     def __cinit__(self):
         self.fd = -1
+        self.state = ST_CLOSED      # until the runtime makes it a stream
 
     def __init__(self):
         raise TypeError("DispatchContext objects are created by the runtime")
@@ -86,6 +98,8 @@ cdef class DispatchContext:
 
     @property
     def cmd_sender(self):
+        if self.rt is None:
+            raise ReactorClosedError("this DispatchContext belongs to no runtime")
         return self.rt.cmd_sender
 
     @property
@@ -94,7 +108,7 @@ cdef class DispatchContext:
 
     @property
     def send_queue_size(self):
-        return self.sender.tail - self.sender.head
+        return 0 if self.sender is None else self.sender.tail - self.sender.head
 
     @property
     def peer_address(self):
@@ -136,6 +150,8 @@ cdef class DispatchContext:
         order), or on_sent(exception) if the stream closes first."""
         cdef Py_buffer view
         cdef int r
+        if on_sent is not None and not callable(on_sent):
+            raise TypeError(f"on_sent must be callable or None, not {type(on_sent).__name__}")
         if PyBytes_CheckExact(data):
             r = self.send_raw(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), on_sent)
         else:
@@ -170,7 +186,7 @@ cdef class DispatchContext:
                 if rio_would_block(err):
                     return 0
                 exc = _net.os_error(err, "send")
-                self.rt._request_close(self, exc, True)
+                _stream_event(self.rt, self, EV_ABORT, exc)
                 raise exc
         finally:
             PyBuffer_Release(&view)
@@ -182,9 +198,10 @@ cdef class DispatchContext:
 
     def close(self, abort=False):
         """Close this stream: queued bytes are flushed first, then on_close runs; with
-        abort=True queued bytes are dropped and the peer gets a reset."""
+        abort=True queued bytes are dropped and the peer gets a reset.  Closing a closed
+        stream does nothing."""
         if self.state < ST_CLOSING:
-            self.rt._request_close(self, None, abort)
+            _stream_event(self.rt, self, EV_ABORT if abort else EV_CLOSE, None)
 
     cdef int send_raw(self, const char *data, Py_ssize_t n, object on_sent=None) except -1:
         cdef MsgSender s = self.sender
@@ -193,6 +210,8 @@ cdef class DispatchContext:
         cdef int err
         if self.state != ST_OPEN:
             raise ReactorClosedError(f"reactor {self.reactor_id} is not open; cannot send")
+        if n < 0:
+            raise ValueError(f"send_raw: a negative size ({n})")
         if s.tail == s.head:
             while sent < n:
                 r = send(self.fd, data + sent, n - sent, MSG_NOSIGNAL)
@@ -205,23 +224,21 @@ cdef class DispatchContext:
                 if rio_would_block(err):
                     break
                 exc = _net.os_error(err, "send")
-                self.rt._request_close(self, exc, True)
+                _stream_event(self.rt, self, EV_ABORT, exc)
                 raise exc
             s.total_sent += sent
             if sent == n:
                 s.total_queued += n
                 if on_sent is not None:
-                    if s.completions:
-                        # earlier completions are still being delivered: keep send order
-                        s.completions.append((s.total_queued, on_sent))
-                    else:
-                        self.rt._complete(on_sent, self.reactor_id)
+                    # due now, but run after the current callback (never inside this call:
+                    # a sender chaining its next send from on_sent must not recurse)
+                    self._owe_completion(on_sent)
                 return 0
         if s.tail - s.head + (n - sent) > s.max_send_queue:
             exc = SendQueueOverflowError(
                 f"reactor {self.reactor_id}: {s.tail - s.head + n - sent} bytes would be queued, "
                 f"over max_send_queue={s.max_send_queue} (the peer does not read)")
-            self.rt._request_close(self, exc, True)
+            _stream_event(self.rt, self, EV_ABORT, exc)
             raise exc
         s._append(data + sent, n - sent)
         s.total_queued += n
@@ -239,20 +256,19 @@ cdef class DispatchContext:
     cdef int _watermark_callback(self, bint pause) except -1:
         """on_pause_writing / on_resume_writing.  Their exceptions close this stream, not the
         caller of send_or_que (which may be another reactor)."""
-        self.in_callback += 1
-        try:
-            if pause:
-                self.reactor.on_pause_writing(self)
-            else:
-                self.reactor.on_resume_writing(self)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:
-            self.rt._callback_failed(self, exc)
-        finally:
-            self.in_callback -= 1
-        if self.state >= ST_CLOSING:
-            self.rt._after_callback(self)
+        _call_reactor(self.rt, self, CB_PAUSE_WRITING if pause else CB_RESUME_WRITING, None)
+        return 0
+
+    cdef int _owe_completion(self, object on_sent) except -1:
+        """on_sent's bytes are all written: run it in send order once the runtime gets
+        control back (ReactRuntime._run_ready)."""
+        cdef MsgSender s = self.sender
+        if s.completions is None:
+            s.completions = collections.deque()
+        s.completions.append((s.total_queued, on_sent))
+        if not self.in_ready:
+            self.in_ready = True
+            self.rt.ready.append(self)
         return 0
 
     cdef int _flush(self) except -1:
@@ -273,14 +289,15 @@ cdef class DispatchContext:
                 continue
             if rio_would_block(err):
                 break
-            self.rt._request_close(self, _net.os_error(err, "send"), True)
-            return 0
+            return _stream_event(self.rt, self, EV_ABORT, _net.os_error(err, "send"))
         if s.completions:
             self._flush_completions()
         if s.head == s.tail:
             s.head = s.tail = 0
+            if s.cap > KEEP_BUFFER:
+                s._release_buffer()     # a burst made it grow: give the memory back
             if self.state == ST_DRAINING:
-                self.rt._drained(self)
+                _stream_event(self.rt, self, EV_DRAINED, None)
             elif self.events & EPOLLOUT and self.state == ST_OPEN:
                 self._set_events(self.events & ~EPOLLOUT)
         elif REACTIO_IOCP:
@@ -294,10 +311,16 @@ cdef class DispatchContext:
         """Run, in send order, the completions of messages whose last byte was written.  A
         completion that sends more appends to the same queue, behind the ones still owed."""
         cdef MsgSender s = self.sender
+        cdef Py_ssize_t budget
         q = s.completions
-        while q and <uint64_t>q[0][0] <= s.total_sent:
+        budget = len(q)     # those owed now: one sent from a completion runs in a later round
+        while budget > 0 and q and <uint64_t>q[0][0] <= s.total_sent:
+            budget -= 1
             cb = q.popleft()[1]
             self.rt._complete(cb, self.reactor_id)
+        if q and <uint64_t>q[0][0] <= s.total_sent and not self.in_ready and self.state != ST_CLOSED:
+            self.in_ready = True
+            self.rt.ready.append(self)
         return 0
 
     cdef int _set_events(self, uint32_t events) except -1:
@@ -310,7 +333,7 @@ cdef class DispatchContext:
                 _iocp_arm_send(self.rt, self)
             return 0
         ev.events = events
-        ev.data.u64 = (<uint64_t>self.reactor_id.generation << 32) | self.reactor_id.slot
+        ev.data.u64 = _poll_key(self.reactor_id)
         if epoll_ctl(self.rt.epfd, EPOLL_CTL_MOD, self.fd, &ev) != 0:
             raise _net.os_error(rio_errno(), "epoll_ctl(MOD)")
         self.events = events
@@ -329,8 +352,10 @@ cdef class AutoSendBuffer:
         self.buf = bytearray()
 
     def write(self, data):
+        """Append ``data`` (any bytes-like object); returns the number of bytes written."""
+        cdef Py_ssize_t before = len(self.buf)
         self.buf += data
-        return len(data)
+        return len(self.buf) - before
 
     def count_written(self):
         return len(self.buf)
