@@ -5,8 +5,9 @@ preprocessor in ``src/reactio/reactio_sys.h`` (epoll on Linux, IOCP on Windows),
 generated C file builds on both platforms; only the libraries linked differ here.
 
 Environment knobs (cold, for developers):
-  REACTIO_DEBUG=1     -O0 -g, assertions on, no NDEBUG (use with valgrind / gdb)
-  REACTIO_ASAN=1      build with AddressSanitizer (see tools/asan-test.sh)
+  REACTIO_DEBUG=1     -O0 -g, assertions on, no NDEBUG, and the stream state machine checks
+                      its invariants at every transition (use with valgrind / gdb)
+  REACTIO_ASAN=1      build with AddressSanitizer, invariant checks on (tools/memcheck.sh asan)
   REACTIO_ANNOTATE=1  write cython -a HTML next to the sources
 """
 import os
@@ -30,6 +31,7 @@ if sys.platform == "win32":
 else:
     if debug or asan:
         extra_compile_args += ["-O0", "-g3", "-UNDEBUG"]
+        define_macros += [("REACTIO_CHECK_INVARIANTS", "1")]
     else:
         extra_compile_args += ["-O2", "-g0"]
         define_macros += [("NDEBUG", "1")]

@@ -202,6 +202,7 @@ cdef class ReactRuntime:
     cdef Py_ssize_t n_cancelled_timers
     cdef set pending_connects       # _PendingConnect: resolving, connecting, or binding
     cdef list ready                 # DispatchContext with send completions owed (in_ready)
+    cdef list iocp_rearm            # IOCP: DispatchContext whose next WSARecv waits a turn
     cdef unsigned long fork_epoch   # _fork_epoch when made: a forked child may not use it
     cdef unsigned long owner_thread # thread running process_events(), while in_process
     cdef bint initialized

@@ -5,6 +5,7 @@ from libc.stdint cimport uint32_t, uint64_t, int64_t
 
 cdef extern from "reactio_sys.h" nogil:
     const int REACTIO_IOCP          # 1 on Windows: the IOCP backend is compiled in
+    const int REACTIO_CHECK_INVARIANTS  # 1 in a debug build: assert the stream invariants
 
     # --- sys/epoll.h
     ctypedef union epoll_data_t:

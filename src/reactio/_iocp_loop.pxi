@@ -136,7 +136,7 @@ cdef int _iocp_poll(ReactRuntime rt, int timeout_ms) except -1:
             wait = timeout_ms
         if wait != 0:
             inbox.polling = True
-            if inbox.queue:
+            if inbox.queue or rt.ready or rt.iocp_rearm:
                 wait = 0
         with nogil:
             ok = w.GetQueuedCompletionStatusEx(<w.HANDLE>rt.port, ents, rt.max_events, &n,
@@ -176,6 +176,8 @@ cdef int _iocp_poll(ReactRuntime rt, int timeout_ms) except -1:
                 interrupt = exc
     if interrupt is not None:
         raise interrupt
+    if rt.iocp_rearm:
+        _iocp_rearm_deferred(rt)
     return 0
 
 
@@ -237,10 +239,16 @@ cdef int _iocp_arm_recv(ReactRuntime rt, DispatchContext ctx) except -1:
     cdef rio_op *op = _stream_op(ctx, OP_RECV)
     cdef w.WSABUF buf
     cdef w.DWORD got = 0, flags = 0
-    cdef Py_ssize_t room
+    cdef Py_ssize_t room, total = 0
     cdef int rc, err
     while (ctx.state == ST_OPEN or ((ctx.state == ST_DRAINING or ctx.state == ST_HALF_CLOSED)
                                     and not ctx.peer_eof)) and not op.pending:
+        if total >= READ_BUDGET:
+            # receives that complete at once are handled inline: after READ_BUDGET bytes the
+            # next one is posted at the next loop iteration, so a flooding peer cannot starve
+            # the other streams (the IOCP form of epoll's bounded read)
+            rt.iocp_rearm.append(ctx)
+            return 0
         room = r._ensure_space()
         if room == 0:
             raise MessageTooLargeError(
@@ -264,6 +272,28 @@ cdef int _iocp_arm_recv(ReactRuntime rt, DispatchContext ctx) except -1:
         _iocp_recv_data(rt, ctx, got, err)
         if err != 0 or got == 0:
             return 0
+        total += got
+    return 0
+
+
+cdef int _iocp_rearm_deferred(ReactRuntime rt) except -1:
+    """Post the receives deferred by _iocp_arm_recv's budget."""
+    cdef DispatchContext ctx
+    rearm = rt.iocp_rearm
+    rt.iocp_rearm = []
+    for obj in rearm:
+        ctx = <DispatchContext>obj
+        if ctx.state >= ST_CLOSING:
+            continue
+        _hold(ctx)
+        try:
+            _iocp_arm_recv(rt, ctx)
+        except (KeyboardInterrupt, SystemExit):
+            _release(rt, ctx)
+            raise
+        except BaseException as exc:
+            rt._callback_failed(ctx, exc)
+        _release(rt, ctx)
     return 0
 
 

@@ -102,8 +102,33 @@ cdef int _stream_event(ReactRuntime rt, DispatchContext ctx, int ev, object err)
                     f"queued bytes not taken by the peer within {rt.drain_timeout} s"), True)
             elif st == ST_HALF_CLOSED:
                 _closing(ctx, None, False)     # everything was sent; the peer never closed
+        if REACTIO_CHECK_INVARIANTS:
+            _check_stream(rt, ctx)
     finally:
         _release(rt, ctx)
+    return 0
+
+
+cdef int _check_stream(ReactRuntime rt, DispatchContext ctx) except -1:
+    """The invariants of a live stream (debug builds): what the table promises."""
+    cdef int st = ctx.state
+    if not ST_CONNECTING <= st <= ST_CLOSED or ctx.holds < 0:
+        raise AssertionError(f"stream {ctx.reactor_id}: state {st}, holds {ctx.holds}")
+    if st == ST_CLOSED:
+        if ctx.fd != -1 or ctx.connect is not None:
+            raise AssertionError(f"closed stream {ctx.reactor_id} keeps fd {ctx.fd}")
+        return 0
+    if rt._lookup(ctx.reactor_id) is not ctx or ctx.fd < 0:
+        raise AssertionError(f"live stream {ctx.reactor_id} lost its slot or its socket")
+    if (st == ST_CONNECTING) != (ctx.connect is not None):
+        raise AssertionError(f"stream {ctx.reactor_id}: state {st} with connect {ctx.connect}")
+    if st == ST_HALF_CLOSED and ctx.sender.head != ctx.sender.tail:
+        raise AssertionError(f"half-closed stream {ctx.reactor_id} has queued bytes")
+    if not REACTIO_IOCP and ctx.peer_eof and ST_OPEN < st < ST_CLOSING and ctx.events & EPOLLIN:
+        raise AssertionError(f"stream {ctx.reactor_id} polls for input after the peer's EOF")
+    if rt.n_streams < 0 or rt.nfree > rt.nslots:
+        raise AssertionError(f"runtime counters: {rt.n_streams} streams, {rt.nfree} free "
+                             f"of {rt.nslots} slots")
     return 0
 
 
@@ -172,6 +197,9 @@ cdef int _finalize(ReactRuntime rt, DispatchContext ctx) except -1:
     what is owed: send completions (those whose bytes went out succeed, the rest fail) and
     on_close -- or, for a stream that never connected, its connect's completion."""
     cdef _PendingConnect p = ctx.connect
+    if REACTIO_CHECK_INVARIANTS and (ctx.state != ST_CLOSING or ctx.holds != 0):
+        raise AssertionError(f"finalize of {ctx.reactor_id} in state {ctx.state}, "
+                             f"holds {ctx.holds}")
     ctx.state = ST_CLOSED
     if ctx.drain_timer is not None:
         rt._cancel(<_Command>ctx.drain_timer)

@@ -64,6 +64,7 @@ cdef class ReactRuntime:
         self.slots = []
         self.timers = []
         self.ready = []
+        self.iocp_rearm = []
         self.pending_connects = set()
         self.fork_epoch = _fork_epoch
 

@@ -9,6 +9,12 @@
 #ifndef REACTIO_SYS_H
 #define REACTIO_SYS_H
 
+/* 1 in a debug build (REACTIO_DEBUG=1 or REACTIO_ASAN=1 at build time): the stream state
+ * machine checks its invariants at every transition (_lifecycle.pxi). */
+#ifndef REACTIO_CHECK_INVARIANTS
+#  define REACTIO_CHECK_INVARIANTS 0
+#endif
+
 #include <stdint.h>
 #include <string.h>
 #include <errno.h>
