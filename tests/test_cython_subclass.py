@@ -1,5 +1,7 @@
 """A Cython subclass of Reactor, compiled at test time against the installed reactio .pxd,
-echoes messages with a number of Python allocations that does not grow with the count."""
+echoes messages with a number of Python allocations that does not grow with the count; and
+send_raw refuses a negative length (issue 16, item 13)."""
+import json
 import os
 import subprocess
 import sys
@@ -78,3 +80,71 @@ def test_cython_reactor_echoes_with_constant_allocations(cy_module):
 def test_cython_cpdef_override_is_dispatched(cy_module):
     client, servers, _ = run_echoes(cy_module, 2_000, cy_module.CyCpdefEcho)
     assert client.count == 2_000
+
+
+NEGATIVE_SEND_CHILD = r"""
+import json, socket, struct, sys, time
+sys.path.insert(0, sys.argv[1])
+import cy_echo_reactor as cy
+from reactio import DefaultTcpListenerHandler, ReactRuntime
+
+def frame(body):
+    return struct.pack("<Hq", len(body), 0) + body
+
+def pump(rt, pred, timeout=10.0):
+    end = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < end, "timed out"
+        rt.process_events(0.005)
+
+def recv_exact(rt, sock, n):
+    sock.setblocking(False)
+    out = bytearray()
+    def more():
+        try:
+            chunk = sock.recv(n - len(out))
+        except BlockingIOError:
+            return False
+        assert chunk, "peer closed"
+        out.extend(chunk)
+        return len(out) >= n
+    pump(rt, more)
+    return bytes(out)
+
+big = bytes(range(256)) * 16384
+rt = ReactRuntime()
+servers = []
+done = []
+handler = DefaultTcpListenerHandler(
+    lambda c, p: servers.append(cy.CyNegativeSend(big)) or servers[-1])
+rt.cmd_sender.send_listen("127.0.0.1:0", handler, None, done.append)
+pump(rt, lambda: done)
+peer = socket.create_connection(("127.0.0.1", rt.local_address(done[0])[1]), timeout=5)
+f1, f2 = frame(b"plain"), frame(b"Queued first")
+peer.sendall(f1)
+first = recv_exact(rt, peer, 2 * len(f1)) == f1 + f1
+peer.sendall(f2)
+second = recv_exact(rt, peer, len(big) + 2 * len(f2)) == big + f2 + f2
+print(json.dumps({"errors": servers[0].errors, "empty_queue_ok": first,
+                  "queued_ok": second}), flush=True)
+peer.close()
+rt.close()
+"""
+
+
+def test_send_raw_negative_length_raises_value_error(cy_module):
+    """Issue 16, item 13: a Cython reactor calling ctx.send_raw(data, n) with n < 0 (here -1)
+    made memcpy copy SIZE_MAX bytes (a segfault) or dropped queued bytes.  It raises
+    ValueError, with an empty queue and with 4 MiB queued, and the stream keeps every byte in
+    order.  Run in a subprocess: the bug kills the interpreter."""
+    build = os.path.dirname(os.path.abspath(cy_module.__file__))
+    env = dict(os.environ)
+    src = os.path.dirname(os.path.dirname(os.path.abspath(reactio.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run([sys.executable, "-c", NEGATIVE_SEND_CHILD, build],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, (f"exit code {proc.returncode}; stderr tail:\n"
+                                  + proc.stderr[-1500:])
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report == {"errors": ["ValueError", "ValueError"], "empty_queue_ok": True,
+                      "queued_ok": True}, report

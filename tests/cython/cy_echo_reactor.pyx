@@ -74,3 +74,34 @@ cdef class CyCpdefEcho(Reactor):
             return ExpectMsgSize(n)
         ctx.send_or_que(buf[:n])
         return DropMsgSize(n)
+
+
+cdef class CyNegativeSend(Reactor):
+    """Issue 16, item 13: for every frame, echoes it, then calls send_raw(data, -1) (which must
+    raise ValueError: it segfaulted or dropped queued bytes), then echoes it again.  A frame
+    whose body starts with b"Q" first queues ``big`` bytes with send_or_que, so the bad call
+    meets a non-empty queue.  Records the name of each exception send_raw(-1) raised, or
+    "no error"."""
+    cdef public list errors
+    cdef public object big
+
+    def __init__(self, big):
+        self.errors = []
+        self.big = big
+
+    cdef MessageResult on_inbound_raw(self, char *data, Py_ssize_t size, Py_ssize_t new_bytes,
+                                      Py_ssize_t decoded_msg_size, DispatchContext ctx):
+        cdef Py_ssize_t n = 0
+        cdef MessageResult wait = partial_frame(data, size, &n)
+        if wait is not None:
+            return wait
+        if n > 10 and data[10] == b"Q"[0]:
+            ctx.send_or_que(self.big)
+        ctx.send_raw(data, n)
+        try:
+            ctx.send_raw(data, -1)
+            self.errors.append("no error")
+        except Exception as exc:
+            self.errors.append(type(exc).__name__)
+        ctx.send_raw(data, n)
+        return DropMsgSize(n)

@@ -1,0 +1,219 @@
+"""Issue 16, send-path items of the core: send completions are never re-entered
+synchronously, AutoSendBuffer counts bytes, on_sent is validated at the call, max_events is
+bounded.  (Item 13, send_raw with a negative length, needs a Cython reactor: it is in
+test_cython_subclass.py.)  Written to run on both backends."""
+from __future__ import annotations
+
+import sys
+from array import array
+
+import pytest
+
+import reactio
+from reactio import DropMsgSize, ReactRuntime, Reactor
+
+from conftest import listen_factory, pump_until, raw_client, recv_exact_nb
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Base(Reactor):
+    """Keeps its ctx; discards input; runs ``action(ctx)`` on any user command and records
+    whether it is inside one of its own callbacks."""
+
+    def __init__(self, action=None):
+        self.ctx = None
+        self.action = action
+        self.in_callback = False
+        self.closed = []
+
+    def on_connected(self, ctx, listener_id):
+        self.ctx = ctx
+
+    def on_inbound_message(self, buf, new_bytes, decoded, ctx):
+        return DropMsgSize(len(buf))
+
+    def on_command(self, cmd, ctx):
+        self.in_callback = True
+        try:
+            self.action(ctx)
+        finally:
+            self.in_callback = False
+
+    def on_close(self, reactor_id, cmd_sender):
+        self.closed.append(self.close_error)
+
+
+def _stream(rt, reactor):
+    lid, port = listen_factory(rt, lambda: reactor)
+    peer = raw_client(port)
+    pump_until(rt, lambda: reactor.ctx is not None)
+    return peer
+
+
+# --------------------------------------------------------------------------- item 14
+
+def test_on_sent_chain_of_5000_sends_is_not_recursive(rt):
+    """Item 14: a sender that sends its next chunk from the previous chunk's on_sent.  on_sent
+    ran inside send_or_que whenever every byte reached the kernel at once, so the chain
+    recursed: ~950 chunks, then RecursionError (logged) and the rest lost.  All 5,000 chunks
+    arrive, in order, and every on_sent ran outside the send_or_que that registered it."""
+    total = 5000
+    state = {"next": 0, "inside": False, "reentered": 0, "results": []}
+
+    def send_next(ctx):
+        i = state["next"]
+        if i >= total:
+            return
+        state["next"] = i + 1
+        state["inside"] = True
+        try:
+            ctx.send_or_que(i.to_bytes(4, "little") * 8, on_sent)
+        finally:
+            state["inside"] = False
+
+    def on_sent(result):
+        if state["inside"]:
+            state["reentered"] += 1
+        state["results"].append(result)
+        if isinstance(result, reactio.ReactorID):
+            send_next(sender.ctx)
+
+    sender = Base(send_next)
+    peer = _stream(rt, sender)
+    rt.cmd_sender.send_user_cmd(sender.ctx.reactor_id, "start")
+    wire = b"".join(i.to_bytes(4, "little") * 8 for i in range(total))
+    got = b""
+    try:
+        got = recv_exact_nb(rt, peer, len(wire), timeout=10)
+    finally:
+        assert got == wire, (f"{state['next']} chunks sent, {len(state['results'])} on_sent "
+                             f"calls, {state['reentered']} of them inside send_or_que")
+    pump_until(rt, lambda: len(state["results"]) == total)
+    assert state["reentered"] == 0, f"{state['reentered']} on_sent calls inside send_or_que"
+    assert all(r == sender.ctx.reactor_id for r in state["results"])
+    assert sender.closed == []
+    peer.close()
+
+
+def test_on_sent_runs_after_the_callback_returns_in_order(rt):
+    """Item 14: on_sent never runs inside the call that registered it (a flag set around
+    send_or_que), nor inside the callback that made that call; three sends complete in send
+    order once the callback returned."""
+    seen = []
+    inside = {"send": False}
+
+    def action(ctx):
+        for n in (1, 2, 3):
+            inside["send"] = True
+            try:
+                ctx.send_or_que(b"x" * n, lambda r, n=n: seen.append(
+                    (n, inside["send"], sender.in_callback, r)))
+            finally:
+                inside["send"] = False
+        assert seen == [], f"on_sent ran inside the callback: {seen}"
+
+    sender = Base(action)
+    peer = _stream(rt, sender)
+    done = []
+    rt.cmd_sender.send_user_cmd(sender.ctx.reactor_id, "go", None, done.append)
+    pump_until(rt, lambda: done and len(seen) == 3)
+    assert done == [sender.ctx.reactor_id], done        # the assertion in action() held
+    rid = sender.ctx.reactor_id
+    assert seen == [(1, False, False, rid), (2, False, False, rid), (3, False, False, rid)]
+    assert recv_exact_nb(rt, peer, 6) == b"xxxxxx"
+    peer.close()
+
+
+def test_auto_send_buffer_write_inside_its_own_on_sent(rt):
+    """Item 14: AutoSendBuffer.write() inside the on_sent of its own send().  on_sent ran while
+    send_or_que still held the buffer's export: "BufferError: Existing exports of data" was
+    logged and the write lost.  The second write (and its send) reaches the peer."""
+    events = []
+
+    def action(ctx):
+        w = ctx.acquire_send()
+
+        def on_sent(result):
+            events.append(("sent", result))
+            events.append(("write", w.write(b"second")))
+            w.send(lambda r: events.append(("sent2", r)))
+
+        w.write(b"first")
+        w.send(on_sent)
+
+    sender = Base(action)
+    peer = _stream(rt, sender)
+    rt.cmd_sender.send_user_cmd(sender.ctx.reactor_id, "go")
+    assert recv_exact_nb(rt, peer, 11) == b"firstsecond"
+    pump_until(rt, lambda: len(events) == 3)
+    rid = sender.ctx.reactor_id
+    assert events == [("sent", rid), ("write", 6), ("sent2", rid)], events
+    peer.close()
+
+
+# --------------------------------------------------------------------------- item 15
+
+def test_auto_send_buffer_write_returns_bytes_not_items(rt):
+    """Item 15: write(array('i', [1, 2, 3])) returned 3 (items); it returns 12 (bytes), as
+    count_written() says, and those 12 bytes are what the peer receives."""
+    results = {}
+    data = array("i", [1, 2, 3])
+
+    def action(ctx):
+        w = ctx.acquire_send()
+        results["write"] = w.write(data)
+        results["count"] = w.count_written()
+        results["len"] = len(w)
+        w.send()
+
+    sender = Base(action)
+    peer = _stream(rt, sender)
+    rt.cmd_sender.send_user_cmd(sender.ctx.reactor_id, "go")
+    expected = data.tobytes()
+    assert recv_exact_nb(rt, peer, len(expected)) == expected
+    assert results == {"write": 12, "count": 12, "len": 12}, results
+    peer.close()
+
+
+# --------------------------------------------------------------------------- item 16
+
+@pytest.mark.parametrize("bad", [42, "callback", b"x"], ids=repr)
+def test_send_or_que_with_a_non_callable_on_sent_raises_type_error(rt, bad):
+    """Item 16: send_or_que(data, on_sent=42) was accepted, the bytes sent, and the failure
+    came later as a logged "completion 42 raised TypeError".  TypeError at the call, and
+    nothing sent."""
+    errors = []
+
+    def action(ctx):
+        try:
+            ctx.send_or_que(b"never", on_sent=bad)
+        except TypeError as exc:
+            errors.append(exc)
+        ctx.send_or_que(b"after")
+
+    sender = Base(action)
+    peer = _stream(rt, sender)
+    rt.cmd_sender.send_user_cmd(sender.ctx.reactor_id, "go")
+    assert recv_exact_nb(rt, peer, 5) == b"after"
+    assert len(errors) == 1, errors
+    assert sender.closed == []
+    peer.close()
+
+
+# --------------------------------------------------------------------------- item 17
+
+def test_max_events_too_large_is_refused_at_construction():
+    """Item 17: ReactRuntime(max_events=200_000_000) was accepted, then every process_events
+    failed with EINVAL (epoll_wait takes at most INT_MAX / sizeof(struct epoll_event) =
+    178,956,970 events).  ValueError at construction; 1024 works."""
+    with pytest.raises(ValueError):
+        ReactRuntime(max_events=200_000_000).close()
+    rt = ReactRuntime(max_events=1024)
+    try:
+        assert rt.process_events(0) is False
+    finally:
+        rt.close()
+    if sys.platform.startswith("linux"):
+        with pytest.raises(ValueError):                 # just over the bound
+            ReactRuntime(max_events=178_956_971).close()
