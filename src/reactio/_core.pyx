@@ -257,9 +257,11 @@ cdef class Reactor:
         return <MessageResult>r
 
     cpdef on_readable(self, DispatchContext ctx):
-        """The socket is readable.  The default reads everything available, then dispatches
-        (ctx.reader.try_read_fast_read); override to use try_read_fast_dispatch or read your
-        own way."""
+        """The socket is readable.  The default reads what is available (a bounded amount per
+        loop iteration), dispatching whenever the buffer is full (ctx.reader.try_read_fast_read);
+        override to use try_read_fast_dispatch or read your own way."""
+        if ctx is None or ctx.state != ST_OPEN:
+            raise ReactorClosedError("on_readable needs the DispatchContext of an open stream")
         ctx.reader.fast_read(ctx)
 
     cpdef on_command(self, object cmd, DispatchContext ctx):

@@ -240,10 +240,11 @@ cdef int _iocp_arm_recv(ReactRuntime rt, DispatchContext ctx) except -1:
     cdef w.WSABUF buf
     cdef w.DWORD got = 0, flags = 0
     cdef Py_ssize_t room, total = 0
+    cdef int64_t deadline = 0
     cdef int rc, err
     while (ctx.state == ST_OPEN or ((ctx.state == ST_DRAINING or ctx.state == ST_HALF_CLOSED)
                                     and not ctx.peer_eof)) and not op.pending:
-        if total >= READ_BUDGET:
+        if total > 0 and _turn_over(total, &deadline):
             # receives that complete at once are handled inline: after READ_BUDGET bytes the
             # next one is posted at the next loop iteration, so a flooding peer cannot starve
             # the other streams (the IOCP form of epoll's bounded read)

@@ -13,10 +13,27 @@ cdef enum:
     READ_FULL = -4      # the buffer is at its limit; more bytes may wait in the kernel
     READ_MORE = -5      # IOCP: a completion filled the buffer; the socket may hold more
 
-# Bytes one stream may read (and dispatch) per loop iteration before the loop moves on: large
-# enough that a bulk transfer costs few wake-ups (64 recv() of the default 4 KiB), small enough
-# that a reply to a bystander waits at most ~0.1 ms of copying per flooding stream.
+# What one stream may read and dispatch per loop iteration before the loop moves on (level-
+# triggered epoll reports the rest at the next one): READ_BUDGET bytes, or READ_SLICE_NS of
+# dispatching, whichever comes first.  The bytes bound makes a bulk transfer cost few wake-ups
+# (64 recv() of the default 4 KiB); the time bound is for small frames and a slow handler: a
+# Python reactor echoing 30-byte frames spends ~40 ms on 256 KiB, and a bystander would wait
+# that long per iteration.  The clock is read only when a read filled the buffer (never on the
+# one-short-read path of ordinary traffic).
 cdef Py_ssize_t READ_BUDGET = 256 * 1024
+cdef int64_t READ_SLICE_NS = 1000000
+
+
+cdef inline bint _turn_over(Py_ssize_t total, int64_t *deadline) noexcept:
+    """After a full buffer was dispatched: has this stream had its turn?"""
+    cdef int64_t now
+    if total >= READ_BUDGET:
+        return True
+    now = rio_monotonic_ns()
+    if deadline[0] == 0:
+        deadline[0] = now + READ_SLICE_NS
+        return False
+    return now >= deadline[0]
 # A buffer that grew past this (and past min_reserve) is given back once it is empty.
 cdef Py_ssize_t KEEP_BUFFER = 64 * 1024
 
@@ -178,6 +195,7 @@ cdef class MsgReader:
 
     cdef int fast_read(self, DispatchContext ctx) except -1:
         cdef Py_ssize_t before, r, total = 0
+        cdef int64_t deadline = 0
         if self.busy:
             raise RuntimeError("MsgReader re-entered from its own dispatch")
         r = self.arrived_status     # IOCP: what the completion already read; 0 on epoll
@@ -203,7 +221,7 @@ cdef class MsgReader:
                     # message that does not fit), then give other streams their turn
                     self._dispatch_all(ctx, self.end - self.start - before)
                     before = self.end - self.start
-                    if total >= READ_BUDGET or ctx.state != ST_OPEN:
+                    if ctx.state != ST_OPEN or _turn_over(total, &deadline):
                         r = READ_AGAIN
                         break
             if self.end - self.start > before:
@@ -215,6 +233,7 @@ cdef class MsgReader:
 
     cdef int fast_dispatch(self, DispatchContext ctx) except -1:
         cdef Py_ssize_t r, total = 0
+        cdef int64_t deadline = 0
         cdef bint drained
         if self.busy:
             raise RuntimeError("MsgReader re-entered from its own dispatch")
@@ -238,7 +257,7 @@ cdef class MsgReader:
                 total += r
                 drained = self.end < self.store.cap   # before dispatch moves start/end
                 self._dispatch_all(ctx, r)
-                if drained or ctx.state != ST_OPEN or total >= READ_BUDGET:
+                if drained or ctx.state != ST_OPEN or _turn_over(total, &deadline):
                     r = READ_AGAIN
                     break
             self._after_read(ctx, r)
