@@ -5,7 +5,9 @@
 #   sender:  append; if polling and not wake_pending: wake_pending = True; write(eventfd)
 #   loop:    on the eventfd's event read it and clear wake_pending; then drain the queue.
 # A command appended before `polling` is set is seen by the queue check; one appended after it
-# writes the eventfd.  Either way epoll_wait does not sleep on a queued command.
+# writes the eventfd.  Either way epoll_wait does not sleep on a queued command.  A runtime
+# driven by another event loop through fileno() sets `external`: every command then wakes the
+# eventfd (unless a wake-up is already pending), since that loop may sleep at any time.
 
 cdef enum:
     CMD_CONNECT = 1
@@ -58,7 +60,7 @@ cdef class _Inbox:
             raise RuntimeError("this runtime was made before fork(); its commands cannot be "
                                "sent from the child process")
         self.queue.append(cmd)
-        if self.polling and not self.wake_pending:
+        if (self.polling or self.external) and not self.wake_pending:
             self.wake_pending = True
             self.wake()
         return 0

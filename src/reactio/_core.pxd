@@ -143,6 +143,7 @@ cdef class _Inbox:
     cdef unsigned long fork_epoch   # _fork_epoch when made: a forked child may not use it
     cdef int evfd
     cdef bint polling               # the loop is (about to be) blocked in epoll_wait
+    cdef bint external              # another event loop polls fileno(): always wake
     cdef bint wake_pending          # an eventfd write is in flight
     cdef bint closed
     cdef void *port                 # IOCP: the completion port to post wake-ups to

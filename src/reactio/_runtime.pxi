@@ -201,9 +201,41 @@ cdef class ReactRuntime:
     def stop(self):
         """Make run_forever() return; thread-safe."""
         self.stopping = True
-        if not self.inbox.closed and self.inbox.polling and not self.inbox.wake_pending:
+        if (not self.inbox.closed and (self.inbox.polling or self.inbox.external)
+                and not self.inbox.wake_pending):
             self.inbox.wake_pending = True
             self.inbox.wake()
+
+    # ------------------------------------------------------------------ another event loop
+
+    def fileno(self):
+        """The epoll descriptor, for driving this runtime from another event loop
+        (reactio.aio): it polls readable while socket events are pending, and -- once
+        _external_poll(True) -- when a command arrives.  IOCP has no pollable descriptor:
+        NotImplementedError."""
+        if REACTIO_IOCP:
+            raise NotImplementedError("an IOCP runtime has no pollable descriptor; drive it "
+                                      "from a thread (reactio.aio does)")
+        if self.epfd < 0:
+            raise RuntimeClosedError("the runtime is closed")
+        return self.epfd
+
+    def _external_poll(self, bint on):
+        """While on, a command from another thread always wakes fileno() (normally only a
+        loop blocked in process_events() is woken)."""
+        self.inbox.external = on
+        if on and self.inbox.queue and not self.inbox.wake_pending and not self.inbox.closed:
+            self.inbox.wake_pending = True
+            self.inbox.wake()
+
+    def _next_due_ns(self):
+        """When process_events() has work without a socket event: 0 (now) for queued commands
+        or owed completions, the monotonic ns of the earliest timer, or None."""
+        if self.ready or self.inbox.queue or self.iocp_rearm:
+            return 0
+        if self.timers:
+            return self.timers[0][0]
+        return None
 
     cdef bint _idle(self):
         return (self.n_streams == 0 and self.n_listeners == 0 and self.n_user_deferred == 0
