@@ -2,9 +2,12 @@
 run here finishes, with sane statistics and ratios to the C floor.  Small counts: this checks
 the machinery, not performance (performance figures come from BENCHMARKS.md runs)."""
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -54,3 +57,65 @@ def test_scale_small(tmp_path):
             assert leg["latency_us"]["n"] == leg["messages"]
             assert leg["server_cpu_us_per_msg"] > 0
         assert legs["c"]["ratio_messages_per_s"] == 1.0
+
+
+def _procs_mentioning(text):
+    """Pids of the processes whose command line contains ``text``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if text.encode() in f.read():
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.mark.timeout(120)
+def test_sighup_unwinds_like_sigterm(tmp_path):
+    """Issue 16 item 9: a hang-up (closed terminal, ssh session gone) stops the children and
+    removes the run's temp dir (reactio-bench-*, with the children's .stderr files), as
+    SIGINT and SIGTERM do."""
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "reactio.bench", "pingpong", "--legs", "c",
+                             "--count", "100000000", "--rounds", "1", "--pin", "none",
+                             "--quiet"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    workdir = None
+    try:
+        deadline = time.monotonic() + 60
+        while workdir is None and time.monotonic() < deadline and proc.poll() is None:
+            # the run is under way once the client's stderr file exists in the temp dir
+            found = list(tmp_path.glob("reactio-bench-*/c client.stderr"))
+            workdir = found[0].parent if found else None
+            time.sleep(0.05)
+        assert workdir is not None, "the harness never started its client"
+        assert _procs_mentioning(str(workdir)), "the client should be running"
+        proc.send_signal(signal.SIGHUP)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 128 + signal.SIGHUP, (proc.returncode, err[-2000:])
+        assert not list(tmp_path.glob("reactio-bench-*")), "the temp dir was left behind"
+        assert not _procs_mentioning(str(workdir)), "a child outlived the harness"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in _procs_mentioning(str(tmp_path)):  # children a failed run left behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_sighup_ignored_under_nohup():
+    """The fix must not undo nohup: a harness started with SIGHUP ignored keeps it ignored."""
+    code = ("import signal, sys\n"
+            "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+            "from reactio.bench import cli\n"
+            "cli.main(['info'])\n"
+            "sys.exit(0 if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else 1)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=100)
+    assert proc.returncode == 0, proc.stdout[-1000:] + proc.stderr[-1000:]

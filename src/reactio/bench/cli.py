@@ -147,8 +147,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         # sched_setaffinity.
         print("error: python -m reactio.bench runs on Linux only", file=sys.stderr)
         return 2
-    # SIGTERM unwinds like Ctrl-C, so every `with Child(...)` stops and reaps its process.
+    # SIGTERM and SIGHUP (the terminal or ssh session went away) unwind like Ctrl-C, so every
+    # `with Child(...)` stops and reaps its process and the run's temp dir is removed.
     signal.signal(signal.SIGTERM, _terminated)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # under nohup, stay immune
+        signal.signal(signal.SIGHUP, _terminated)
     try:
         if args.command == "info":
             return _info()
