@@ -244,6 +244,14 @@ def _info() -> int:
     for name in ALL_LEGS:
         reason = Leg(name).check(need_client=True)
         print(f"{name:11} {'ok' if reason is None else 'unavailable: ' + reason}")
+    print()
+    from . import tools
+    for tool, needed_by in (("valgrind", "cost"), ("strace", "pipeline's system calls")):
+        try:
+            state = f"ok ({tools.version(tool)})"
+        except tools.ToolMissing as e:
+            state = f"unavailable: {e}"
+        print(f"{tool:11} {state}  [{needed_by}]")
     return 0
 
 

@@ -16,9 +16,9 @@ the legs rotated by the round, as in ``pingpong``):
 * system calls per message, by call: ``strace -f -c`` attached to the server for a separate,
   traced phase right after the measured one (ptrace makes every system call several times
   slower, which would spoil the other figures). Attaching and detaching happen while the
-  server is idle in its poll, so the count holds the traced messages' calls plus at most the
-  one or two restarts of that poll. Without strace the figures are reported unavailable,
-  with how to install it.
+  server is idle in its poll, so the count holds the traced messages' calls, give or take
+  the one poll under way at each attach (counted once, twice when restarted, or not at all).
+  Without strace the figures are reported unavailable, with how to install it.
 """
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ ATTACH_TIMEOUT = 30.0    # strace must have attached within this
 SECONDS_PER_MSG = 0.001  # a generous bound on one message, for a run's watchdog
 
 SYSCALL_METHOD = ("strace -f -c attached to the server for a separate traced phase of "
-                  "whole bursts; the server is idle when strace attaches and detaches")
+                  "whole bursts; the server is idle when strace attaches and detaches "
+                  "(+-1 poll per round)")
 
 
 class Session:
