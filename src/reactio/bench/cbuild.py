@@ -26,6 +26,8 @@ PROGRAMS = {
     "echo_server": "echo_server.c",
     "pingpong_client": "pingpong_client.c",
     "loadgen": "loadgen.c",
+    "pipeline_client": "pipeline_client.c",
+    "idle_client": "idle_client.c",
 }
 
 

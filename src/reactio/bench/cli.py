@@ -2,6 +2,9 @@
 
     python -m reactio.bench pingpong [--compare] [--count N] [--size B ...] [--pin MODE] ...
     python -m reactio.bench scale [--conns 1,10,100,1000] [--duration S] [--legs ...] ...
+    python -m reactio.bench pipeline [--depth 16] [--count N] [--trace-count N] ...
+    python -m reactio.bench cost [--count N] [--depth 1] [--legs ...]     (needs valgrind)
+    python -m reactio.bench idle [--conns 10000] [--legs ...]
     python -m reactio.bench info
     python -m reactio.bench plot RESULTS.json OUT.png
 
@@ -24,6 +27,7 @@ from .procs import raise_nofile_limit
 from .progress import Progress
 
 PINGPONG_DEFAULT_LEGS = ["c", "reactio-py"]
+PLOTTED = ("pingpong", "scale")  # the modes --plot draws a chart of
 
 
 def _positive_int(text: str) -> int:
@@ -69,6 +73,23 @@ def _conns(text: str) -> List[int]:
     if not vals or min(vals) < 1:
         raise argparse.ArgumentTypeError("connection counts must be at least 1")
     return vals
+
+
+def _depths(text: str) -> List[int]:
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError("a comma-separated list of integers") from None
+    if not vals or min(vals) < 1 or max(vals) > 65536:
+        raise argparse.ArgumentTypeError("depths are 1 to 65536 messages")
+    return vals
+
+
+def _depth(text: str) -> int:
+    v = int(text)
+    if not 1 <= v <= 65536:
+        raise argparse.ArgumentTypeError("a depth is 1 to 65536 messages")
+    return v
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -128,6 +149,58 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--size", type=_size, default=64, help="message size (default 64)")
     common(sp, "split")
 
+    def basic(sp: argparse.ArgumentParser, default_rounds: int) -> None:
+        sp.add_argument("--legs", help=f"comma-separated legs, from {','.join(ALL_LEGS)} "
+                                       "(default: all)")
+        sp.add_argument("--rounds", type=_positive_int, default=default_rounds,
+                        help="interleaved rounds: each runs every leg once, in a rotated "
+                             f"order (default {default_rounds})")
+        sp.add_argument("--size", type=_size, default=64, help="message size (default 64)")
+        sp.add_argument("--json", metavar="FILE", help="write all results and machine info")
+        sp.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+    plp = sub.add_parser(
+        "pipeline", help="echo throughput with DEPTH messages in flight on one connection",
+        description="A C client pipelines in bursts on one connection to each leg's server "
+                    "(DEPTH messages in one write, then all their echoes, as "
+                    "redis-benchmark -P does) and reports messages/s, latency, the "
+                    "server's CPU time per message (/proc/PID/stat) and its system calls "
+                    "per message (strace -c, in a separate traced phase).")
+    plp.add_argument("--depth", type=_depths, default=[16],
+                     help="messages in flight; a comma-separated list runs each (default 16)")
+    plp.add_argument("--count", type=_positive_int, default=200_000,
+                     help="measured messages per leg and depth, over all rounds "
+                          "(default 200000)")
+    plp.add_argument("--warmup", type=_non_negative_int, default=10_000,
+                     help="unmeasured messages at the start of every run (default 10000)")
+    plp.add_argument("--trace-count", type=_non_negative_int, default=16_000,
+                     help="messages of the traced phase that counts system calls, over all "
+                          "rounds; 0: no counts, no strace needed (default 16000)")
+    plp.add_argument("--pin", choices=("same-core", "split", "none"), default="split",
+                     help="CPU affinity of server and client (default split)")
+    basic(plp, 3)
+
+    cp = sub.add_parser(
+        "cost", help="user-space instructions per echoed message (valgrind callgrind)",
+        description="Runs each leg's server under valgrind --tool=callgrind for N and 2N "
+                    "messages from the C client (strict ping-pong unless --depth) and "
+                    "reports (instructions(2N) - instructions(N)) / N: exact, independent "
+                    "of the machine's load. Needs valgrind.")
+    cp.add_argument("--count", type=_positive_int, default=2000,
+                    help="N: the runs serve N and 2N messages (default 2000)")
+    cp.add_argument("--depth", type=_depth, default=1,
+                    help="messages per burst (default 1: strict ping-pong)")
+    basic(cp, 1)
+
+    ip = sub.add_parser(
+        "idle", help="server memory (RSS) per idle connection",
+        description="A C client opens N connections to each leg's server, echoes one "
+                    "message on each and holds them open; reports the server's RSS growth "
+                    "per connection.")
+    ip.add_argument("--conns", type=_conns, default=[10_000],
+                    help="comma-separated connection counts (default 10000)")
+    basic(ip, 1)
+
     sub.add_parser("info", help="machine info and which legs can run here")
 
     plp = sub.add_parser("plot", help="draw the chart of a saved --json file")
@@ -147,8 +220,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         # sched_setaffinity.
         print("error: python -m reactio.bench runs on Linux only", file=sys.stderr)
         return 2
-    # SIGTERM unwinds like Ctrl-C, so every `with Child(...)` stops and reaps its process.
+    # SIGTERM and SIGHUP (the terminal or ssh session went away) unwind like Ctrl-C, so every
+    # `with Child(...)` stops and reaps its process and the run's temp dir is removed.
     signal.signal(signal.SIGTERM, _terminated)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # under nohup, stay immune
+        signal.signal(signal.SIGHUP, _terminated)
     try:
         if args.command == "info":
             return _info()
@@ -168,6 +244,14 @@ def _info() -> int:
     for name in ALL_LEGS:
         reason = Leg(name).check(need_client=True)
         print(f"{name:11} {'ok' if reason is None else 'unavailable: ' + reason}")
+    print()
+    from . import tools
+    for tool, needed_by in (("valgrind", "cost"), ("strace", "pipeline's system calls")):
+        try:
+            state = f"ok ({tools.version(tool)})"
+        except tools.ToolMissing as e:
+            state = f"unavailable: {e}"
+        print(f"{tool:11} {state}  [{needed_by}]")
     return 0
 
 
@@ -176,7 +260,11 @@ def _replot(json_file: str, png_file: str) -> int:
     with open(json_file) as f:
         doc = json.load(f)
     try:
-        for run in doc["runs"]:
+        runs = [run for run in doc["runs"] if run["command"] in PLOTTED]
+        if not runs:
+            raise plot.PlotError(f"{json_file} has no {' or '.join(PLOTTED)} run to chart "
+                                 "(the other modes have tables only)")
+        for run in runs:
             fn = plot.plot_pingpong if run["command"] == "pingpong" else plot.plot_scale
             fn(run, png_file, machine.one_line(doc["machine"]))
     except plot.PlotError as e:
@@ -187,23 +275,31 @@ def _replot(json_file: str, png_file: str) -> int:
 
 
 def _bench(args: argparse.Namespace, argv: List[str]) -> int:
-    from . import plot
-    if args.plot:
+    from . import cbuild, plot, tools
+    want_plot: Optional[str] = getattr(args, "plot", None)
+    if want_plot:
         try:
             plot._pyplot()  # fail before a long run, not after it
         except plot.PlotError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    if args.spin and args.pin == "same-core":
+    if getattr(args, "spin", False) and args.pin == "same-core":
         print("warning: --spin with --pin same-core makes the two processes fight for one "
               "CPU; the figures will mostly measure the scheduler", file=sys.stderr)
-    default = list(ALL_LEGS) if args.command == "scale" or args.compare \
-        else PINGPONG_DEFAULT_LEGS
+    default = PINGPONG_DEFAULT_LEGS if args.command == "pingpong" and not args.compare \
+        else list(ALL_LEGS)
     try:
         names = legs_mod.parse_legs(args.legs, default)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.command == "cost":
+        try:
+            tools.find("valgrind")  # say how to install it before anything runs
+        except tools.ToolMissing as e:
+            print(f"error: the cost mode runs the servers under valgrind: {e}",
+                  file=sys.stderr)
+            return 2
     raise_nofile_limit()
     legs = [Leg(n) for n in names]
     progress = Progress(enabled=not args.quiet)
@@ -213,7 +309,9 @@ def _bench(args: argparse.Namespace, argv: List[str]) -> int:
     info["busy_before_run"] = busy
     if busy is not None and busy > 0.15:
         print(f"warning: {busy:.0%} of this machine's CPU time was in use by other programs "
-              "just before the run; expect noisy figures", file=sys.stderr)
+              "just before the run; expect noisy figures"
+              + (" (instruction counts are not affected)" if args.command == "cost" else ""),
+              file=sys.stderr)
         line += f" [machine {busy:.0%} busy before the run]"
 
     try:
@@ -222,15 +320,31 @@ def _bench(args: argparse.Namespace, argv: List[str]) -> int:
             result = pingpong.run(legs, args.size or [64, 1024], args.count, args.warmup,
                                   args.rounds or 10, args.pin, args.spin, args.timeout, progress)
             text = report.pingpong_table(result, line)
-        else:
-            from . import cbuild, scale
-            try:
-                result = scale.run(legs, args.conns, args.size, args.warmup, args.duration,
-                                   args.rounds or 1, args.pin, args.spin, progress)
-            except cbuild.BuildError as e:
-                print(f"error: the load generator cannot be built: {e}", file=sys.stderr)
-                return 2
+        elif args.command == "scale":
+            from . import scale
+            result = scale.run(legs, args.conns, args.size, args.warmup, args.duration,
+                               args.rounds or 1, args.pin, args.spin, progress)
             text = report.scale_table(result, line)
+        elif args.command == "pipeline":
+            from . import pipeline
+            result = pipeline.run(legs, args.depth, args.size, args.count, args.warmup,
+                                  args.trace_count, args.rounds, args.pin, progress)
+            text = report.pipeline_table(result, line)
+        elif args.command == "cost":
+            from . import cost
+            result = cost.run(legs, args.count, args.size, args.depth, args.rounds, progress)
+            text = report.cost_table(result, line)
+        else:
+            from . import idle
+            result = idle.run(legs, args.conns, args.size, args.rounds, progress)
+            text = report.idle_table(result, line)
+    except cbuild.BuildError as e:
+        print(f"error: a C program of the {args.command} mode cannot be built: {e}",
+              file=sys.stderr)
+        return 2
+    except tools.ToolMissing as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except ValueError as e:  # e.g. --pin split on a single CPU
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -241,11 +355,11 @@ def _bench(args: argparse.Namespace, argv: List[str]) -> int:
     if args.json:
         report.write_json(args.json, info, [result], ["python -m reactio.bench"] + argv)
         print(f"wrote {args.json}")
-    if args.plot:
+    if want_plot:
         try:
             fn = plot.plot_pingpong if args.command == "pingpong" else plot.plot_scale
-            fn(result, args.plot, line)
-            print(f"wrote {args.plot}")
+            fn(result, want_plot, line)
+            print(f"wrote {want_plot}")
         except plot.PlotError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

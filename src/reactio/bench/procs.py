@@ -62,6 +62,21 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_bytes(pid: int) -> int:
+    """Resident set size of process ``pid`` in bytes (VmRSS of /proc/PID/status).
+
+    Raises ChildError when the process is gone.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024  # the kernel says "kB": KiB
+    except (OSError, ValueError) as e:
+        raise ChildError(f"cannot read the RSS of pid {pid}: {e}") from None
+    raise ChildError(f"pid {pid} has no VmRSS (a zombie?)")
+
+
 def deadline_in(seconds: float) -> float:
     return time.monotonic() + seconds
 
@@ -139,6 +154,24 @@ class Child:
             return self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             raise self.failure("did not exit in time") from None
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the child itself (not its group) while it is unreaped."""
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def wait_stderr(self, text: str, deadline: float) -> None:
+        """Wait until the child's stderr contains ``text``; ChildError if it exits first or
+        ``deadline`` passes (for tools that announce readiness on stderr, e.g. strace)."""
+        while text not in self.stderr_tail(1 << 16):
+            if self.proc.poll() is not None:
+                raise self.failure(f"exited before it said {text!r}")
+            if time.monotonic() > deadline:
+                raise self.failure(f"did not say {text!r} in time")
+            time.sleep(0.01)
 
     def stderr_tail(self, limit: int = 1500) -> str:
         """The last ``limit`` characters the child wrote to stderr."""

@@ -102,3 +102,91 @@ def write_json(path: str, machine: Dict[str, object], results: List[Dict[str, An
     with open(path, "w") as f:
         json.dump(doc, f, indent=1)
         f.write("\n")
+
+
+def pipeline_table(result: Dict[str, Any], machine_line: str) -> str:
+    p = result["params"]
+    pin = _pinning(p, "client")
+    counted = (f"system calls per message from strace -c over {p['trace_count']:,} further "
+               "messages (a separate, traced phase)" if p["syscall_method"] else
+               f"no system call counts: {p['syscalls_unavailable'] or '--trace-count 0'}")
+    lines = [f"# {machine_line}", "",
+             f"pipeline: bursts of DEPTH {p['size']} B messages on one connection from a C "
+             f"client, {p['count']:,} messages per leg and depth in {p['rounds']} interleaved "
+             f"round(s) (+{p['warmup_per_run']:,} warm-up per run), pin {pin}",
+             "latency in µs (burst write to echo read), server CPU in µs per message "
+             "(/proc/PID/stat), ratios to the C server; " + counted]
+    head = (f"{'depth':>6}  {'leg':<11}{'msgs/s':>11}{'p50':>9}{'p99':>9}{'cpu/msg':>9}"
+            f"{'sys/msg':>9}{'msgs/C':>8}{'cpu/C':>8}{'sys/C':>8}")
+    for block in result["results"]:
+        lines.append("")
+        lines.append(head)
+        calls = []
+        for row in block["legs"]:
+            if row["status"] != "ok":
+                continue
+            lat = row["latency_us"]
+            sc = row["syscalls"]
+            lines.append(f"{block['depth']:>6}  {row['leg']:<11}"
+                         + _num(row["messages_per_s"], 11, "{:,.0f}")
+                         + _num(lat["p50"], 9) + _num(lat["p99"], 9)
+                         + _num(row["server_cpu_us_per_msg"], 9, "{:.2f}")
+                         + _num(sc["per_msg"] if sc else None, 9, "{:.3f}")
+                         + _ratio(row["ratio_messages_per_s"], 8)
+                         + _ratio(row["ratio_cpu_per_msg"], 8)
+                         + _ratio(row["ratio_syscalls_per_msg"], 8))
+            if sc:
+                calls.append(f"  {row['leg']:<11}" + ", ".join(
+                    f"{name} {n:.4g}" for name, n in sc["by_call"].items()))
+        if calls:
+            lines.append("system calls per message, by call:")
+            lines += calls
+        lines += _reasons(block["legs"])
+    return "\n".join(lines)
+
+
+def cost_table(result: Dict[str, Any], machine_line: str) -> str:
+    p = result["params"]
+    shape = "strict ping-pong" if p["depth"] == 1 else f"bursts of {p['depth']}"
+    lines = [f"# {machine_line}", "",
+             f"cost: user-space instructions per echoed {p['size']} B message ({shape}, C "
+             f"client), server under {p['valgrind']} --tool=callgrind, (runs of "
+             f"{2 * p['count']:,} minus {p['count']:,} messages) / {p['count']:,}, "
+             f"{p['rounds']} round(s)",
+             "exact: not affected by the machine's load; fixed = start-up, accept, close "
+             "and exit, per run"]
+    lines.append("")
+    lines.append(f"{'leg':<11}{'instr/msg':>12}{'spread':>9}{'/C':>9}{'fixed':>15}")
+    for block in result["results"]:
+        for row in block["legs"]:
+            if row["status"] != "ok":
+                continue
+            lines.append(f"{row['leg']:<11}" + _num(row["instructions_per_msg"], 12, "{:,.1f}")
+                         + _num(row["spread"], 9, "{:,.1f}")
+                         + _ratio(row["ratio_instructions_per_msg"], 9)
+                         + _num(row["fixed_instructions"], 15, "{:,.0f}"))
+        lines += _reasons(block["legs"])
+    return "\n".join(lines)
+
+
+def idle_table(result: Dict[str, Any], machine_line: str) -> str:
+    p = result["params"]
+    lines = [f"# {machine_line}", "",
+             f"idle: N connections held open by a C client after one {p['size']} B echo "
+             f"each, server RSS (VmRSS) listening and with them, {p['rounds']} round(s)",
+             "bytes of server RSS per idle connection, ratios to the C server"]
+    head = (f"{'conns':>7}  {'leg':<11}{'RSS listen':>12}{'RSS conns':>12}{'B/conn':>9}"
+            f"{'/C':>8}")
+    for block in result["results"]:
+        lines.append("")
+        lines.append(head)
+        for row in block["legs"]:
+            if row["status"] != "ok":
+                continue
+            lines.append(f"{block['conns']:>7}  {row['leg']:<11}"
+                         + _num(row["rss_listening_bytes"] / 2**20, 8, "{:.1f}") + " MiB"
+                         + _num(row["rss_idle_conns_bytes"] / 2**20, 8, "{:.1f}") + " MiB"
+                         + _num(row["bytes_per_conn"], 9, "{:,.0f}")
+                         + _ratio(row["ratio_bytes_per_conn"], 8))
+        lines += _reasons(block["legs"])
+    return "\n".join(lines)
