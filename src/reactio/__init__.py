@@ -4,6 +4,7 @@ A ``Reactor`` subclass per connection frames and handles one TCP stream; a ``Rea
 runs the event loop (epoll on Linux, IOCP on Windows) with its hot path in Cython.
 """
 from reactio._core import (
+    BACKEND,
     AutoSendBuffer,
     CmdSender,
     Deferred,
@@ -37,7 +38,7 @@ from reactio.utils import Timer, set_log_level
 __version__ = "0.1.0"
 
 __all__ = [
-    "AutoSendBuffer", "CmdSender", "Deferred", "DispatchContext", "DropMsgSize", "ExpectMsgSize",
+    "BACKEND", "AutoSendBuffer", "CmdSender", "Deferred", "DispatchContext", "DropMsgSize", "ExpectMsgSize",
     "MessageResult", "MsgReader", "MsgSender", "ReactorID", "ReactRuntime", "Reactor",
     "SendOrQueResult", "monotonic_ns",
     "CommandNotHandledError", "MessageResultError", "MessageTooLargeError", "ReactioError",

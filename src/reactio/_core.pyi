@@ -4,7 +4,7 @@
 # reactio` (tools/build-dist.sh).
 import enum
 from types import TracebackType
-from typing import Any, Callable, ClassVar, Optional, Protocol, Tuple, Type, TypeVar, Union, final
+from typing import Any, Callable, ClassVar, Literal, Optional, Protocol, Tuple, Type, TypeVar, Union, final
 
 from _typeshed import ReadableBuffer
 from typing_extensions import disjoint_base
@@ -21,6 +21,7 @@ _SockAddr = Union[Tuple[str, int], Tuple[str, int, int, int]]
 _CompletionResult = Union["ReactorID", BaseException]
 _Completion = Callable[[_CompletionResult], object]
 
+BACKEND: Literal["epoll", "iocp"]
 DEFAULT_MAX_SEND_QUEUE: int
 DEFAULT_MAX_MSG_SIZE: int
 DEFAULT_HIGH_WATER: int

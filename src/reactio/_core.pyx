@@ -82,6 +82,9 @@ DEFAULT_HIGH_WATER = 64 * 1024
 DEFAULT_LOW_WATER = 16 * 1024
 
 
+BACKEND = "iocp" if REACTIO_IOCP else "epoll"     # which event backend this build runs on
+
+
 def monotonic_ns():
     """The clock of Deferred.until() and of deferred commands (CLOCK_MONOTONIC on Linux)."""
     return rio_monotonic_ns()
