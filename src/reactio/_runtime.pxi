@@ -825,7 +825,7 @@ cdef class ReactRuntime:
         family, sockaddr_ = p.infos[0]
         try:
             fd = _net.open_listener(family, sockaddr_, getattr(handler, "backlog", 1024),
-                                    getattr(handler, "reuse_port", False))
+                                    getattr(handler, "reuse_port", False), dual_stack=getattr(handler, "dual_stack", False))
         except Exception as exc:
             return self._connect_failed(p, exc)
         lst = _Listener.__new__(_Listener)
