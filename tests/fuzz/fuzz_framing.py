@@ -172,7 +172,7 @@ def test_one_input(data: bytes) -> None:
     max_msg_size = fdp.ConsumeIntInRange(1, 4096)
     recv_min = fdp.ConsumeIntInRange(1, 1024)
     fast_dispatch = fdp.ConsumeBool()
-    peer_reset = fdp.ConsumeIntInRange(0, 7) == 0
+    peer_reset = fdp.ConsumeIntInRange(0, 7) == 7    # 1 in 8; not the exhausted input's 0
     chunks = []
     for _ in range(fdp.ConsumeIntInRange(1, MAX_CHUNKS)):
         chunk = fdp.ConsumeBytes(fdp.ConsumeIntInRange(1, MAX_CHUNK))
