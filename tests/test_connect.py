@@ -238,7 +238,7 @@ class PeerRecorder(reactio.DefaultTcpListenerHandler):
 @pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 on this machine")
 def test_dual_stack_listener_accepts_ipv4_clients_as_mapped_addresses(rt):
     handler = PeerRecorder(dual_stack=True)
-    lid, port = listen(rt, handler, addr="[::]:0")
+    _, port = listen(rt, handler, addr="[::]:0")
     with raw_client(port, host="127.0.0.1") as client:
         client.sendall(frame(b"v4"))
         assert recv_exact_nb(rt, client, len(frame(b"v4"))) == frame(b"v4")
@@ -249,7 +249,7 @@ def test_dual_stack_listener_accepts_ipv4_clients_as_mapped_addresses(rt):
 def test_ipv6_wildcard_listener_is_ipv6_only_by_default(rt):
     handler = PeerRecorder()
     assert handler.dual_stack is False
-    lid, port = listen(rt, handler, addr="[::]:0")
+    _, port = listen(rt, handler, addr="[::]:0")
     with pytest.raises(ConnectionRefusedError):
         raw_client(port, host="127.0.0.1").close()
     with raw_client(port, host="::1") as client:          # IPv6 clients are served
@@ -260,7 +260,7 @@ def test_ipv6_wildcard_listener_is_ipv6_only_by_default(rt):
 
 def test_dual_stack_is_ignored_on_an_ipv4_listener(rt):
     handler = PeerRecorder(dual_stack=True)
-    lid, port = listen(rt, handler, addr="127.0.0.1:0")
+    _, port = listen(rt, handler, addr="127.0.0.1:0")
     with raw_client(port) as client:
         client.sendall(frame(b"v4"))
         assert recv_exact_nb(rt, client, len(frame(b"v4"))) == frame(b"v4")
