@@ -2,15 +2,19 @@
 """reactio's hot loop: the runtime, reactor slots, framed reading, queued sending, commands and
 timers.
 
-Layout of this module (one compilation unit, split by concern):
+Layout of this module (one compilation unit, split by concern; docs/internals.md is the map):
   _core.pyx        values handed to users (ReactorID, MessageResult, Deferred) and Reactor
-  _reader.pxi      MsgReader: receive buffer, read strategies, the framing dispatch loop
-  _sender.pxi      MsgSender + DispatchContext: direct writes, the send queue, watermarks
-  _lifecycle.pxi   the state machine of a stream's life: every transition, finalize
   _limits.pxi      validation of every numeric option at the API boundary
-  _commands.pxi    CmdSender and the cross-thread inbox (eventfd / completion-port wake-up)
-  _runtime.pxi     ReactRuntime: the loop, accept, connect, listen, command execution
-  _timers.pxi      TimerHandle: rt.call_later / call_at, cmd_sender.send_call
+  _lifecycle.pxi   the state machine of a stream's life: every transition, finalize
+  _reader.pxi      MsgReader: receive buffer, bounded read strategies, the framing dispatch loop
+  _sender.pxi      MsgSender + DispatchContext: direct writes, the send queue, watermarks
+  _commands.pxi    CmdSender, the cross-thread inbox, and running commands
+  _streams.pxi     new streams, accepted connections, listeners, callback failures
+  _connect.pxi     connects and listens: resolution, address by address, bind
+  _runtime.pxi     ReactRuntime: the public API, process_events, close, slots (ReactorIDs)
+  _timers.pxi      the timer heap, TimerHandle (call_later / call_at), send_call
+  _backend.pxi     the backend interface: the only place that picks epoll or IOCP
+  _epoll_loop.pxi  the epoll backend (Linux)
   _iocp_loop.pxi   the IOCP backend (Windows)
 
 Rules the code keeps everywhere:
@@ -43,6 +47,7 @@ import operator
 import logging
 import os
 import types
+import warnings
 
 from reactio import _net
 from reactio.errors import (CommandNotHandledError, MessageResultError, MessageTooLargeError,
@@ -81,9 +86,6 @@ DEFAULT_MAX_SEND_QUEUE = 16 * 1024 * 1024
 DEFAULT_MAX_MSG_SIZE = 16 * 1024 * 1024
 DEFAULT_HIGH_WATER = 64 * 1024
 DEFAULT_LOW_WATER = 16 * 1024
-
-
-BACKEND = "iocp" if REACTIO_IOCP else "epoll"     # which event backend this build runs on
 
 
 def monotonic_ns():
@@ -303,6 +305,10 @@ include "_lifecycle.pxi"
 include "_reader.pxi"
 include "_sender.pxi"
 include "_commands.pxi"
+include "_streams.pxi"
+include "_connect.pxi"
 include "_runtime.pxi"
 include "_timers.pxi"
+include "_backend.pxi"
+include "_epoll_loop.pxi"
 include "_iocp_loop.pxi"

@@ -103,6 +103,38 @@ cdef int _iocp_init(ReactRuntime rt) except -1:
     return 0
 
 
+cdef int _iocp_release(ReactRuntime rt) except -1:
+    """The runtime is dropped: close the port unless the kernel still owns operations on it."""
+    if rt.port != NULL and rt.n_pending_ops == 0:
+        w.CloseHandle(<w.HANDLE>rt.port)
+        rt.port = NULL
+    return 0
+
+
+cdef int _iocp_teardown(ReactRuntime rt) except -1:
+    """close(): wait (bounded) for the packets of cancelled operations, then close the port."""
+    _iocp_drain(rt)
+    if rt.n_pending_ops == 0:
+        w.CloseHandle(<w.HANDLE>rt.port)
+    rt.port = NULL
+    rt.inbox.port = NULL
+    return 0
+
+
+cdef int _iocp_add_stream(ReactRuntime rt, DispatchContext ctx) except -1:
+    ctx.iocp_ops = calloc(2, sizeof(rio_op))
+    if ctx.iocp_ops == NULL:
+        raise MemoryError()
+    return _iocp_register(rt, ctx.fd, ctx.reactor_id)
+
+
+cdef int _iocp_add_listener(ReactRuntime rt, _Listener lst) except -1:
+    lst.iocp_ops = calloc(ACCEPTS_PER_LISTENER, sizeof(rio_op))
+    if lst.iocp_ops == NULL:
+        raise MemoryError()
+    return _iocp_register(rt, lst.fd, lst.reactor_id)
+
+
 cdef int _iocp_wake(void *port) except -1:
     w.PostQueuedCompletionStatus(<w.HANDLE>port, 0, <w.ULONG_PTR>WAKE_KEY, NULL)
     return 0
@@ -201,7 +233,7 @@ cdef int _iocp_stream_done(ReactRuntime rt, DispatchContext ctx, rio_op *op,
         _release(rt, ctx)
         raise
     except BaseException as exc:
-        rt._callback_failed(ctx, exc)
+        _callback_failed(rt, ctx, exc)
     _release(rt, ctx)
     return 0
 
@@ -228,7 +260,7 @@ cdef int _iocp_recv_data(ReactRuntime rt, DispatchContext ctx, w.DWORD nbytes, i
         r.arrived_status = READ_AGAIN
     else:
         r.arrived_status = READ_MORE
-    rt._readable(ctx)
+    _stream_readable(rt, ctx)
     return 0
 
 
@@ -293,7 +325,7 @@ cdef int _iocp_rearm_deferred(ReactRuntime rt) except -1:
             _release(rt, ctx)
             raise
         except BaseException as exc:
-            rt._callback_failed(ctx, exc)
+            _callback_failed(rt, ctx, exc)
         _release(rt, ctx)
     return 0
 
@@ -365,17 +397,14 @@ cdef int _iocp_connect(ReactRuntime rt, DispatchContext ctx, int family, object 
 
 
 cdef int _iocp_connect_done(ReactRuntime rt, DispatchContext ctx, int err) except -1:
-    cdef _PendingConnect p = ctx.connect
-    if p is None or ctx.state != ST_CONNECTING:
+    if ctx.connect is None or ctx.state != ST_CONNECTING:
         return 0
     if err != 0:
         # (a connect cancelled by its timeout or by close() was reported there, and the
         # stream is no longer CONNECTING; an abort of a live connect is an error like others)
-        p.last_error = _net.os_error(err, f"connect to {p.addr!r}")
-        rt._discard_connecting(ctx)
-        return rt._try_next_address(p)
+        return _connect_attempt_failed(rt, ctx, err)
     w.setsockopt(<w.SOCKET><size_t>ctx.fd, w.SOL_SOCKET, w.SO_UPDATE_CONNECT_CONTEXT, NULL, 0)
-    return rt._connect_succeeded(ctx, p)
+    return _connect_succeeded(rt, ctx)
 
 
 cdef int _iocp_post_accepts(ReactRuntime rt, _Listener lst) except -1:
@@ -392,7 +421,7 @@ cdef int _iocp_post_accepts(ReactRuntime rt, _Listener lst) except -1:
                 err = w.WSAGetLastError()
                 log.warning("listener %s: cannot create a socket to accept on: %s; pausing "
                             "accepts for 100 ms", lst.reactor_id, os.strerror(err))
-                rt._pause_accepts(lst)
+                _pause_accepts(rt, lst)
                 return 0
             op.sock = s
             _op_start(rt, op, lst, OP_ACCEPT)
@@ -409,7 +438,7 @@ cdef int _iocp_post_accepts(ReactRuntime rt, _Listener lst) except -1:
                 # AcceptEx itself failed (resources): retry later rather than go silent
                 log.warning("listener %s: AcceptEx failed: %s; pausing accepts for 100 ms",
                             lst.reactor_id, os.strerror(err))
-                rt._pause_accepts(lst)
+                _pause_accepts(rt, lst)
                 return 0
     return 0
 
@@ -439,7 +468,7 @@ cdef int _iocp_accepted(ReactRuntime rt, _Listener lst, rio_op *op, int err) exc
                  os.strerror(w.WSAGetLastError()))
         w.closesocket(s)
         return 0
-    rt._adopt(lst, <int>s, _sockaddr_to_tuple(<sockaddr *>&peer))
+    _adopt(rt, lst, <int>s, _sockaddr_to_tuple(<sockaddr *>&peer))
     return 0
 
 

@@ -1,6 +1,6 @@
 # MsgSender and DispatchContext: a send writes straight to the socket when nothing is queued and
 # queues only what the kernel did not take; the runtime flushes the queue when the socket is
-# writable (EPOLLOUT, or the completion of an IOCP WSASend).  Write interest is registered by
+# writable (the backend's write readiness, or the completion of an IOCP WSASend).  Write interest is registered by
 # whoever queues (any callback, any command), so queued bytes always drain.  Send completions
 # (on_sent) run in send order, never inside the send_or_que call that registered them.
 
@@ -254,8 +254,8 @@ cdef class DispatchContext:
             if s.completions is None:
                 s.completions = collections.deque()
             s.completions.append((s.total_queued, on_sent))
-        if not (self.events & EPOLLOUT):
-            self._set_events(self.events | EPOLLOUT)
+        if not (self.want & WANT_WRITE):
+            self._set_want(self.want | WANT_WRITE)
         if not s.paused and s.tail - s.head > s.high_water:
             s.paused = True
             self._watermark_callback(True)
@@ -280,11 +280,12 @@ cdef class DispatchContext:
         return 0
 
     cdef int _flush(self) except -1:
-        """Write queued bytes until EAGAIN.  Runs on EPOLLOUT and while draining for close."""
+        """Write queued bytes until EAGAIN.  Runs when the socket is writable and while
+        draining for close."""
         cdef MsgSender s = self.sender
         cdef ssize_t r
         cdef int err
-        if REACTIO_IOCP and s.inflight_buf != NULL:
+        if _be_flush_blocked(self):
             return 0            # a WSASend owns the queue's head; its completion flushes
         while s.head < s.tail:
             r = send(self.fd, s.buf + s.head, s.tail - s.head, MSG_NOSIGNAL)
@@ -306,10 +307,10 @@ cdef class DispatchContext:
                 s._release_buffer()     # a burst made it grow: give the memory back
             if self.state == ST_DRAINING:
                 _stream_event(self.rt, self, EV_DRAINED, None)
-            elif self.events & EPOLLOUT and self.state == ST_OPEN:
-                self._set_events(self.events & ~EPOLLOUT)
-        elif REACTIO_IOCP:
-            _iocp_arm_send(self.rt, self)
+            elif self.want & WANT_WRITE and self.state == ST_OPEN:
+                self._set_want(self.want & ~WANT_WRITE)
+        else:
+            _be_after_flush(self.rt, self)
         if s.paused and s.tail - s.head <= s.low_water and self.state == ST_OPEN:
             s.paused = False
             self._watermark_callback(False)
@@ -325,26 +326,24 @@ cdef class DispatchContext:
         while budget > 0 and q and <uint64_t>q[0][0] <= s.total_sent:
             budget -= 1
             cb = q.popleft()[1]
-            self.rt._complete(cb, self.reactor_id)
+            _complete(cb, self.reactor_id)
         if q and <uint64_t>q[0][0] <= s.total_sent and not self.in_ready and self.state != ST_CLOSED:
             self.in_ready = True
             self.rt.ready.append(self)
         return 0
 
-    cdef int _set_events(self, uint32_t events) except -1:
-        cdef epoll_event ev
-        if events == self.events:
+    cdef int _set_want(self, int want) except -1:
+        """What the stream waits for (WANT_READ | WANT_WRITE).  Set before the backend is told:
+        a backend may complete a send at once (IOCP) and flush, which reads it."""
+        cdef int before = self.want
+        if want == before:
             return 0
-        if REACTIO_IOCP:        # completions, not interest: EPOLLOUT means "send the queue"
-            self.events = events
-            if events & EPOLLOUT:
-                _iocp_arm_send(self.rt, self)
-            return 0
-        ev.events = events
-        ev.data.u64 = _poll_key(self.reactor_id)
-        if epoll_ctl(self.rt.epfd, EPOLL_CTL_MOD, self.fd, &ev) != 0:
-            raise _net.os_error(rio_errno(), "epoll_ctl(MOD)")
-        self.events = events
+        self.want = want
+        try:
+            _be_set_want(self, want)
+        except BaseException:
+            self.want = before
+            raise
         return 0
 
 
