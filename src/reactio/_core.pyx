@@ -11,11 +11,12 @@ Layout of this module (one compilation unit, split by concern; docs/internals.md
   _commands.pxi    CmdSender, the cross-thread inbox, and running commands
   _streams.pxi     new streams, accepted connections, listeners, callback failures
   _connect.pxi     connects and listens: resolution, address by address, bind
-  _runtime.pxi     ReactRuntime: the public API, process_events, close, slots (ReactorIDs)
+  _runtime.pxi     ReactRuntime: the public API, process_events, close
+  _slots.pxi       slots: ReactorID allocation, lookup, release
   _timers.pxi      the timer heap, TimerHandle (call_later / call_at), send_call
   _backend.pxi     the backend interface: the only place that picks epoll or IOCP
   _epoll_loop.pxi  the epoll backend (Linux)
-  _iocp_loop.pxi   the IOCP backend (Windows)
+  _iocp_loop.pxi   the IOCP backend (Windows); _iocp_accept.pxi its AcceptEx listeners
 
 Rules the code keeps everywhere:
   * a callback's exception closes only its reactor; KeyboardInterrupt/SystemExit propagate;
@@ -308,7 +309,9 @@ include "_commands.pxi"
 include "_streams.pxi"
 include "_connect.pxi"
 include "_runtime.pxi"
+include "_slots.pxi"
 include "_timers.pxi"
 include "_backend.pxi"
 include "_epoll_loop.pxi"
 include "_iocp_loop.pxi"
+include "_iocp_accept.pxi"

@@ -3,7 +3,7 @@
 # _iocp_loop.pxi), run due timers, run the commands queued when the drain began, then run owed
 # send completions.  What happens to a stream is in _streams.pxi (accept, adopt) and
 # _lifecycle.pxi (its states), connects and listens in _connect.pxi, commands in
-# _commands.pxi, timers in _timers.pxi, slots (ReactorIDs) at the end of this file.
+# _commands.pxi, timers in _timers.pxi, slots (ReactorIDs) in _slots.pxi.
 from cpython.pythread cimport PyThread_get_thread_ident
 
 
@@ -431,51 +431,4 @@ cdef int _complete(object completion, object result) except -1:
         raise
     except BaseException as exc:
         log.error("completion %r raised %s", completion, type(exc).__name__, exc_info=exc)
-    return 0
-
-
-# ---------------------------------------------------------------------------- slots
-# A ReactorID is a slot of rt.slots and the slot's generation, bumped when it is freed, so an id
-# is never reused and a stale one is refused.
-
-cdef inline object _lookup(ReactRuntime rt, ReactorID rid):
-    if rid.slot < rt.nslots and rt.gens[rid.slot] == rid.generation:
-        return rt.slots[rid.slot]
-    return None
-
-
-cdef ReactorID _alloc_slot(ReactRuntime rt, object obj):
-    cdef uint32_t slot
-    cdef Py_ssize_t newcap
-    cdef void *p
-    if rt.nfree > 0:
-        rt.nfree -= 1
-        slot = rt.free_slots[rt.nfree]
-        rt.slots[slot] = obj
-    else:
-        if rt.nslots == rt.slots_cap:
-            newcap = max(64, 2 * rt.slots_cap)
-            p = realloc(rt.gens, newcap * sizeof(uint32_t))
-            if p == NULL:
-                raise MemoryError()
-            rt.gens = <uint32_t *>p
-            p = realloc(rt.free_slots, newcap * sizeof(uint32_t))
-            if p == NULL:
-                raise MemoryError()
-            rt.free_slots = <uint32_t *>p
-            rt.slots_cap = newcap
-        slot = <uint32_t>rt.nslots
-        rt.gens[slot] = 1
-        rt.nslots += 1
-        rt.slots.append(obj)
-    return ReactorID(slot, rt.gens[slot])
-
-
-cdef int _free_slot(ReactRuntime rt, uint32_t slot) except -1:
-    rt.slots[slot] = None
-    rt.gens[slot] += 1
-    if rt.gens[slot] == 0:
-        rt.gens[slot] = 1
-    rt.free_slots[rt.nfree] = slot
-    rt.nfree += 1
     return 0
