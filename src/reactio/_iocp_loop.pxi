@@ -128,6 +128,8 @@ cdef int _iocp_register(ReactRuntime rt, int fd, ReactorID rid) except -1:
 
 
 cdef int _iocp_poll(ReactRuntime rt, int timeout_ms) except -1:
+    # (one function: the sliced wait, the wake-up handshake and the batch with its held
+    # Ctrl-C share their locals and their order matters)
     cdef w.OVERLAPPED_ENTRY *ents = <w.OVERLAPPED_ENTRY *>rt.events
     cdef w.ULONG n = 0, i
     cdef w.BOOL ok

@@ -48,7 +48,8 @@ cdef inline void _closing(DispatchContext ctx, object err, bint abort):
 
 cdef int _stream_event(ReactRuntime rt, DispatchContext ctx, int ev, object err) except -1:
     """Apply one event to a stream: the transition table of docs/internals.md.  ``err`` is the
-    reason (kept as close_error if none is set yet)."""
+    reason (kept as close_error if none is set yet).  (Longer than most functions on purpose:
+    it is the table, and the table is read in one place.)"""
     cdef int st = ctx.state
     cdef int r
     if st >= ST_CLOSING:
@@ -216,22 +217,7 @@ cdef int _finalize(ReactRuntime rt, DispatchContext ctx) except -1:
             err = ReactorClosedError(f"reactor {ctx.reactor_id} was closed while connecting")
         return _connect_failed(rt, p, err)
     rt.n_streams -= 1
-    held = None     # KeyboardInterrupt/SystemExit from a completion: raised after on_close
-    q = ctx.sender.completions
-    if q:
-        try:
-            ctx._flush_completions()
-        except (KeyboardInterrupt, SystemExit) as exc:
-            held = exc
-        err = ctx.close_error
-        if err is None or not isinstance(err, BaseException):
-            err = ReactorClosedError(f"reactor {ctx.reactor_id} closed before the bytes were sent")
-        while q:
-            _, cb = q.popleft()
-            try:
-                _complete(cb, err)
-            except (KeyboardInterrupt, SystemExit) as exc:
-                held = held or exc
+    held = _settle_completions(ctx)
     reactor = ctx.reactor
     err = ctx.close_error
     reactor._close_error = err
@@ -259,6 +245,30 @@ cdef int _finalize(ReactRuntime rt, DispatchContext ctx) except -1:
     if held is not None:
         raise held
     return 0
+
+
+cdef object _settle_completions(DispatchContext ctx):
+    """A finalized stream's send completions: those whose bytes reached the kernel succeed,
+    the rest get the close error.  Returns a KeyboardInterrupt/SystemExit one of them raised
+    (to be raised after on_close), else None."""
+    held = None
+    q = ctx.sender.completions
+    if not q:
+        return None
+    try:
+        ctx._flush_completions()
+    except (KeyboardInterrupt, SystemExit) as exc:
+        held = exc
+    err = ctx.close_error
+    if err is None or not isinstance(err, BaseException):
+        err = ReactorClosedError(f"reactor {ctx.reactor_id} closed before the bytes were sent")
+    while q:
+        _, cb = q.popleft()
+        try:
+            _complete(cb, err)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            held = held or exc
+    return held
 
 
 # Reactor callbacks run through _call_reactor: the stream is held, an exception closes this

@@ -204,6 +204,8 @@ cdef class DispatchContext:
             _stream_event(self.rt, self, EV_ABORT if abort else EV_CLOSE, None)
 
     cdef int send_raw(self, const char *data, Py_ssize_t n, object on_sent=None) except -1:
+        # (one function on purpose: it is the hot path of every reply, and the queue-overflow
+        # and error branches are cold code that costs nothing when not taken)
         cdef MsgSender s = self.sender
         cdef Py_ssize_t sent = 0
         cdef ssize_t r
