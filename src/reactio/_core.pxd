@@ -48,10 +48,9 @@ cdef class MsgReader:
     cdef Py_ssize_t arrived
     cdef int arrived_status
     cdef bint io_pending           # IOCP: a WSARecv owns the free space; do not touch it
-    # the memoryview last handed to on_inbound_message, reused for the next message at the same
-    # place and size when nobody else holds it (no allocation, no GC pressure per message)
+    # the memoryview handed to on_inbound_message, pointed at the next message (any place, any
+    # size) when nobody else holds it: no allocation, no GC pressure per message
     cdef object view
-    cdef Py_ssize_t view_off, view_len
 
     cdef object _view(self, char *data, Py_ssize_t size)
 
@@ -118,11 +117,14 @@ cdef class DispatchContext:
     cdef object py_on_inbound       # the Python function overriding on_inbound_message, or None
     cdef object drain_timer         # _Command: the drain_timeout of a graceful close
     cdef bint peer_eof              # the peer shut its write side (recv returned 0)
+    cdef bint corked                # a multi-message read is being dispatched: hold replies
 
     # Send: 0 = all bytes written, 1 = some bytes queued.  Raises on a closed or broken
     # connection and when the queue would exceed max_send_queue (the connection is then closed).
     cdef int send_raw(self, const char *data, Py_ssize_t n, object on_sent=*) except -1
     cdef int _flush(self) except -1
+    cdef int _after_queueing(self) except -1
+    cdef int _uncork(self) except -1
     cdef int _set_want(self, int want) except -1
     cdef int _flush_completions(self) except -1
     cdef int _owe_completion(self, object on_sent) except -1

@@ -1,8 +1,16 @@
 # MsgSender and DispatchContext: a send writes straight to the socket when nothing is queued and
-# queues only what the kernel did not take; the runtime flushes the queue when the socket is
+# queues only what the kernel did not take -- except while a read holding several messages is
+# dispatched (DispatchContext.corked): the replies after the first are queued and leave in one
+# send() when that dispatch ends (or every CORK_BYTES), so N pipelined requests cost 2 sends,
+# not N, and a lone message (ping-pong) still goes out at once, from inside send_or_que; the runtime flushes the queue when the socket is
 # writable (the backend's write readiness, or the completion of an IOCP WSASend).  Write interest is registered by
 # whoever queues (any callback, any command), so queued bytes always drain.  Send completions
 # (on_sent) run in send order, never inside the send_or_que call that registered them.
+
+
+# Replies held back during one dispatch leave when they reach this many bytes: one send() of
+# 16 KiB is cheap, and the queue stays well under the default high watermark (64 KiB).
+cdef Py_ssize_t CORK_BYTES = 16 * 1024
 
 
 @cython.final
@@ -214,7 +222,7 @@ cdef class DispatchContext:
             raise ReactorClosedError(f"reactor {self.reactor_id} is not open; cannot send")
         if n < 0:
             raise ValueError(f"send_raw: a negative size ({n})")
-        if s.tail == s.head:
+        if s.tail == s.head and not self.corked:
             while sent < n:
                 r = send(self.fd, data + sent, n - sent, MSG_NOSIGNAL)
                 if r >= 0:
@@ -256,12 +264,34 @@ cdef class DispatchContext:
             if s.completions is None:
                 s.completions = collections.deque()
             s.completions.append((s.total_queued, on_sent))
+        if self.corked:
+            if s.tail - s.head < CORK_BYTES:
+                return 1        # leaves with the others when the dispatch of this read ends
+            self._flush()
+            if s.head == s.tail or self.state != ST_OPEN:
+                return 1
+        return self._after_queueing()
+
+    cdef int _after_queueing(self) except -1:
+        """Bytes wait in the queue: have the backend report writability, and pause the
+        reactor above the high watermark.  Returns 1 (IN_QUEUE)."""
+        cdef MsgSender s = self.sender
         if not (self.want & WANT_WRITE):
             self._set_want(self.want | WANT_WRITE)
         if not s.paused and s.tail - s.head > s.high_water:
             s.paused = True
             self._watermark_callback(True)
         return 1
+
+    cdef int _uncork(self) except -1:
+        """The dispatch of a read that held back replies is over: send them (one send()),
+        what the kernel does not take stays queued."""
+        self.corked = False
+        if self.sender.head != self.sender.tail and self.state == ST_OPEN:
+            self._flush()
+            if self.sender.head != self.sender.tail and self.state == ST_OPEN:
+                self._after_queueing()
+        return 0
 
     cdef int _watermark_callback(self, bint pause) except -1:
         """on_pause_writing / on_resume_writing.  Their exceptions close this stream, not the
@@ -305,7 +335,7 @@ cdef class DispatchContext:
             self._flush_completions()
         if s.head == s.tail:
             s.head = s.tail = 0
-            if s.cap > KEEP_BUFFER:
+            if s.cap >= KEEP_BUFFER:
                 s._release_buffer()     # a burst made it grow: give the memory back
             if self.state == ST_DRAINING:
                 _stream_event(self.rt, self, EV_DRAINED, None)
