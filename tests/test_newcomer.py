@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import reactio
-from reactio import (DefaultTcpListenerHandler, DispatchContext, DropMsgSize, ReactorClosedError,
+from reactio import (DefaultTcpListenerHandler, DropMsgSize, ReactorClosedError,
                      ReactorID, ReactRuntime, Reactor, SendQueueOverflowError)
 
 from conftest import Completion, SinkReactor, connect, listen_factory, pump_until
