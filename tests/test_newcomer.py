@@ -310,10 +310,8 @@ def test_docs_examples_that_connect_handle_failure(where, code):
             f"{where}: no completion checks for an exception"
 
 
-# ------------------------------------------------------------- item 6: introspection (core change)
+# ------------------------------------------------------------- item 6: introspection
 
-@pytest.mark.xfail(strict=True, reason="issue 13 item 6: needs the clinic signature line in "
-                                       "ReactRuntime's class docstring (core change proposed)")
 def test_runtime_signature_is_inspectable():
     sig = inspect.signature(ReactRuntime)
     assert list(sig.parameters) == ["max_send_queue", "max_msg_size", "high_water",
@@ -324,8 +322,6 @@ def test_runtime_signature_is_inspectable():
             assert sig.parameters[name].default == getattr(rt, name), name
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 item 6: needs auto_pickle=False in the core "
-                                       "(core change proposed)")
 def test_help_of_reactor_shows_no_cython_pickle_noise():
     text = pydoc.render_doc(Reactor, renderer=pydoc.plaintext)
     assert "__reduce_cython__" not in text and "__setstate_cython__" not in text, text

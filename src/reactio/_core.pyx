@@ -1,4 +1,4 @@
-# cython: language_level=3
+# cython: language_level=3, auto_pickle=False
 """reactio's hot loop: the runtime, reactor slots, framed reading, queued sending, commands and
 timers.
 
@@ -151,6 +151,11 @@ cdef class MessageResult:
     def __hash__(self):
         return hash((self.size, self.is_drop))
 
+    def __reduce__(self):
+        # (auto_pickle is off module-wide: live objects -- reactors, contexts, runtimes --
+        # cannot be pickled; a result can, and unpickles to the cached instance)
+        return (DropMsgSize if self.is_drop else ExpectMsgSize, (self.size,))
+
 
 cdef enum:
     RESULT_CACHE_SIZE = 8192   # results for sizes below this are preallocated on first use
@@ -228,7 +233,10 @@ cdef tuple _SEND_RESULTS = (SendOrQueResult.COMPLETE, SendOrQueResult.IN_QUEUE)
 # ----------------------------------------------------------------------------------- Reactor
 
 cdef class Reactor:
-    """One TCP stream's protocol: framing (on_inbound_message) and handling.
+    """Reactor()
+--
+
+One TCP stream's protocol: framing (on_inbound_message) and handling.
 
     Subclass it in Python (override with ``def``) or in Cython (``cimport reactio._core`` and
     override the cpdef methods, or the cdef ``on_inbound_raw`` for zero-object dispatch).  An

@@ -21,7 +21,10 @@ cdef inline int _ceil_ms(int64_t ns) noexcept:
 @cython.final
 @cython.no_gc_clear
 cdef class ReactRuntime:
-    """One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other threads
+    """ReactRuntime(*, max_send_queue=16777216, max_msg_size=16777216, high_water=65536, low_water=16384, drain_timeout=30.0, max_events=1024)
+--
+
+One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other threads
     reach it only through its cmd_sender.  ``with ReactRuntime() as rt:`` closes it on exit.
 
     Keywords (defaults for every stream; send_connect and listener handlers may override the
