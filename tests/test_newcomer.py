@@ -73,7 +73,7 @@ def test_failed_connect_without_completion_logs_one_error_naming_the_address(
     assert len(errors) == 1, [r.getMessage() for r in errors]
     message = errors[0].getMessage()
     assert "127.0.0.1" in message and str(port) in message, message
-    assert "Connection refused" in message, message
+    assert "ConnectionRefusedError" in message, message     # (the text of errno is the OS's)
     assert client.events == []                      # neither on_connected nor on_close
     assert isinstance(client.close_error, ConnectionRefusedError)
     assert expected_errors.messages == [message]
@@ -222,6 +222,7 @@ def test_readme_explains_the_reactor_id_its_example_prints_and_its_1024():
     assert ", 1024, " in code and "`1024`" in text and "recv_buffer_min_size" in text
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="the bench harness is Linux-only")
 def test_bench_page_gives_both_install_commands_and_the_scale_duration():
     from reactio.bench import cli
     text = (ROOT / "docs" / "bench.md").read_text(encoding="utf-8")
@@ -230,6 +231,7 @@ def test_bench_page_gives_both_install_commands_and_the_scale_duration():
     assert f"**{duration:g} s** by default" in text, duration
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="the bench harness is Linux-only")
 def test_plot_title_is_wrapped_to_the_figure():
     from reactio.bench import plot
     line = ("Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz, 2 CPUs, Linux 6.18.44-fc-v669, "
@@ -241,6 +243,7 @@ def test_plot_title_is_wrapped_to_the_figure():
     assert plot._wrap_title(line, 14.0) == line       # a wide figure keeps one line
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="the bench harness is Linux-only")
 def test_plot_title_fits_inside_the_png(tmp_path):
     pytest.importorskip("matplotlib")
     from reactio.bench import plot
