@@ -255,7 +255,7 @@ class TimerHandle:
     def cancel(self) -> None: ...
     def cancelled(self) -> bool: ...
 
-@disjoint_base
+@final
 class ReactRuntime:
     """One event loop.  Use it from one thread; other threads reach it through cmd_sender."""
 
