@@ -1,7 +1,9 @@
 """The legs of a comparison: what runs as the server and the client of each.
 
 A leg is symmetric: its server and its pingpong client use the same I/O stack (a C epoll
-client against the C epoll server, an asyncio client against the asyncio server, ...).
+client against the C epoll server, an asyncio client against the asyncio server, ...),
+except reactio-aio, whose server is reactio-py's reactor attached to uvloop and whose client
+is reactio-py's: the two legs differ only in how the server's runtime is driven.
 The ``scale`` command uses only the legs' servers; its load always comes from the C load
 generator.
 
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from .progress import Progress
 
 # Every leg, in the order tables list them. The C leg is the floor every ratio refers to.
-ALL_LEGS = ("c", "asyncio", "uvloop", "reactio-py", "reactio-cy")
+ALL_LEGS = ("c", "asyncio", "uvloop", "reactio-py", "reactio-cy", "reactio-aio")
 FLOOR = "c"
 
 DESCRIPTIONS = {
@@ -32,6 +34,7 @@ DESCRIPTIONS = {
     "uvloop": "asyncio Protocol on uvloop's loop",
     "reactio-py": "reactio, Python Reactor subclass",
     "reactio-cy": "reactio, Cython Reactor subclass",
+    "reactio-aio": "reactio, Python Reactor subclass, server attached to uvloop (reactio.aio)",
 }
 
 # Python package root to hand to the children, so that `python -m reactio.bench.worker`

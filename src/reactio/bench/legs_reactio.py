@@ -1,9 +1,16 @@
-"""The reactio legs: a Python ``Reactor`` subclass (reactio-py) and a Cython one (reactio-cy).
+"""The reactio legs: a Python ``Reactor`` subclass (reactio-py), a Cython one (reactio-cy), and
+the Python one driven by uvloop through ``reactio.aio.attach`` (reactio-aio).
 
-Both run the same loop shape a user would write: one ``ReactRuntime`` per process, a
-listener (server) or a connect (client), then ``process_events`` until the runtime is
-idle. Blocking mode waits in epoll without a time limit (``timeout=-1``), like the C
-floor; ``--spin`` passes ``timeout=0`` (busy poll).
+reactio-py and reactio-cy run the same loop shape a user would write: one ``ReactRuntime``
+per process, a listener (server) or a connect (client), then ``process_events`` until the
+runtime is idle. Blocking mode waits in epoll without a time limit (``timeout=-1``), like
+the C floor; ``--spin`` passes ``timeout=0`` (busy poll). reactio-aio runs the very same
+reactors with the runtime attached to a uvloop event loop (``reactio.aio.attach``: uvloop
+waits in its own epoll, which watches the runtime's) and awaits ``aio.listen`` /
+``aio.connect``; like the asyncio legs it ignores ``--spin``. It is the one leg that is not
+symmetric: its pingpong client is reactio-py's (``run_forever`` loop), so that reactio-aio
+and reactio-py differ only in how the server's runtime is driven, and the ratio of the two
+is the cost of serving through ``attach`` (what issue 15's target is about).
 
 The server accepts N connections, then closes its listener; when the last connection
 closes the runtime is idle and the process exits. The client closes its connection after
@@ -18,7 +25,7 @@ importing this module needs no reactio.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Callable, List, Optional, Union
+from typing import TYPE_CHECKING, Awaitable, Callable, List, Optional, Union
 
 from .worker import Recorder
 
@@ -39,6 +46,12 @@ def check(leg: str) -> None:
         except ImportError as e:
             raise ImportError(f"the Cython reactors (reactio.bench._cyecho) are not compiled "
                               f"in this install ({e})") from None
+    if leg == "reactio-aio":
+        from reactio import aio  # noqa: F401
+        try:
+            import uvloop  # noqa: F401
+        except ImportError as e:
+            raise ImportError(f"uvloop is not installed here (pip install uvloop): {e}") from None
 
 
 def _timeout(spin: bool) -> float:
@@ -86,6 +99,8 @@ def _run(rt: ReactRuntime, spin: bool, cy: bool) -> None:
 
 def serve(leg: str, conns: int, spin: bool, announce: Callable[[int], None]) -> None:
     from reactio import DefaultTcpListenerHandler, ReactRuntime
+    if leg == "reactio-aio":
+        return _aio_serve(conns, announce)
     state = _ServerState(conns)
     factory: Callable[[int, object], Reactor]
     if leg == "reactio-cy":
@@ -102,6 +117,8 @@ def serve(leg: str, conns: int, spin: bool, announce: Callable[[int], None]) -> 
 
 def ping(leg: str, port: int, size: int, rec: Recorder, spin: bool) -> None:
     from reactio import Deferred, ReactRuntime
+    if leg == "reactio-aio":
+        leg = "reactio-py"          # the same client: only the server differs (module doc)
     errors: List[BaseException] = []
     client: Union[CyPingClient, PyPingClient]
     if leg == "reactio-cy":
@@ -121,3 +138,45 @@ def ping(leg: str, port: int, size: int, rec: Recorder, spin: bool) -> None:
         raise errors[0]
     if client.i < rec.total:
         raise RuntimeError("the runtime went idle before the last round trip")
+
+
+# ---------------------------------------------------------------------- reactio-aio
+
+def _uvloop_run(main: Callable[[], Awaitable[None]]) -> None:
+    import uvloop
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+def _aio_serve(conns: int, announce: Callable[[int], None]) -> None:
+    """The reactio-py server, its runtime attached to uvloop: returns once ``conns``
+    connections were accepted and closed."""
+    import asyncio
+
+    from reactio import DefaultTcpListenerHandler, ReactRuntime, aio
+
+    from ._pyecho import PyEchoServer
+
+    async def main() -> None:
+        done = asyncio.get_running_loop().create_future()
+        state = _ServerState(conns)
+        closed = [0]
+
+        class Server(PyEchoServer):
+            def on_close(self, reactor_id: ReactorID, cmd_sender: object) -> None:
+                closed[0] += 1
+                if closed[0] == conns and not done.done():
+                    done.set_result(None)   # (on_close runs on the loop's thread)
+
+        with ReactRuntime() as rt:
+            with aio.attach(rt):
+                handler = DefaultTcpListenerHandler(lambda count, param: Server(state), 4096,
+                                                    None, backlog=4096)
+                lid = await aio.listen(rt, ("127.0.0.1", 0), handler)
+                announce(rt.local_address(lid)[1])
+                await done
+
+    _uvloop_run(main)

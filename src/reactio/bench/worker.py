@@ -79,7 +79,7 @@ def _impl(leg: str) -> LegModule:
     if leg in ("asyncio", "uvloop"):
         from . import legs_asyncio
         return legs_asyncio
-    if leg in ("reactio-py", "reactio-cy"):
+    if leg in ("reactio-py", "reactio-cy", "reactio-aio"):
         from . import legs_reactio
         return legs_reactio
     raise SystemExit(f"worker: unknown leg {leg!r}")
