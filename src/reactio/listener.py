@@ -1,6 +1,8 @@
 """Listener handlers: what a listening socket does with each accepted connection."""
 from __future__ import annotations
 
+import socket
+import sys
 from typing import Any, Callable, Optional
 
 from reactio._core import Reactor
@@ -12,12 +14,20 @@ class TcpListenerHandler:
     The runtime reads these attributes when the listener starts: ``recv_buffer_min_size``
     (receive buffer / minimum read size of each accepted stream), ``max_send_queue`` and
     ``max_msg_size`` (None: the runtime's defaults), ``nodelay`` (TCP_NODELAY on accepted
-    streams), ``backlog`` and ``reuse_port``.
+    streams), ``backlog`` and ``reuse_port`` (SO_REUSEPORT: several listeners, in one
+    process or several, share one address and the kernel spreads connections over them;
+    refused with ValueError here where the platform has no SO_REUSEPORT, i.e. Windows).
     """
 
     def __init__(self, recv_buffer_min_size: int = 4096, *, max_send_queue: Optional[int] = None,
                  max_msg_size: Optional[int] = None, nodelay: bool = True, backlog: int = 1024,
                  reuse_port: bool = False) -> None:
+        if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
+            raise ValueError(
+                "reuse_port=True: SO_REUSEPORT does not exist on this platform "
+                f"({sys.platform}): Windows cannot spread one port's connections over several "
+                "listeners (docs/listeners.md); serve from one process, with "
+                "ThreadedReactorMgr for several runtimes")
         self.recv_buffer_min_size = recv_buffer_min_size
         self.max_send_queue = max_send_queue
         self.max_msg_size = max_msg_size
