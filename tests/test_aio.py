@@ -502,14 +502,9 @@ def test_awaitables_work_with_a_runtime_on_another_thread(run):
             sender = mgr.get_cmd_sender(0)
             server = Counter()
             lid = await aio.listen(sender, "127.0.0.1:0", lambda n, p: server)
-            port_box: List[int] = []
-            # the runtime is used on its own thread only: a completion runs there (this
-            # command goes to no reactor; it is only a way onto that thread)
-            sender.send_user_cmd(ReactorID(0, 0), None, None, lambda r: port_box.append(
-                mgr.get_runtime(0).local_address(lid)[1]))
-            await until(lambda: bool(port_box))
+            port = await aio.call(sender, lambda: mgr.get_runtime(0).local_address(lid)[1])
             client = Counter()
-            rid = await aio.connect(sender, ("127.0.0.1", port_box[0]), client)
+            rid = await aio.connect(sender, ("127.0.0.1", port), client)
             await aio.user_cmd(sender, rid, "over there")
             assert client.commands == ["over there"]
             assert client.threads == ["reactio-runtime-0"]
@@ -519,6 +514,22 @@ def test_awaitables_work_with_a_runtime_on_another_thread(run):
     run(main())
     with pytest.raises(TypeError):
         asyncio.run(aio.close(object(), ReactorID(0, 0)))   # type: ignore[arg-type]
+
+
+def test_call_runs_on_the_runtimes_thread(run, thread):
+    async def main() -> None:
+        with ReactRuntime() as rt, aio.attach(rt, thread=thread):
+            lid = await aio.listen(rt, "127.0.0.1:0", lambda n, p: Counter())
+            where = await aio.call(rt, lambda: threading.current_thread().name)
+            expected = "reactio-aio" if thread or IOCP else threading.current_thread().name
+            assert where == expected
+            port = await aio.call(rt, rt.local_address, lid)
+            assert port[0] == "127.0.0.1" and port[1] > 0
+            with pytest.raises(ReactorNotFoundError):
+                await aio.call(rt, rt.local_address, ReactorID(7, 7))
+            await aio.close(rt, lid)
+
+    run(main())
 
 
 def test_callbacks_run_on_the_loop_thread_when_attached_by_descriptor(run):

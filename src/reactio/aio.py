@@ -5,6 +5,7 @@
     rid = await reactio.aio.connect(rt, ("127.0.0.1", port), MyReactor())
     await reactio.aio.user_cmd(rt, rid, "hello")
     await reactio.aio.close(rt, rid)
+    port = await reactio.aio.call(rt, lambda: rt.local_address(lid)[1])   # on rt's thread
     handle.detach()                       # rt is yours again (process_events, run_forever)
 
 How ``attach`` drives the runtime (epoll backend): the loop watches ``rt.fileno()``, the
@@ -34,7 +35,7 @@ import asyncio
 import logging
 import select
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, TypeVar, Union, cast
 
 import reactio
 from reactio import (CmdSender, DefaultTcpListenerHandler, Deferred, Reactor, ReactorID,
@@ -47,13 +48,14 @@ if TYPE_CHECKING:
 
     from reactio._core import _ListenerHandler
 
-__all__ = ["AttachHandle", "attach", "listen", "connect", "close", "user_cmd"]
+__all__ = ["AttachHandle", "attach", "listen", "connect", "close", "user_cmd", "call"]
 
 log = logging.getLogger("reactio")
 
 # "host:port", "[v6]:port", (host, port) or (host, port, flowinfo, scope_id)
 Address = Union[str, Tuple[str, int], Tuple[str, int, int, int]]
 _Result = Union[ReactorID, BaseException]
+_T = TypeVar("_T")
 
 # Generation 0 is never given to a reactor (generations start at 1 and skip 0 when they wrap),
 # so a command to this id completes with ReactorNotFoundError without touching anything.
@@ -412,3 +414,43 @@ async def user_cmd(rt: Union[ReactRuntime, CmdSender], reactor_id: ReactorID, cm
     sender = _cmd_sender(rt)
     await _command(sender, lambda done: sender.send_user_cmd(reactor_id, cmd, deferred, done),
                    False)
+
+
+async def call(rt: Union[ReactRuntime, CmdSender], fn: Callable[..., _T], *args: Any) -> _T:
+    """Run ``fn(*args)`` on the runtime's thread, between its events, and return its result
+    (or raise its exception).  The way to use the runtime itself -- ``rt.local_address()``,
+    ``rt.get_context()``, a context's ``send_or_que`` -- from a coroutine when the runtime
+    runs on another thread (``attach`` in thread mode, ``ThreadedReactorMgr``); with a
+    descriptor attachment that thread is the loop's own, and ``fn`` runs inside the loop's
+    next call of ``process_events()``."""
+    sender = _cmd_sender(rt)
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[_T] = loop.create_future()
+    loop_thread = threading.get_ident()
+
+    def deliver(ok: bool, value: Any) -> None:      # on the loop's thread
+        if fut.cancelled():
+            return
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+    def completion(result: _Result) -> None:        # on the runtime's thread
+        # The command went to no reactor (_NO_REACTOR): its completion is only a way to run
+        # on the runtime's thread; `result` is the ReactorNotFoundError that says so.
+        value: Any
+        try:
+            ok, value = True, fn(*args)
+        except BaseException as exc:                # handed to the awaiter, not lost
+            ok, value = False, exc
+        if threading.get_ident() == loop_thread:
+            deliver(ok, value)
+            return
+        try:
+            loop.call_soon_threadsafe(deliver, ok, value)
+        except RuntimeError:
+            pass                                    # the loop is closed: nobody awaits
+
+    sender.send_user_cmd(_NO_REACTOR, None, None, completion)
+    return await fut
