@@ -126,14 +126,19 @@ class Leg:
         lines = (out.stdout + out.stderr).strip().splitlines()
         return lines[-1] if lines else f"import check failed (exit status {out.returncode})"
 
-    def server_argv(self, conns: int, spin: bool, timeout: float) -> List[str]:
-        """A server that prints ``port N``, serves ``conns`` connections, exits after."""
+    def server_argv(self, conns: int, spin: bool, timeout: float,
+                    workers: Optional[int] = None) -> List[str]:
+        """A server that prints ``port N``, serves ``conns`` connections, exits after; with
+        ``workers``, one that serves from that many processes sharing the port
+        (SO_REUSEPORT) until SIGTERM, then exits 0."""
         if self.name == FLOOR:
             argv = [str(self._exes["server"]), "--conns", str(conns)]
         else:
             argv = [sys.executable, "-m", "reactio.bench.worker", "server", self.name,
                     "--conns", str(conns)]
         argv += ["--timeout", str(int(timeout) + 1)]
+        if workers:
+            argv += ["--workers", str(workers)]
         return argv + (["--spin"] if spin else [])
 
     def client_argv(self, port: int, count: int, warmup: int, size: int, out: Path,

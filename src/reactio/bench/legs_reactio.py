@@ -115,6 +115,71 @@ def serve(leg: str, conns: int, spin: bool, announce: Callable[[int], None]) -> 
         _run(rt, spin, leg == "reactio-cy")
 
 
+def serve_workers(leg: str, workers: int, spin: bool, announce: Callable[[int], None],
+                  timeout: int) -> None:
+    """``workers`` processes sharing one port (reuse_port=True), until SIGTERM: reactio-py and
+    reactio-cy through ``reactio.workers.run`` (their runtimes in ``run_forever``; --spin does
+    not apply), reactio-aio with the harness's own fork loop, each worker attached to
+    uvloop."""
+    from reactio import DefaultTcpListenerHandler, ReactRuntime, workers as rworkers
+    state = _ServerState(1 << 62)       # never closes its listener: SIGTERM ends the run
+    factory: Callable[[int, object], Reactor]
+    if leg == "reactio-cy":
+        from ._cyecho import CyEchoServer
+        factory = lambda count, param: CyEchoServer(state)  # noqa: E731
+    else:
+        from ._pyecho import PyEchoServer
+        factory = lambda count, param: PyEchoServer(state)  # noqa: E731
+
+    def handler() -> TcpListenerHandler:
+        return DefaultTcpListenerHandler(factory, 4096, None, backlog=4096, reuse_port=True)
+
+    if leg == "reactio-aio":
+        from .worker import run_forked
+
+        def serve_on(port: int, ready: Callable[[], None]) -> None:
+            import asyncio
+
+            from reactio import aio
+
+            async def main() -> None:
+                with ReactRuntime() as rt, aio.attach(rt):
+                    await aio.listen(rt, ("127.0.0.1", port), handler())
+                    ready()
+                    await asyncio.Event().wait()            # until SIGTERM
+
+            _uvloop_run(main)
+
+        run_forked(workers, serve_on, announce, timeout)
+        return
+
+    from .worker import ReadyPipe
+    holder = rworkers.reserve_port("127.0.0.1")
+    port = holder.getsockname()[1]
+    pipe = ReadyPipe()
+
+    def setup(rt: ReactRuntime) -> None:
+        def listening(result: Union[ReactorID, BaseException]) -> None:
+            if isinstance(result, BaseException):
+                raise SystemExit(f"worker cannot listen on port {port}: {result}")
+            pipe.ready()
+            me = rworkers.current_worker()
+            if me is not None and me.index == 0 and me.restarts == 0:
+                # The parent is inside workers.run(): worker 0 announces the port (on the
+                # stdout they share) once every worker listens.
+                pipe.wait(workers)
+                announce(port)
+
+        rt.cmd_sender.send_listen(("127.0.0.1", port), handler(), None, listening)
+
+    try:
+        # max_restarts=0: a crash is a failed run, not something to ride out
+        rworkers.run(setup, workers=workers, max_restarts=0, stop_timeout=5.0)
+    finally:
+        holder.close()
+        pipe.close()
+
+
 def ping(leg: str, port: int, size: int, rec: Recorder, spin: bool) -> None:
     from reactio import Deferred, ReactRuntime
     if leg == "reactio-aio":
