@@ -286,9 +286,9 @@ def run(setup: Callable[[ReactRuntime], object], *, workers: Optional[int] = Non
     worker exited 0 on its own; raises WorkersCrashedError when workers keep crashing,
     NotImplementedError where fork() or SO_REUSEPORT is missing, ValueError for bad
     arguments."""
-    _check_platform()
     if not callable(setup):
         raise TypeError(f"setup must be callable (setup(rt)), not {type(setup).__name__}")
+    _check_platform()
     if workers is None:
         workers = os.cpu_count() or 1
     if not isinstance(workers, int) or workers < 1:
