@@ -269,7 +269,9 @@ class AttachHandle:
                       exc, exc_info=exc)
         finally:
             if self._attached:
-                # run_forever returned without detach(): rt.stop() was called by someone
+                # run_forever returned without detach(): someone called rt.stop()
+                log.warning("reactio.aio: the runtime's run_forever() returned (rt.stop() was "
+                            "called): nothing drives it any more")
                 self._attached = False
                 self._forget()
 
