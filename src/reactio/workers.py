@@ -57,6 +57,7 @@ log = logging.getLogger("reactio.workers")
 
 # how much longer than stop_timeout the parent waits before it kills a stopping worker
 KILL_GRACE = 5.0
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 class WorkersCrashedError(ReactioError, RuntimeError):
@@ -185,13 +186,21 @@ class _Supervisor:
         restarts = self.restarts[index]
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        # SIGTERM/SIGINT stay blocked across fork() until the worker has its own handlers:
+        # one arriving in between must stop the worker, not run the parent's handler there
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            raise
         if pid == 0:                                # the worker: never returns
             code = 1
             try:
-                code = _worker_main(self, index, restarts)
+                code = _worker_main(self, index, restarts, old_mask)
             finally:
                 os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         self.live[pid] = _Worker(index, restarts, pid)
         log.info("worker %d started (pid %d)", index, pid)
 
@@ -354,8 +363,9 @@ def _parent_death_signal(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _worker_main(sup: _Supervisor, index: int, restarts: int) -> int:
-    """The body of a worker process; returns its exit status."""
+def _worker_main(sup: _Supervisor, index: int, restarts: int, mask: Any) -> int:
+    """The body of a worker process (SIGTERM/SIGINT blocked until its handlers are in
+    place, then ``mask`` again); returns its exit status."""
     global _current
     # undo the parent's signal plumbing: its wake-up pipe is not ours to write
     signal.set_wakeup_fd(-1)
@@ -372,6 +382,7 @@ def _worker_main(sup: _Supervisor, index: int, restarts: int) -> int:
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)   # a stop sent meanwhile is handled now
     _parent_death_signal(sup.pid)
     code = 0
     try:
