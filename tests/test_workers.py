@@ -136,7 +136,7 @@ SERVER = textwrap.dedent('''
                     w = workers.current_worker()
                     ctx.send_or_que(b"%d %d %d\\n" % (os.getpid(), w.index, w.restarts))
                 elif line == b"end":
-                    print("got end, queued %d" % ctx.send_queue_size, flush=True)
+                    os.write(1, b"got end, queued %d\\n" % ctx.send_queue_size)
                 else:
                     ctx.send_or_que(line + b"\\n")
             return DropMsgSize(n)
@@ -151,7 +151,8 @@ SERVER = textwrap.dedent('''
             if not isinstance(result, ReactorID):
                 print("listen failed", result, flush=True)
                 os._exit(2)
-            print("ready %d %d %d" % (w.index, w.restarts, os.getpid()), flush=True)
+            # one write(2) per line: the workers share the parent's stdout pipe
+            os.write(1, b"ready %d %d %d\\n" % (w.index, w.restarts, os.getpid()))
 
         handler = DefaultTcpListenerHandler(lambda n, p: Lines(), 4096, reuse_port=True)
         rt.cmd_sender.send_listen(("127.0.0.1", PORT), handler, None, listening)
