@@ -118,6 +118,9 @@ cdef class CmdSender:
                                  getattr(handler, "nodelay", True))
         p.backlog = _size_option(getattr(handler, "backlog", 1024), "backlog", 0, 65535)
         p.reuse_port = bool(getattr(handler, "reuse_port", False))
+        if p.reuse_port and not _net.HAS_REUSE_PORT:
+            raise ValueError("reuse_port=True: this platform has no SO_REUSEPORT (one listener "
+                             "per port; see docs/listeners.md)")
         p.dual_stack = bool(getattr(handler, "dual_stack", False))
         p.addr = addr
         p.handler = handler
