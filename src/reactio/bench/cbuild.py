@@ -4,7 +4,8 @@ The sources ship as package data; the harness compiles them at run time so the C
 built for, and by, the machine it runs on. Executables are cached in
 ``$REACTIO_BENCH_CACHE``, else ``$XDG_CACHE_HOME/reactio-bench``, else
 ``~/.cache/reactio-bench`` (a per-user temp directory when none of these is writable),
-keyed by a hash of the source, the compiler command and the compiler's version, so an
+keyed by a hash of the source, the shared headers (``c/*.h``, e.g. ``net_util.h``), the
+compiler command and the compiler's version, so an
 edited source or another compiler never reuses a stale binary. ``$CC`` picks the compiler
 (default ``cc``).
 """
@@ -82,12 +83,17 @@ def build(name: str) -> Path:
     src = SOURCE_DIR / PROGRAMS[name]
     try:
         source = src.read_bytes()
+        # The headers the programs include (by "name.h", found next to the source): an
+        # edited header must not reuse a stale binary either.
+        headers = [h.name.encode() + b"\0" + h.read_bytes()
+                   for h in sorted(SOURCE_DIR.glob("*.h"))]
     except OSError as e:
         raise BuildError(f"the C sources are not in this install (package data "
-                         f"reactio/bench/c/*.c): {e}") from None
+                         f"reactio/bench/c/*.c and *.h): {e}") from None
     cmd = compiler()
     key = hashlib.sha256()
-    for part in (source, " ".join(cmd + CFLAGS).encode(), compiler_version().encode()):
+    for part in (source, *headers, " ".join(cmd + CFLAGS).encode(),
+                 compiler_version().encode()):
         key.update(part)
         key.update(b"\0")
     cache = cache_dir()

@@ -39,7 +39,9 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
-#define HDR 10
+#define PROG "echo_server"
+#include "net_util.h"
+
 #define MAX_EVENTS 256
 
 struct conn {
@@ -49,19 +51,6 @@ struct conn {
     char *wbuf;        /* echoed bytes the kernel did not take yet */
     size_t woff, wlen, wcap;
 };
-
-static void die(const char *what) {
-    fprintf(stderr, "echo_server: %s: %s\n", what, strerror(errno));
-    exit(1);
-}
-
-static void raise_nofile(void) {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-}
 
 static void ensure_cap(char **buf, size_t *cap, size_t need) {
     if (*cap >= need) return;

@@ -29,7 +29,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HDR 10
+#define PROG "idle_client"
+#include "net_util.h"
+
 #define MAX_PENDING 256
 #define MAX_EVENTS 1024
 
@@ -40,30 +42,6 @@ struct conn {
     int state;
     size_t woff, rlen;
 };
-
-static void die(const char *what) {
-    fprintf(stderr, "idle_client: %s: %s\n", what, strerror(errno));
-    exit(1);
-}
-
-static void fail(const char *msg) {
-    fprintf(stderr, "idle_client: %s\n", msg);
-    exit(1);
-}
-
-static inline int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void raise_nofile(void) {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-}
 
 int main(int argc, char **argv) {
     if (argc < 4) {
@@ -95,20 +73,14 @@ int main(int argc, char **argv) {
 
     int ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0) die("epoll_create1");
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int one = 1;
+    struct sockaddr_in addr = loopback_addr(port);
     long started = 0, pending = 0, ready = 0;
     int64_t next_progress = now_ns() + 500000000LL;
     struct epoll_event evs[MAX_EVENTS];
     while (ready < nconns) {
         while (started < nconns && pending < MAX_PENDING) {
             struct conn *c = &conns[started++];
-            c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-            if (c->fd < 0) die("socket (is RLIMIT_NOFILE high enough?)");
-            setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            if (connect(c->fd, (struct sockaddr *)&addr, sizeof addr) < 0 && errno != EINPROGRESS)
-                die("connect");
+            c->fd = connect_nonblocking(&addr);
             c->state = CONNECTING;
             struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
             if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) die("epoll_ctl(ADD)");

@@ -34,7 +34,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HDR 10
+#define PROG "loadgen"
+#include "net_util.h"
+
 #define MAX_EVENTS 1024
 #define CONNECT_TIMEOUT_NS (30LL * 1000000000LL)
 
@@ -52,22 +54,6 @@ struct conn {
 
 static long size;
 static int ep;
-
-static void die(const char *what) {
-    fprintf(stderr, "loadgen: %s: %s\n", what, strerror(errno));
-    exit(1);
-}
-
-static void fail(const char *msg) {
-    fprintf(stderr, "loadgen: %s\n", msg);
-    exit(1);
-}
-
-static inline int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 static void set_events(struct conn *c, uint32_t events) {
     struct epoll_event ev = {.events = events, .data.ptr = c};
@@ -89,20 +75,11 @@ static void flush(struct conn *c) {
 }
 
 static void send_next(struct conn *c, int64_t t) {
-    uint64_t u = (uint64_t)t;
-    for (int i = 0; i < 8; i++) c->msg[2 + i] = (unsigned char)(u >> (8 * i));
+    put_i64le(c->msg + 2, t);
     c->sent_at = t;
     c->woff = 0;
     c->rlen = 0;
     flush(c);
-}
-
-static void raise_nofile(void) {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
 }
 
 int main(int argc, char **argv) {
@@ -130,22 +107,14 @@ int main(int argc, char **argv) {
     if (ep < 0) die("epoll_create1");
     struct conn *conns = calloc((size_t)nconns, sizeof *conns);
     if (!conns) fail("out of memory");
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int one = 1;
+    struct sockaddr_in addr = loopback_addr(port);
     for (long i = 0; i < nconns; i++) {
         struct conn *c = &conns[i];
         c->msg = calloc(1, (size_t)size);
         c->in = malloc((size_t)size);
         if (!c->msg || !c->in) fail("out of memory");
-        c->msg[0] = (unsigned char)((size - HDR) & 0xff);
-        c->msg[1] = (unsigned char)(((size - HDR) >> 8) & 0xff);
-        memset(c->msg + HDR, 'x', (size_t)size - HDR);
-        c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (c->fd < 0) die("socket (is RLIMIT_NOFILE high enough?)");
-        setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        if (connect(c->fd, (struct sockaddr *)&addr, sizeof addr) < 0 && errno != EINPROGRESS)
-            die("connect");
+        init_msg(c->msg, size);
+        c->fd = connect_nonblocking(&addr);
         c->state = CONNECTING;
         struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) die("epoll_ctl(ADD)");

@@ -30,34 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HDR 10
-
-static void die(const char *what) {
-    fprintf(stderr, "pingpong_client: %s: %s\n", what, strerror(errno));
-    exit(1);
-}
-
-static void fail(const char *msg) {
-    fprintf(stderr, "pingpong_client: %s\n", msg);
-    exit(1);
-}
-
-static inline int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void put_i64le(unsigned char *p, int64_t v) {
-    uint64_t u = (uint64_t)v;
-    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(u >> (8 * i));
-}
-
-static int64_t get_i64le(const unsigned char *p) {
-    uint64_t u = 0;
-    for (int i = 0; i < 8; i++) u |= (uint64_t)p[i] << (8 * i);
-    return (int64_t)u;
-}
+#define PROG "pingpong_client"
+#include "net_util.h"
 
 /* The send buffer is full (rare: only for large messages): wait until the socket is
  * writable, then go back to the usual read interest. */
@@ -97,20 +71,10 @@ int main(int argc, char **argv) {
     int64_t *samples = malloc((size_t)count * sizeof *samples);
     unsigned char *msg = calloc(1, (size_t)size), *in = malloc((size_t)size);
     if (!samples || !msg || !in) fail("out of memory");
-    memset(msg + HDR, 'x', (size_t)size - HDR);
-    msg[0] = (unsigned char)((size - HDR) & 0xff);
-    msg[1] = (unsigned char)(((size - HDR) >> 8) & 0xff);
+    init_msg(msg, size);
 
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) die("socket");
-    int one = 1;
-    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) die("TCP_NODELAY");
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     /* Blocking connect: no signal handler is installed, so it cannot return EINTR. */
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) die("connect");
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) die("fcntl");
+    int fd = connect_loopback(port);
     int ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0) die("epoll_create1");
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};

@@ -45,35 +45,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HDR 10
+#define PROG "pipeline_client"
+#include "net_util.h"
 
 static int fd, ep;
 static long depth, size;
 static unsigned char *out, *in;     /* one burst out, its echoes in */
 static sigset_t usr1;
 static uint32_t interest = EPOLLIN;   /* the epoll events fd is registered for */
-
-static void die(const char *what) {
-    fprintf(stderr, "pipeline_client: %s: %s\n", what, strerror(errno));
-    exit(1);
-}
-
-static void fail(const char *msg) {
-    fprintf(stderr, "pipeline_client: %s\n", msg);
-    exit(1);
-}
-
-static inline int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static int64_t get_i64le(const unsigned char *p) {
-    uint64_t u = 0;
-    for (int i = 0; i < 8; i++) u |= (uint64_t)p[i] << (8 * i);
-    return (int64_t)u;
-}
 
 /* Say what we wait for, then wait for the harness's SIGUSR1 (blocked since start-up, so a
  * signal sent before we get here is pending, not lost). */
@@ -92,10 +71,7 @@ static void burst(int64_t *rtt) {
     size_t total = (size_t)depth * (size_t)size, woff = 0, got = 0;
     long checked = 0;
     int64_t t0 = now_ns();
-    for (long k = 0; k < depth; k++) {
-        uint64_t u = (uint64_t)t0;
-        for (int i = 0; i < 8; i++) out[(size_t)k * size + 2 + i] = (unsigned char)(u >> (8 * i));
-    }
+    for (long k = 0; k < depth; k++) put_i64le(out + (size_t)k * size + 2, t0);
     while (got < total) {
         int progressed = 0;
         while (woff < total) {
@@ -173,21 +149,11 @@ int main(int argc, char **argv) {
     if (!samples || !out || !in) fail("out of memory");
     for (long k = 0; k < depth; k++) {
         unsigned char *m = out + (size_t)k * size;
-        m[0] = (unsigned char)((size - HDR) & 0xff);
-        m[1] = (unsigned char)(((size - HDR) >> 8) & 0xff);
-        memset(m + HDR, 'x', (size_t)size - HDR);
+        init_msg(m, size);
     }
 
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) die("socket");
-    int one = 1;
-    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) die("TCP_NODELAY");
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     /* Blocking connect: EINTR is impossible, SIGUSR1 is blocked and no handler is set. */
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) die("connect");
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) die("fcntl");
+    fd = connect_loopback(port);
     ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0) die("epoll_create1");
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
