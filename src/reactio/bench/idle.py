@@ -20,25 +20,20 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from . import cbuild, stats
-from .legs import FLOOR, Leg, round_order, usable_legs
-from .procs import Child, ChildError, deadline_in, raise_nofile_limit, rss_bytes
+from .legs import FLOOR, Leg, LegOutcome, run_rounds, usable_legs
+from .procs import Child, ChildError, deadline_in, require_nofile, rss_bytes
 from .progress import Progress
 
 STARTUP_TIMEOUT = 60.0
 SECONDS_PER_CONN = 0.01  # a generous bound on connecting and echoing once, for the watchdog
 
 
-class IdleResult:
+class IdleResult(LegOutcome):
     """One leg's RSS figures at one connection count, one entry per round."""
 
     def __init__(self, leg: Leg) -> None:
-        self.leg = leg
-        self.status = "ok"
-        self.reason: Optional[str] = None
+        super().__init__(leg)
         self.rounds: List[Dict[str, Any]] = []
-
-    def fail(self, status: str, reason: str) -> None:
-        self.status, self.reason = status, reason
 
     @property
     def ok(self) -> bool:
@@ -50,10 +45,7 @@ class IdleResult:
         return float(statistics.median(r["bytes_per_conn"] for r in self.rounds))
 
     def to_dict(self, floor: Optional["IdleResult"]) -> Dict[str, Any]:
-        d: Dict[str, Any] = {"leg": self.leg.name, "description": self.leg.description,
-                             "status": self.status}
-        if self.reason:
-            d["reason"] = self.reason
+        d = self.head()
         if not self.ok:
             return d
         d["bytes_per_conn"] = self.per_conn
@@ -108,34 +100,22 @@ def run_once(leg: Leg, client: Path, conns: int, size: int, workdir: Path,
 
 def run(legs: List[Leg], conns_list: List[int], size: int, rounds: int,
         progress: Progress) -> Dict[str, Any]:
-    limit = raise_nofile_limit()  # inherited by the children
-    if max(conns_list) + 64 > limit:
-        raise ValueError(f"{max(conns_list)} connections need more file descriptors than "
-                         f"RLIMIT_NOFILE allows here ({limit}); raise the hard limit "
-                         "(ulimit -Hn) or use fewer --conns")
+    require_nofile(max(conns_list))  # the raised limit is inherited by the children
     client = cbuild.build("idle_client")  # BuildError: no idle run at all without it
     available, skipped = usable_legs(legs, False, "idle", progress)
     results: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="reactio-bench-") as tmp:
         workdir = Path(tmp)
         for conns in conns_list:
-            per_leg = {leg.name: IdleResult(leg) for leg in legs}
-            for name, reason in skipped.items():
-                per_leg[name].fail("skipped", reason)
-            for r in range(rounds):
-                for leg in round_order(available, r):
-                    res = per_leg[leg.name]
-                    if res.status != "ok":
-                        continue
-                    label = f"idle {conns:,} conns, round {r + 1}/{rounds}, {leg.name}"
-                    try:
-                        fig = run_once(leg, client, conns, size, workdir, progress, label)
-                    except (ChildError, OSError, ValueError) as e:
-                        res.fail("failed", f"round {r + 1}: {e}")
-                        progress.note(f"idle: leg {leg.name} at {conns} conns failed: {e}")
-                        continue
-                    res.rounds.append({"round": r + 1, **fig})
-            progress.clear()
+            def measure(leg: Leg, r: int, conns: int = conns) -> Dict[str, Any]:
+                label = f"idle {conns:,} conns, round {r + 1}/{rounds}, {leg.name}"
+                return run_once(leg, client, conns, size, workdir, progress, label)
+
+            def record(res: IdleResult, r: int, fig: Dict[str, Any]) -> None:
+                res.rounds.append({"round": r + 1, **fig})
+
+            per_leg = run_rounds(legs, available, skipped, IdleResult, rounds, measure, record,
+                                 "idle", progress, where=f" at {conns} conns")
             floor = per_leg.get(FLOOR)
             results.append({"conns": conns,
                             "legs": [per_leg[leg.name].to_dict(floor) for leg in legs]})

@@ -17,9 +17,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from . import cbuild
+from .procs import ChildError
 
 if TYPE_CHECKING:
     from .progress import Progress
@@ -81,6 +82,60 @@ def round_order(available: List["Leg"], r: int) -> List["Leg"]:
     no leg always runs first (or right after the same one)."""
     k = r % len(available) if available else 0
     return available[k:] + available[:k]
+
+
+class LegOutcome:
+    """One leg's outcome in one mode (at one size, depth or connection count): ``ok`` until
+    a round fails or the leg is skipped. The modes' result classes add their figures."""
+
+    def __init__(self, leg: "Leg") -> None:
+        self.leg = leg
+        self.status = "ok"
+        self.reason: Optional[str] = None
+
+    def fail(self, status: str, reason: str) -> None:
+        self.status, self.reason = status, reason
+
+    def head(self) -> Dict[str, Any]:
+        """The start of ``to_dict``: the leg, its description, status and any reason."""
+        d: Dict[str, Any] = {"leg": self.leg.name, "description": self.leg.description,
+                             "status": self.status}
+        if self.reason:
+            d["reason"] = self.reason
+        return d
+
+
+R = TypeVar("R", bound=LegOutcome)
+T = TypeVar("T")
+
+
+def run_rounds(legs: List["Leg"], available: List["Leg"], skipped: Dict[str, str],
+               make: Callable[["Leg"], R], rounds: int, measure: Callable[["Leg", int], T],
+               record: Callable[[R, int, T], None], command: str, progress: "Progress",
+               where: str = "") -> Dict[str, R]:
+    """Run ``rounds`` rounds over the ``available`` legs, interleaved (``round_order``), and
+    return each leg's outcome by name (``make(leg)``, failed as skipped for the ``skipped``
+    legs). Round ``r`` calls ``measure(leg, r)`` for every leg still ok, then
+    ``record(outcome, r, figures)``; a measurement that raises ChildError, OSError or
+    ValueError fails its leg (no more rounds for it), noted on ``progress`` as
+    "COMMAND: leg NAME{where} failed: ...". Clears ``progress`` at the end."""
+    per_leg = {leg.name: make(leg) for leg in legs}
+    for name, reason in skipped.items():
+        per_leg[name].fail("skipped", reason)
+    for r in range(rounds):
+        for leg in round_order(available, r):
+            res = per_leg[leg.name]
+            if res.status != "ok":
+                continue
+            try:
+                figures = measure(leg, r)
+            except (ChildError, OSError, ValueError) as e:
+                res.fail("failed", f"round {r + 1}: {e}")
+                progress.note(f"{command}: leg {leg.name}{where} failed: {e}")
+                continue
+            record(res, r, figures)
+    progress.clear()
+    return per_leg
 
 
 class Leg:

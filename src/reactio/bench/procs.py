@@ -45,6 +45,16 @@ def raise_nofile_limit() -> int:
     return soft
 
 
+def require_nofile(conns: int) -> None:
+    """Raise RLIMIT_NOFILE (``raise_nofile_limit``, inherited by the children); ValueError
+    when it is still too low for ``conns`` connections (with a margin of 64)."""
+    limit = raise_nofile_limit()
+    if conns + 64 > limit:
+        raise ValueError(f"{conns} connections need more file descriptors than "
+                         f"RLIMIT_NOFILE allows here ({limit}); raise the hard limit "
+                         "(ulimit -Hn) or use fewer --conns")
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of process ``pid`` in seconds, from /proc/PID/stat.
 

@@ -16,29 +16,24 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import cbuild, stats
-from .legs import FLOOR, Leg, round_order, usable_legs
+from .legs import FLOOR, Leg, LegOutcome, run_rounds, usable_legs
 from .procs import (Child, ChildError, Pins, cpu_seconds, deadline_in, pin_plan, pins_json,
-                    raise_nofile_limit, tree_cpu_seconds)
+                    require_nofile, tree_cpu_seconds)
 from .progress import Progress
 
 STARTUP_TIMEOUT = 60.0
 CONNECT_TIMEOUT = 60.0  # loadgen itself gives up after 30 s
 
 
-class ScaleResult:
+class ScaleResult(LegOutcome):
     """One leg's outcome at one connection count, accumulated over rounds."""
 
     def __init__(self, leg: Leg) -> None:
-        self.leg = leg
-        self.status = "ok"
-        self.reason: Optional[str] = None
+        super().__init__(leg)
         self.samples = array("q")
         self.messages = 0
         self.elapsed_ns = 0
         self.cpu_s = 0.0
-
-    def fail(self, status: str, reason: str) -> None:
-        self.status, self.reason = status, reason
 
     @property
     def ok(self) -> bool:
@@ -53,10 +48,7 @@ class ScaleResult:
         return self.cpu_s / self.messages * 1e6
 
     def to_dict(self, floor: Optional["ScaleResult"]) -> Dict[str, Any]:
-        d: Dict[str, Any] = {"leg": self.leg.name, "description": self.leg.description,
-                             "status": self.status}
-        if self.reason:
-            d["reason"] = self.reason
+        d = self.head()
         if not self.ok:
             return d
         d["messages"] = self.messages
@@ -74,9 +66,13 @@ class ScaleResult:
         return d
 
 
+# What one run measures: (samples, messages, elapsed_ns, server_cpu_s).
+RunFigures = Tuple["array[int]", int, int, float]
+
+
 def run_once(leg: Leg, loadgen: Path, conns: int, size: int, warmup: float, duration: float,
              pins: Pins, spin: bool, workdir: Path, progress: Progress,
-             label: str, workers: Optional[int] = None) -> Tuple[array[int], int, int, float]:
+             label: str, workers: Optional[int] = None) -> RunFigures:
     """One server + load generator run: (samples, messages, elapsed_ns, server_cpu_s).
 
     With ``workers``, the server runs that many processes sharing its port; it is stopped
@@ -139,41 +135,29 @@ def run(legs: List[Leg], conns_list: List[int], size: int, warmup: float, durati
         rounds: int, pin: str, spin: bool, progress: Progress,
         workers: Optional[int] = None) -> Dict[str, Any]:
     pins = pin_plan(pin)
-    limit = raise_nofile_limit()  # inherited by the children
-    if max(conns_list) + 64 > limit:
-        raise ValueError(f"{max(conns_list)} connections need more file descriptors than "
-                         f"RLIMIT_NOFILE allows here ({limit}); raise the hard limit "
-                         "(ulimit -Hn) or use fewer --conns")
+    require_nofile(max(conns_list))  # the raised limit is inherited by the children
     loadgen = cbuild.build("loadgen")  # BuildError: no scale run at all without it
     available, skipped = usable_legs(legs, False, "scale", progress)
     results: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="reactio-bench-") as tmp:
         workdir = Path(tmp)
         for conns in conns_list:
-            per_leg = {leg.name: ScaleResult(leg) for leg in legs}
-            for name, reason in skipped.items():
-                per_leg[name].fail("skipped", reason)
-            for r in range(rounds):
-                for leg in round_order(available, r):
-                    res = per_leg[leg.name]
-                    if res.status != "ok":
-                        continue
-                    label = f"scale {conns} conns, round {r + 1}/{rounds}, {leg.name}"
-                    if workers:
-                        label += f" x{workers}"
-                    try:
-                        samples, msgs, elapsed, cpu = run_once(
-                            leg, loadgen, conns, size, warmup, duration, pins, spin, workdir,
-                            progress, label, workers)
-                    except (ChildError, OSError, ValueError) as e:
-                        res.fail("failed", f"round {r + 1}: {e}")
-                        progress.note(f"scale: leg {leg.name} at {conns} conns failed: {e}")
-                        continue
-                    res.samples.extend(samples)
-                    res.messages += msgs
-                    res.elapsed_ns += elapsed
-                    res.cpu_s += cpu
-            progress.clear()
+            def measure(leg: Leg, r: int, conns: int = conns) -> RunFigures:
+                label = f"scale {conns} conns, round {r + 1}/{rounds}, {leg.name}"
+                if workers:
+                    label += f" x{workers}"
+                return run_once(leg, loadgen, conns, size, warmup, duration, pins, spin,
+                                workdir, progress, label, workers)
+
+            def record(res: ScaleResult, r: int, fig: RunFigures) -> None:
+                samples, msgs, elapsed, cpu = fig
+                res.samples.extend(samples)
+                res.messages += msgs
+                res.elapsed_ns += elapsed
+                res.cpu_s += cpu
+
+            per_leg = run_rounds(legs, available, skipped, ScaleResult, rounds, measure, record,
+                                 "scale", progress, where=f" at {conns} conns")
             floor = per_leg.get(FLOOR)
             results.append({"conns": conns,
                             "legs": [per_leg[leg.name].to_dict(floor) for leg in legs]})
