@@ -10,7 +10,9 @@ import pytest
 import reactio
 from reactio import DropMsgSize, Reactor
 
-from conftest import SinkReactor, listen_factory, pump_until, raw_client, recv_exact_nb
+from support.reactors import SinkReactor
+from support.runtime import listen_factory, pump_until
+from support.sockets import raw_client, recv_exact_nb
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,7 +9,9 @@ import pytest
 import reactio
 from reactio import Deferred, ReactRuntime, ReactorID
 
-from conftest import Completion, EchoReactor, connect, listen_factory, pump_until, raw_client
+from support.reactors import EchoReactor
+from support.runtime import Completion, connect, listen_factory, pump_until
+from support.sockets import raw_client
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -10,8 +10,11 @@ import pytest
 import reactio
 from reactio import Deferred
 
-from conftest import (HAS_IPV6, Completion, EchoReactor, connect, frame, full_backlog_port,
-                      listen, listen_factory, pump_until, raw_client, recv_exact_nb)
+from support.env import HAS_IPV6
+from support.reactors import EchoReactor
+from support.runtime import Completion, connect, listen, listen_factory, pump_until
+from support.sockets import full_backlog_port, raw_client, recv_exact_nb
+from support.wire import frame
 
 pytestmark = pytest.mark.timeout(30)
 

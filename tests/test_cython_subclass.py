@@ -12,7 +12,7 @@ import pytest
 import reactio
 from reactio import Deferred, ReactRuntime
 
-from conftest import Completion, listen_factory, pump_until
+from support.runtime import Completion, listen_factory, pump_until
 
 pytestmark = pytest.mark.timeout(240)
 

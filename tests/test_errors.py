@@ -11,8 +11,10 @@ import time
 
 import pytest
 
-from conftest import (EchoReactor, SinkReactor, frame, listen_factory, pump_until, raw_client,
-                      recv_exact_nb)
+from support.reactors import EchoReactor, SinkReactor
+from support.runtime import listen_factory, pump_until
+from support.sockets import raw_client, recv_exact_nb
+from support.wire import frame
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from reactio.examples.pingpong import (HEADER, HEADER_SIZE, LatencyStats, encode_message,
                                        format_stats_row, run_pingpong)
 
-from conftest import HAS_IPV6
+from support.env import HAS_IPV6
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -23,8 +23,11 @@ from hypothesis import strategies as st
 import reactio
 from reactio import ReactRuntime, Reactor
 
-from conftest import (HAS_IPV6, Completion, EchoReactor, SinkReactor, connect, frame, listen,
-                      listen_factory, pump_until, raw_client, recv_exact_nb)
+from support.env import HAS_IPV6
+from support.reactors import EchoReactor, SinkReactor
+from support.runtime import Completion, connect, listen, listen_factory, pump_until
+from support.sockets import raw_client, recv_exact_nb
+from support.wire import frame
 
 HELPERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers")
 

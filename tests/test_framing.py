@@ -8,8 +8,10 @@ import pytest
 import reactio
 from reactio import DropMsgSize, ExpectMsgSize, Reactor
 
-from conftest import (EchoReactor, frame, listen_factory, parse_frame, pump_until, raw_client,
-                      recv_exact_nb)
+from support.reactors import EchoReactor
+from support.runtime import listen_factory, pump_until
+from support.sockets import raw_client, recv_exact_nb
+from support.wire import frame, parse_frame
 
 pytestmark = pytest.mark.timeout(30)
 

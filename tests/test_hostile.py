@@ -24,8 +24,10 @@ from reactio import (DefaultTcpListenerHandler, Deferred, DropMsgSize, ExpectMsg
                      ReactRuntime, Reactor)
 from reactio.errors import ReactorClosedError
 
-from conftest import (Completion, EchoReactor, SinkReactor, connect, frame, full_backlog_port,
-                      listen, listen_factory, pump_until, raw_client, recv_exact_nb)
+from support.reactors import EchoReactor, SinkReactor
+from support.runtime import Completion, connect, listen, listen_factory, pump_until
+from support.sockets import full_backlog_port, raw_client, recv_exact_nb
+from support.wire import frame
 
 HELPERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers")
 LINUX = sys.platform.startswith("linux")

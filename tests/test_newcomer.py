@@ -22,7 +22,8 @@ import reactio
 from reactio import (DefaultTcpListenerHandler, DropMsgSize, ReactorClosedError,
                      ReactorID, ReactRuntime, Reactor, SendQueueOverflowError)
 
-from conftest import Completion, SinkReactor, connect, listen_factory, pump_until
+from support.reactors import SinkReactor
+from support.runtime import Completion, connect, listen_factory, pump_until
 
 pytestmark = pytest.mark.timeout(120)
 

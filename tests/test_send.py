@@ -7,8 +7,10 @@ import pytest
 import reactio
 from reactio import DropMsgSize, Reactor, SendOrQueResult
 
-from conftest import (EchoReactor, SinkReactor, connect, frame, listen_factory,
-                      pump_until, raw_client, recv_exact_nb)
+from support.reactors import EchoReactor, SinkReactor
+from support.runtime import connect, listen_factory, pump_until
+from support.sockets import raw_client, recv_exact_nb
+from support.wire import frame
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,7 +12,8 @@ import pytest
 import reactio
 from reactio import DropMsgSize, ReactRuntime, Reactor
 
-from conftest import listen_factory, pump_until, raw_client, recv_exact_nb
+from support.runtime import listen_factory, pump_until
+from support.sockets import raw_client, recv_exact_nb
 
 pytestmark = pytest.mark.timeout(60)
 

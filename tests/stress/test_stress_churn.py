@@ -17,7 +17,8 @@ import pytest
 import reactio
 from reactio import Deferred, DropMsgSize, ReactRuntime, Reactor
 
-from conftest import listen_factory, parse_frame
+from support.runtime import listen_factory
+from support.wire import parse_frame
 from stress_util import (allocated_blocks, env_int, has_ipv6, open_fds, report, rss_bytes)
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(300)]

@@ -19,7 +19,9 @@ import reactio
 from reactio import ReactRuntime
 from reactio.examples.pingpong import EchoReactor
 
-from conftest import frame, full_backlog_port, listen_factory
+from support.runtime import listen_factory
+from support.sockets import full_backlog_port
+from support.wire import frame
 from stress_util import Deadline, env_int, open_fds, raise_nofile, report, restore_nofile
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(240)]

@@ -21,7 +21,7 @@ import pytest
 from reactio import ReactRuntime
 from reactio.examples.pingpong import EchoReactor
 
-from conftest import listen_factory
+from support.runtime import listen_factory
 from stress_util import (HELPERS, env_int, has_ipv6, open_fds, raise_nofile, report,
                          restore_nofile)
 
