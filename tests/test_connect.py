@@ -13,18 +13,10 @@ from reactio import Deferred
 from support.env import HAS_IPV6
 from support.reactors import EchoReactor
 from support.runtime import Completion, connect, listen, listen_factory, pump_until
-from support.sockets import full_backlog_port, raw_client, recv_exact_nb
+from support.sockets import closed_port, full_backlog_port, raw_client, recv_exact_nb
 from support.wire import frame
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_connect_refused_reaches_completion(rt):

@@ -21,7 +21,7 @@ import pytest
 
 import reactio
 
-HELPERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers")
+from support.subproc import HELPERS, child_env
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -38,11 +38,9 @@ ATTEMPTS = 3
 
 
 def _spawn(script, *args):
-    env = dict(os.environ)
-    src = os.path.dirname(os.path.dirname(os.path.abspath(reactio.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     return subprocess.Popen([sys.executable, os.path.join(HELPERS, script), *args],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=child_env())
 
 
 def _read_json(proc):

@@ -17,12 +17,13 @@ import pytest
 
 import reactio
 from reactio import ReactRuntime
-from reactio.examples.pingpong import EchoReactor
 
+from stress_util import Deadline, env_int, raise_nofile, report, restore_nofile
+from support.fds import open_fds
+from support.reactors import FrameEcho
 from support.runtime import listen_factory
 from support.sockets import full_backlog_port
 from support.wire import frame
-from stress_util import Deadline, env_int, open_fds, raise_nofile, report, restore_nofile
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(240)]
 
@@ -31,7 +32,7 @@ FAULTS = ["rst_mid_frame", "rst_with_queue", "half_close", "orderly", "silent"]
 BIG_REPLY = 2 << 20
 
 
-class FaultServer(EchoReactor):
+class FaultServer(FrameEcho):
     registry = []
 
     def __init__(self):

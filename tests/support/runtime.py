@@ -56,8 +56,9 @@ def listen(rt: ReactRuntime, handler, addr="127.0.0.1:0"):
 def listen_factory(rt: ReactRuntime, factory, recv_buffer_min_size=4096, addr="127.0.0.1:0",
                    **options):
     """A listener whose every connection is served by ``factory()``; returns (id, port)."""
-    return listen(rt, DefaultTcpListenerHandler(lambda count, param: factory(), recv_buffer_min_size,
-                                                None, **options), addr)
+    handler = DefaultTcpListenerHandler(lambda count, param: factory(), recv_buffer_min_size,
+                                        None, **options)
+    return listen(rt, handler, addr)
 
 
 def connect(rt: ReactRuntime, port: int, reactor, recv_buffer_min_size=4096, host="127.0.0.1",
