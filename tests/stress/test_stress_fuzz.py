@@ -1,5 +1,5 @@
 """Issue 5, item 5: framing fuzz with hypothesis (machinery in tests/helpers/framing_fuzz.py).
-REACTIO_STRESS_FUZZ_EXAMPLES (default 200) examples of each property; tests/test_faults.py runs
+REACTIO_STRESS_FUZZ_EXAMPLES (default 200) examples of each property; tests/test_framing.py runs
 a handful of each in the light set."""
 from __future__ import annotations
 
