@@ -29,6 +29,10 @@ class ExpectedErrors:
         self._collector = collector
 
     @property
+    def records(self) -> list[logging.LogRecord]:
+        return list(self._collector.records)
+
+    @property
     def messages(self) -> list[str]:
         return [r.getMessage() for r in self._collector.records]
 

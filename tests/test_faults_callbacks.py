@@ -1,11 +1,18 @@
 """Light fault tests (issue 5), callback isolation: every callback raising every kind of
 exception -- a clear error on the right reactor or completion, never a crash, a hang or a leak;
-the runtime keeps serving a bystander."""
+KeyboardInterrupt/SystemExit propagate out of process_events() and leave a usable runtime; the
+runtime keeps serving a bystander connection.
+
+The matrix is SCENARIOS x EXCEPTIONS (13 x 9 = 117 cases).  A scenario names the callback that
+raises, how the runtime is made to call it, and what follows when the error is contained (any
+exception but KeyboardInterrupt/SystemExit)."""
 from __future__ import annotations
 
 import asyncio
 import gc
 import socket
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import pytest
 
@@ -20,21 +27,14 @@ from support.wire import frame
 
 pytestmark = pytest.mark.timeout(30)
 
-
 EXCEPTIONS = [ValueError, StopIteration, RecursionError, MemoryError, GeneratorExit, CustomBase,
               asyncio.CancelledError, KeyboardInterrupt, SystemExit]
-
-
 PROPAGATING = (KeyboardInterrupt, SystemExit)
 
-
-CALLBACKS = ["on_connected", "on_connected_outbound", "on_inbound_message", "on_readable",
-             "on_command", "on_pause_writing", "on_resume_writing", "on_close", "completion",
-             "on_sent", "on_new_connection", "on_start_listen", "on_close_listen"]
+FLOOD = 8 << 20         # far more than the socket buffers: the write watermarks are crossed
 
 
-FLOOD = 8 << 20
-
+# --------------------------------------------------------------------------- the reactors
 
 class Abuser(EchoReactor):
     """Echoes frames, handles commands; raises ``exc`` from the callback named ``target``."""
@@ -128,144 +128,246 @@ def _drain_peer(pump, peer, n):
     return got
 
 
-def _provoke(rt, pump, target, exc, lid, server, peer):
-    """Make the runtime call ``target``; return the completion results it produced."""
-    results = []
-    if target in ("on_inbound_message", "on_readable"):
-        peer.sendall(frame(b"abuse"))
-    elif target == "on_command":
-        rt.cmd_sender.send_user_cmd(server.ctx.reactor_id, "raise", None, results.append)
-    elif target == "on_pause_writing":
-        # the failed reactor closes gracefully: what it queued is flushed first; then the peer
-        # ends its side too (a graceful close may wait for the peer's EOF)
-        rt.cmd_sender.send_user_cmd(server.ctx.reactor_id, "flood", None, results.append)
-        pump(lambda: results)
-        _drain_peer(pump, peer, FLOOD)
-        peer.shutdown(socket.SHUT_WR)
-    elif target == "on_resume_writing":
-        rt.cmd_sender.send_user_cmd(server.ctx.reactor_id, "flood", None, results.append)
-        pump(lambda: results)
-        _drain_peer(pump, peer, FLOOD)
-    elif target == "on_close":
-        peer.close()
-    elif target == "completion":
-        def bad_completion(result):
-            results.append(result)
-            raise exc("from completion")
-        rt.cmd_sender.send_user_cmd(server.ctx.reactor_id, "noop", None, bad_completion)
-    elif target == "on_sent":
-        rt.cmd_sender.send_user_cmd(server.ctx.reactor_id, "on_sent", None, results.append)
-    elif target == "on_close_listen":
-        rt.cmd_sender.send_close(lid, None, results.append)
-    return results
+# --------------------------------------------------------------------------- one case
+
+class Case:
+    """One run of the matrix: a runtime whose listener serves Abusers; its first stream (the
+    bystander) never raises.  A scenario's trigger sets ``server`` (the reactor that raises),
+    ``peer`` (its plain-socket peer, if any) and ``results`` (completions it caused)."""
+
+    def __init__(self, scenario: "Scenario", exc: type, expected_errors):
+        self.callback = scenario.callback
+        self.reactor_class = scenario.reactor
+        self.exc = exc
+        self.expected_errors = expected_errors
+        self.rt = ReactRuntime()
+        self.servers = []
+        self.propagated = []
+        self.results = []
+        self.server = None
+        self.peer = None
+        self.handler = AbuseHandler(self.callback if scenario.listener_raises else None, exc,
+                                    self.factory)
+        self.lid, self.port = listen(self.rt, self.handler)
+        self.bystander_peer = raw_client(self.port)
+        pump_until(self.rt, lambda: len(self.servers) == 1 and self.servers[0].ctx is not None)
+
+    def factory(self):
+        # the first stream is the bystander; the ones after it raise from the callback
+        self.servers.append(self.reactor_class(self.callback if self.servers else None, self.exc))
+        return self.servers[-1]
+
+    def pump(self, pred, timeout=20.0):
+        """pump_until, except that KeyboardInterrupt/SystemExit end it and are kept."""
+        try:
+            pump_until(self.rt, pred, timeout)
+        except PROPAGATING as e:
+            self.propagated.append(e)
+
+    def close(self):
+        for s in (self.peer, self.bystander_peer):
+            if s is not None:
+                s.close()
+        try:
+            self.rt.close()
+        except PROPAGATING:
+            self.rt.close()
+
+
+# --------------------------------------------------------------------------- the triggers
+# Each makes the runtime call the scenario's callback, then waits until the outcome is in:
+# what the scenario expects, or a propagated KeyboardInterrupt/SystemExit.
+
+def start_a_listener(c: Case):
+    """send_listen with a second handler that raises from on_start_listen."""
+    bad = AbuseHandler("on_start_listen", c.exc, c.factory)
+    c.rt.cmd_sender.send_listen("127.0.0.1:0", bad, None, c.results.append)
+    c.pump(lambda: c.results)
+
+
+def connect_a_peer_to_a_raising_handler(c: Case):
+    c.handler.target = "on_new_connection"
+    c.peer = raw_client(c.port)
+    c.peer.settimeout(5)
+    c.pump(lambda: c.expected_errors.messages or c.propagated)
+    c.handler.target = None
+
+
+def connect_out(c: Case):
+    """send_connect to our own listener, with an Abuser as the client reactor."""
+    client = Abuser(c.callback, c.exc)
+    c.rt.cmd_sender.send_connect(("127.0.0.1", c.port), 4096, client, None, c.results.append)
+    c.pump(lambda: c.results or c.propagated)
+    c.server = client
+
+
+def _accept_a_second_stream(c: Case):
+    c.peer = raw_client(c.port)
+    c.pump(lambda: len(c.servers) == 2 or c.propagated)
+    c.server = c.servers[-1] if len(c.servers) == 2 else None
+
+
+def accept_a_peer(c: Case):
+    """A second peer connects: its reactor raises from on_connected."""
+    _accept_a_second_stream(c)
+    c.pump(lambda: (c.server is not None and c.server.closed) or c.propagated)
+
+
+def on_a_stream(provoke: Callable[[Case], None], until_completed: bool = False,
+                or_logged: bool = False) -> Callable[[Case], None]:
+    """A second peer connects, then ``provoke`` makes its reactor (or a completion of a command
+    to it) raise.  Waits until that reactor closed -- or, ``until_completed``, until the
+    command's completion ran; ``or_logged``, until an error was logged."""
+
+    def trigger(c: Case):
+        _accept_a_second_stream(c)
+        c.server.target = c.callback
+        provoke(c)
+        c.pump(lambda: (until_completed and c.results) or c.server.closed or c.propagated
+               or (or_logged and c.expected_errors.messages))
+
+    trigger.__name__ = f"on_a_stream({provoke.__name__})"
+    return trigger
+
+
+def send_a_frame(c: Case):
+    c.peer.sendall(frame(b"abuse"))
+
+
+def command_it(c: Case):
+    c.rt.cmd_sender.send_user_cmd(c.server.ctx.reactor_id, "raise", None, c.results.append)
+
+
+def flood_then_end_the_peer(c: Case):
+    """Crosses the high watermark.  The failed reactor closes gracefully: what it queued is
+    flushed first; then the peer ends its side too (a graceful close may wait for the peer's
+    EOF)."""
+    c.rt.cmd_sender.send_user_cmd(c.server.ctx.reactor_id, "flood", None, c.results.append)
+    c.pump(lambda: c.results)
+    _drain_peer(c.pump, c.peer, FLOOD)
+    c.peer.shutdown(socket.SHUT_WR)
+
+
+def flood_and_drain(c: Case):
+    """Crosses the high watermark, then the low one as the peer reads everything."""
+    c.rt.cmd_sender.send_user_cmd(c.server.ctx.reactor_id, "flood", None, c.results.append)
+    c.pump(lambda: c.results)
+    _drain_peer(c.pump, c.peer, FLOOD)
+
+
+def close_the_peer(c: Case):
+    c.peer.close()
+
+
+def command_with_a_raising_completion(c: Case):
+    def bad_completion(result):
+        c.results.append(result)
+        raise c.exc("from completion")
+    c.rt.cmd_sender.send_user_cmd(c.server.ctx.reactor_id, "noop", None, bad_completion)
+
+
+def send_with_a_raising_on_sent(c: Case):
+    c.rt.cmd_sender.send_user_cmd(c.server.ctx.reactor_id, "on_sent", None, c.results.append)
+
+
+def close_the_listener(c: Case):
+    c.rt.cmd_sender.send_close(c.lid, None, c.results.append)
+
+
+# --------------------------------------------------------------------------- the table
+
+RAISED = "the exception"        # Scenario.completion: the completion got the raised exception
+
+
+@dataclass(frozen=True)
+class Scenario:
+    callback: str                               # the callback that raises
+    trigger: Callable[[Case], None]             # makes the runtime call it (above)
+    # what follows when the exception is contained (not KeyboardInterrupt/SystemExit); in
+    # every scenario the error is logged, naming the exception, with its traceback:
+    closes_its_reactor: bool = False            # that reactor closes; on_close sees the error
+    completion: Optional[object] = None         # the trigger's completion got: RAISED or a type
+    logged_as: str = ""                         # text the logged error holds
+    stream_stays_open: bool = False             # the stream concerned is not closed
+    bystander_checked: bool = True              # the bystander still echoes afterwards
+    reactor: type = Abuser                      # the class the listener serves with
+    listener_raises: bool = False               # the listener's handler raises from the start
+
+    def __str__(self):
+        return self.callback
+
+
+SCENARIOS = [
+    Scenario("on_connected", accept_a_peer, closes_its_reactor=True),
+    Scenario("on_connected_outbound", connect_out, closes_its_reactor=True, completion=RAISED),
+    Scenario("on_inbound_message", on_a_stream(send_a_frame), closes_its_reactor=True),
+    Scenario("on_readable", on_a_stream(send_a_frame), closes_its_reactor=True,
+             reactor=ReadableAbuser),
+    Scenario("on_command", on_a_stream(command_it, until_completed=True),
+             closes_its_reactor=True, completion=RAISED),
+    # the watermark callback's error closes its own stream; the on_command that sent the
+    # bytes returned normally, so its completion has the ReactorID
+    Scenario("on_pause_writing", on_a_stream(flood_then_end_the_peer, until_completed=True),
+             closes_its_reactor=True, completion=reactio.ReactorID),
+    Scenario("on_resume_writing", on_a_stream(flood_and_drain), closes_its_reactor=True),
+    Scenario("on_close", on_a_stream(close_the_peer)),
+    # a bad completion does not close the stream
+    Scenario("completion", on_a_stream(command_with_a_raising_completion, until_completed=True,
+                                       or_logged=True), stream_stays_open=True),
+    Scenario("on_sent", on_a_stream(send_with_a_raising_on_sent, until_completed=True,
+                                    or_logged=True), stream_stays_open=True),
+    Scenario("on_new_connection", connect_a_peer_to_a_raising_handler),
+    Scenario("on_start_listen", start_a_listener, completion=RAISED,
+             logged_as="on_start_listen raised"),
+    Scenario("on_close_listen", on_a_stream(close_the_listener, until_completed=True),
+             listener_raises=True, bystander_checked=False),
+]
 
 
 @pytest.mark.parametrize("exc", EXCEPTIONS, ids=lambda e: e.__name__)
-@pytest.mark.parametrize("target", CALLBACKS)
-def test_every_callback_raising_every_exception(expected_errors, target, exc):
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=str)
+def test_every_callback_raising_every_exception(expected_errors, scenario, exc):
     """A clear error on the right reactor or completion, never a crash or a hang; the runtime
     keeps serving a bystander connection; KeyboardInterrupt/SystemExit propagate out of
     process_events() and leave a usable runtime."""
     gc.collect()
     base = open_fds()
-    rt = ReactRuntime()
-    servers = []
-
-    def factory():
-        cls = ReadableAbuser if target == "on_readable" else Abuser
-        servers.append(cls(target if len(servers) else None, exc))     # first: the bystander
-        return servers[-1]
-
-    handler = AbuseHandler(target if target in ("on_close_listen",) else None, exc, factory)
-    lid, port = listen(rt, handler)
-    bystander_peer = raw_client(port)
-    pump_until(rt, lambda: len(servers) == 1 and servers[0].ctx is not None)
-    propagated = []
-
-    def pump(pred, timeout=20.0):
-        try:
-            pump_until(rt, pred, timeout)
-        except PROPAGATING as e:
-            propagated.append(e)
-
-    peer = None
-    server = None
-    results = []
-    if target == "on_start_listen":
-        results = []
-        bad = AbuseHandler("on_start_listen", exc, factory)
-        rt.cmd_sender.send_listen("127.0.0.1:0", bad, None, results.append)
-        pump(lambda: results)
-    elif target == "on_new_connection":
-        handler.target = target
-        peer = raw_client(port)
-        peer.settimeout(5)
-        pump(lambda: expected_errors.messages or propagated)
-        handler.target = None
-    elif target == "on_connected_outbound":
-        client = Abuser(target, exc)
-        rt.cmd_sender.send_connect(("127.0.0.1", port), 4096, client, None, results.append)
-        pump(lambda: results or propagated)
-        server = client
-    else:
-        peer = raw_client(port)
-        pump(lambda: len(servers) == 2 or propagated)
-        server = servers[-1] if len(servers) == 2 else None
-        if target != "on_connected":
-            server.target = target
-            results = _provoke(rt, pump, target, exc, lid, server, peer)
-            pump(lambda: (results and target not in ("on_resume_writing",)) or server.closed
-                 or propagated or (target == "on_close_listen" and results)
-                 or (target in ("completion", "on_sent") and expected_errors.messages))
-        else:
-            pump(lambda: (server is not None and server.closed) or propagated)
+    c = Case(scenario, exc, expected_errors)
+    scenario.trigger(c)
+    server, results = c.server, c.results
 
     if exc in PROPAGATING:
-        assert propagated and isinstance(propagated[0], exc), (target, propagated, results)
+        assert c.propagated and isinstance(c.propagated[0], exc), (scenario, c.propagated,
+                                                                   results)
         assert not expected_errors.messages
         # Ctrl-C handled: the callbacks behave from now on (a level-triggered socket that the
         # interrupted on_readable did not read would otherwise interrupt again)
-        for r in servers + ([server] if server is not None else []):
+        for r in c.servers + ([server] if server is not None else []):
             r.target = None
     else:
-        assert not propagated
-        names = [m for m in expected_errors.messages if exc.__name__ in m]
-        if target in ("on_connected", "on_inbound_message", "on_readable", "on_command",
-                      "on_pause_writing", "on_resume_writing", "on_connected_outbound"):
-            # that reactor is closed with the exception, on_close saw it, the log says so
-            pump_until(rt, lambda: server.closed)
+        assert not c.propagated
+        if scenario.closes_its_reactor:
+            pump_until(c.rt, lambda: server.closed)
             assert isinstance(server.closed[0][1], exc), server.closed
-            assert names, expected_errors.messages
-        if target in ("on_command", "on_connected_outbound"):
+        names = [m for m in expected_errors.messages if exc.__name__ in m]
+        assert names, expected_errors.messages
+        if scenario.completion is RAISED:
             assert len(results) == 1 and isinstance(results[0], exc), results
-        if target == "on_pause_writing":
-            # the watermark callback's error closes its own stream (above); the on_command
-            # that sent the bytes returned normally, so its completion has the ReactorID
-            assert len(results) == 1 and isinstance(results[0], reactio.ReactorID), results
-        if target == "on_start_listen":
-            assert len(results) == 1 and isinstance(results[0], exc), results
-            assert any("on_start_listen raised" in m for m in names)
-        if target in ("on_close", "completion", "on_sent", "on_new_connection",
-                      "on_close_listen"):
-            assert names, expected_errors.messages
-        if target in ("completion", "on_sent") and server is not None:
-            assert server.closed == []          # a bad completion does not close the stream
-        records = [r for r in expected_errors._collector.records if exc.__name__ in r.getMessage()]
+        elif scenario.completion is not None:
+            assert len(results) == 1 and isinstance(results[0], scenario.completion), results
+        if scenario.logged_as:
+            assert any(scenario.logged_as in m for m in names), names
+        if scenario.stream_stays_open:
+            assert server.closed == []
+        records = [r for r in expected_errors.records if exc.__name__ in r.getMessage()]
         assert all(r.exc_info is not None for r in records)     # with the traceback
 
     # the runtime still serves the bystander, whatever happened
-    if target != "on_close_listen" or exc in PROPAGATING:
-        bystander_peer.sendall(frame(b"still here"))
-        assert recv_exact_nb(rt, bystander_peer, 20) == frame(b"still here")
-    assert servers[0].closed == []
-    for s in (peer, bystander_peer):
-        if s is not None:
-            s.close()
-    try:
-        rt.close()
-    except PROPAGATING:
-        rt.close()
-    del rt, servers, server, handler
+    if scenario.bystander_checked or exc in PROPAGATING:
+        c.bystander_peer.sendall(frame(b"still here"))
+        assert recv_exact_nb(c.rt, c.bystander_peer, 20) == frame(b"still here")
+    assert c.servers[0].closed == []
+    c.close()
+    del c, server, results
     gc.collect()
     assert open_fds() == base
-
