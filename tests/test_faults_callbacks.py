@@ -19,7 +19,7 @@ import pytest
 import reactio
 from reactio import ReactRuntime
 
-from support.fds import open_fds
+from support.fds import runtime_descriptors
 from support.reactors import CustomBase, EchoReactor
 from support.runtime import listen, pump_until
 from support.sockets import raw_client, recv_exact_nb
@@ -331,7 +331,7 @@ def test_every_callback_raising_every_exception(expected_errors, scenario, exc):
     keeps serving a bystander connection; KeyboardInterrupt/SystemExit propagate out of
     process_events() and leave a usable runtime."""
     gc.collect()
-    base = open_fds()
+    base = runtime_descriptors()
     c = Case(scenario, exc, expected_errors)
     scenario.trigger(c)
     server, results = c.server, c.results
@@ -370,4 +370,4 @@ def test_every_callback_raising_every_exception(expected_errors, scenario, exc):
     c.close()
     del c, server, results
     gc.collect()
-    assert open_fds() == base
+    assert runtime_descriptors() == base

@@ -18,7 +18,7 @@ import reactio
 from reactio import ReactRuntime
 
 from support.env import HAS_IPV6
-from support.fds import open_fds
+from support.fds import runtime_descriptors
 from support.reactors import EchoReactor
 from support.runtime import Completion, listen_factory, pump_until, stream_ids
 from support.sockets import raw_client, recv_exact_nb
@@ -35,7 +35,7 @@ def test_connect_to_closed_ports_many_at_once(rt):
     lid, port = listen_factory(rt, lambda: server)
     peer = raw_client(port)
     pump_until(rt, lambda: rt.count_streams() == 1)
-    base = open_fds()
+    base = runtime_descriptors()
     ports = []
     for _ in range(50):
         with socket.socket() as s:
@@ -53,7 +53,7 @@ def test_connect_to_closed_ports_many_at_once(rt):
     rt.process_events(0.01)
     assert all(len(v) == 1 and isinstance(v[0], ConnectionRefusedError)
                for v in results.values()), results
-    assert open_fds() == base and rt.count_reactors() == 2
+    assert runtime_descriptors() == base and rt.count_reactors() == 2
     peer.close()
 
 
@@ -120,7 +120,7 @@ def test_close_with_many_connects_in_progress():
     RuntimeClosedError, every socket is closed (the slots were freed twice before, which
     overflowed the free-slot array)."""
     gc.collect()
-    base = open_fds()
+    base = runtime_descriptors()
     rt = ReactRuntime()
     lid, port = listen_factory(rt, EchoReactor, backlog=512)
     results = {}
@@ -135,5 +135,5 @@ def test_close_with_many_connects_in_progress():
                for v in results.values())
     del rt
     gc.collect()
-    assert open_fds() == base
+    assert runtime_descriptors() == base
 

@@ -11,7 +11,8 @@ import pytest
 import reactio
 from reactio import ReactRuntime
 
-from support.fds import open_fds
+from support.env import BACKEND
+from support.fds import runtime_descriptors
 from support.reactors import EchoReactor
 from support.runtime import Completion, listen_factory, pump_until
 from support.sockets import raw_client
@@ -19,9 +20,9 @@ from support.sockets import raw_client
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.mark.skipif(sys.platform == "win32",
-                    reason="counts /proc/self/fd; on IOCP the pending operations of a runtime "
-                           "dropped without close() keep their sockets (the kernel owns them)")
+@pytest.mark.skipif(BACKEND == "iocp",
+                    reason="IOCP: the pending operations of a runtime dropped without close() "
+                           "keep their sockets (the kernel owns them)")
 def test_unclosed_runtime_collected_by_gc_closes_every_fd():
     """Regression: a runtime dropped without close() is in a reference cycle (rt -> slots ->
     DispatchContext -> rt).  The GC's tp_clear used to set its slots to None before
@@ -32,7 +33,7 @@ def test_unclosed_runtime_collected_by_gc_closes_every_fd():
     sys.unraisablehook = unraisable.append
     try:
         gc.collect()
-        base = open_fds()
+        base = runtime_descriptors()
         for n_streams in (0, 1, 5, 20):
             rt = ReactRuntime()
             lid, port = listen_factory(rt, EchoReactor)
@@ -45,7 +46,8 @@ def test_unclosed_runtime_collected_by_gc_closes_every_fd():
                 p.close()
             del rt, peers
             gc.collect()
-            assert open_fds() == base, f"{open_fds() - base} fds leaked with {n_streams} streams"
+            leaked = runtime_descriptors() - base
+            assert not leaked, f"{leaked} leaked with {n_streams} streams"
     finally:
         sys.unraisablehook = old_hook
     assert unraisable == [], [u.exc_value for u in unraisable]
@@ -61,7 +63,7 @@ def test_close_finishes_even_when_an_on_close_raises_keyboard_interrupt():
             raise KeyboardInterrupt
 
     gc.collect()
-    base = open_fds()
+    base = runtime_descriptors()
     rt = ReactRuntime()
     reactors = [EchoReactor(), Interrupting(), EchoReactor(), Interrupting(), EchoReactor()]
     made = list(reactors)
@@ -86,7 +88,7 @@ def test_close_finishes_even_when_an_on_close_raises_keyboard_interrupt():
         p.close()
     del rt
     gc.collect()
-    assert open_fds() == base
+    assert runtime_descriptors() == base
 
 
 def _write_and_send(w):

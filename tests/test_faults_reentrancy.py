@@ -11,7 +11,7 @@ import pytest
 import reactio
 from reactio import ReactRuntime, Reactor
 
-from support.fds import open_fds
+from support.fds import runtime_descriptors
 from support.reactors import EchoReactor
 from support.runtime import listen_factory, pump_until
 from support.sockets import raw_client, recv_exact_nb
@@ -135,7 +135,7 @@ def test_on_close_reentering_the_runtime_during_close():
                     seen.append(type(exc).__name__)
 
     gc.collect()
-    base = open_fds()
+    base = runtime_descriptors()
     rt = ReactRuntime()
     lid, port = listen_factory(rt, Nasty)
     peers = [raw_client(port) for _ in range(3)]
@@ -147,7 +147,7 @@ def test_on_close_reentering_the_runtime_during_close():
         p.close()
     del rt
     gc.collect()
-    assert open_fds() == base
+    assert runtime_descriptors() == base
 
 
 def test_nested_callback_closes_the_reactor_that_is_running(rt):
