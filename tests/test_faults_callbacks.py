@@ -289,7 +289,6 @@ class Scenario:
     completion: Optional[object] = None         # the trigger's completion got: RAISED or a type
     logged_as: str = ""                         # text the logged error holds
     stream_stays_open: bool = False             # the stream concerned is not closed
-    bystander_checked: bool = True              # the bystander still echoes afterwards
     reactor: type = Abuser                      # the class the listener serves with
     listener_raises: bool = False               # the listener's handler raises from the start
 
@@ -320,7 +319,7 @@ SCENARIOS = [
     Scenario("on_start_listen", start_a_listener, completion=RAISED,
              logged_as="on_start_listen raised"),
     Scenario("on_close_listen", on_a_stream(close_the_listener, until_completed=True),
-             listener_raises=True, bystander_checked=False),
+             listener_raises=True),
 ]
 
 
@@ -363,9 +362,8 @@ def test_every_callback_raising_every_exception(expected_errors, scenario, exc):
         assert all(r.exc_info is not None for r in records)     # with the traceback
 
     # the runtime still serves the bystander, whatever happened
-    if scenario.bystander_checked or exc in PROPAGATING:
-        c.bystander_peer.sendall(frame(b"still here"))
-        assert recv_exact_nb(c.rt, c.bystander_peer, 20) == frame(b"still here")
+    c.bystander_peer.sendall(frame(b"still here"))
+    assert recv_exact_nb(c.rt, c.bystander_peer, 20) == frame(b"still here")
     assert c.servers[0].closed == []
     c.close()
     del c, server, results
