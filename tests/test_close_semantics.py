@@ -3,7 +3,6 @@ draining is read and dropped (it would otherwise turn close() into a reset that 
 bytes in flight), the stream half-closes and waits for the peer's EOF, and nothing of a closed
 stream is kept alive by timers."""
 import gc
-import socket
 
 import pytest
 

@@ -8,7 +8,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -21,7 +20,7 @@ from support.env import HAS_IPV6
 from support.fds import runtime_descriptors
 from support.reactors import EchoReactor
 from support.runtime import Completion, listen_factory, pump_until, stream_ids
-from support.sockets import raw_client, recv_exact_nb
+from support.sockets import closed_port, raw_client, recv_exact_nb
 from support.subproc import HELPERS
 from support.wire import frame
 
@@ -38,9 +37,7 @@ def test_connect_to_closed_ports_many_at_once(rt):
     base = runtime_descriptors()
     ports = []
     for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
+        ports.append(closed_port())
     hosts = ["127.0.0.1"] + (["::1"] if HAS_IPV6 else [])
     results = {}
     for host in hosts:
@@ -94,11 +91,8 @@ def test_refused_connect_frees_its_slot_once(rt):
     """Regression: a refused connect freed its slot twice (in _connect_ready and again in
     _connect_failed), so the next two reactors got the same ReactorID, and ~100 refused
     connects overflowed the free-slot array (glibc: "corrupted size vs. prev_size")."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]
     done = Completion()
-    rt.cmd_sender.send_connect(("127.0.0.1", closed_port), 1024, EchoReactor(), None, done)
+    rt.cmd_sender.send_connect(("127.0.0.1", closed_port()), 1024, EchoReactor(), None, done)
     pump_until(rt, lambda: done.done)
     assert isinstance(done.result, ConnectionRefusedError)
     servers = []

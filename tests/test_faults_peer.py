@@ -4,7 +4,6 @@ tests/stress/test_stress_peer_faults.py."""
 from __future__ import annotations
 
 import socket
-import struct
 import threading
 
 import pytest
@@ -13,7 +12,7 @@ import reactio
 
 from support.reactors import EchoReactor, SinkReactor
 from support.runtime import connect, listen_factory, pump_until
-from support.sockets import raw_client, recv_exact_nb
+from support.sockets import raw_client, recv_exact_nb, reset
 from support.wire import frame
 
 pytestmark = pytest.mark.timeout(30)
@@ -31,8 +30,7 @@ def test_reset_mid_frame_on_an_outbound_connection(rt):
     conn, _ = srv.accept()
     conn.sendall(frame(b"y" * 300)[:123])
     pump_until(rt, lambda: rt.get_context(rid).reader.bytes_in_buffer() == 123)
-    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    conn.close()
+    reset(conn)
     pump_until(rt, lambda: client.closed)
     assert client.closed == [(rid, client.closed[0][1])]
     assert isinstance(client.closed[0][1], ConnectionResetError)
@@ -56,8 +54,7 @@ def test_reset_while_draining_fails_the_send_completion(rt):
     pump_until(rt, lambda: rt.count_streams() == 1)
     rt.process_events(0.01)
     assert sent == []
-    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    peer.close()
+    reset(peer)
     pump_until(rt, lambda: hasattr(server, "err"))
     assert isinstance(server.err, (ConnectionResetError, BrokenPipeError)), server.err
     assert len(sent) == 1 and sent[0] is server.err

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
-import struct
 
 import pytest
 
@@ -22,7 +21,7 @@ from stress_util import Deadline, env_int, raise_nofile, report, restore_nofile
 from support.fds import open_fds
 from support.reactors import FrameEcho
 from support.runtime import listen_factory
-from support.sockets import full_backlog_port
+from support.sockets import closed_port, full_backlog_port, reset
 from support.wire import frame
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(240)]
@@ -113,8 +112,7 @@ def test_peer_fault_storm(request):
         for i, s in enumerate(peers):
             fault = plan[i][0]
             if fault in ("rst_mid_frame", "rst_with_queue"):
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                s.close()
+                reset(s)
             elif fault == "half_close":
                 s.shutdown(socket.SHUT_WR)
             elif fault == "silent":
@@ -185,9 +183,7 @@ def test_refused_and_timed_out_connects_in_bulk(request):
         results = {}
         ports = []
         for _ in range(100):
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                ports.append(s.getsockname()[1])
+            ports.append(closed_port())
         for i in range(1000):
             rt.cmd_sender.send_connect(("127.0.0.1", ports[i % 100]), 512, FaultServer(), None,
                                        lambda r, i=i: results.setdefault(("refused", i), [])

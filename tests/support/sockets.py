@@ -75,13 +75,8 @@ def read_until_eof_nb(rt: ReactRuntime, sock: socket.socket, timeout: float = 20
 
 def reset(sock: socket.socket) -> None:
     """Close with SO_LINGER {1, 0}: the peer gets an RST, not a FIN."""
-    set_linger_zero(sock)
-    sock.close()
-
-
-def set_linger_zero(sock: socket.socket) -> None:
-    """SO_LINGER {1, 0}: the socket's close() will send an RST, not a FIN."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
 
 
 def closed_port() -> int:
