@@ -49,6 +49,40 @@ def test_pingpong_compare_legs(tmp_path):
     assert "reactio-py" in text and "p50/C" in text
 
 
+def test_pingpong_reactio_aio_leg(tmp_path):
+    """reactio-aio: the reactio-py server attached to uvloop, against reactio-py's client
+    (skipped, with its reason, where uvloop is not installed)."""
+    data, text = run_bench(tmp_path, "pingpong", "--legs", "c,reactio-py,reactio-aio",
+                           "--count", "400", "--warmup", "50", "--rounds", "2", "--size", "64",
+                           "--pin", "none")
+    legs = {leg["leg"]: leg for leg in data["runs"][0]["results"][0]["legs"]}
+    aio_leg = legs["reactio-aio"]
+    if aio_leg["status"] == "skipped":
+        assert "uvloop" in aio_leg["reason"]
+        return
+    assert aio_leg["status"] == "ok", aio_leg
+    assert aio_leg["latency_us"]["n"] == 400
+    assert aio_leg["ratio_p50"] > 0 and "reactio-aio" in text
+
+
+def test_scale_workers(tmp_path):
+    """scale --workers 2: every server in two processes on one port; each run ends with the
+    server stopped by SIGTERM (exit 0), and its CPU time is its process tree's."""
+    data, text = run_bench(tmp_path, "scale", "--conns", "8", "--duration", "0.5",
+                           "--warmup", "0.2", "--workers", "2",
+                           "--legs", "c,reactio-py,reactio-aio,uvloop")
+    run = data["runs"][0]
+    assert run["params"]["workers"] == 2 and run["params"]["pin"] == "none"
+    legs = {leg["leg"]: leg for leg in run["results"][0]["legs"]}
+    for name, leg in legs.items():
+        if leg["status"] == "skipped":
+            assert name in ("uvloop", "reactio-aio"), leg
+            continue
+        assert leg["status"] == "ok", leg
+        assert leg["messages"] > 0 and leg["server_cpu_s"] > 0
+    assert "2 processes sharing its port" in text
+
+
 def test_scale_small(tmp_path):
     data, text = run_bench(tmp_path, "scale", "--conns", "1,10", "--duration", "0.5",
                            "--legs", "c,reactio-py")

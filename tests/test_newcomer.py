@@ -68,7 +68,7 @@ def test_failed_connect_without_completion_logs_one_error_naming_the_address(
     assert len(errors) == 1, [r.getMessage() for r in errors]
     message = errors[0].getMessage()
     assert "127.0.0.1" in message and str(port) in message, message
-    assert "Connection refused" in message, message
+    assert "ConnectionRefusedError" in message, message     # (the text of errno is the OS's)
     assert client.events == []                      # neither on_connected nor on_close
     assert isinstance(client.close_error, ConnectionRefusedError)
     assert expected_errors.messages == [message]
@@ -217,6 +217,7 @@ def test_readme_explains_the_reactor_id_its_example_prints_and_its_1024():
     assert ", 1024, " in code and "`1024`" in text and "recv_buffer_min_size" in text
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="the bench harness is Linux-only")
 def test_bench_page_gives_both_install_commands_and_the_scale_duration():
     from reactio.bench import cli
     text = (ROOT / "docs" / "bench.md").read_text(encoding="utf-8")
@@ -225,6 +226,7 @@ def test_bench_page_gives_both_install_commands_and_the_scale_duration():
     assert f"**{duration:g} s** by default" in text, duration
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="the bench harness is Linux-only")
 def test_plot_title_is_wrapped_to_the_figure():
     from reactio.bench import plot
     line = ("Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz, 2 CPUs, Linux 6.18.44-fc-v669, "
@@ -236,6 +238,7 @@ def test_plot_title_is_wrapped_to_the_figure():
     assert plot._wrap_title(line, 14.0) == line       # a wide figure keeps one line
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="the bench harness is Linux-only")
 def test_plot_title_fits_inside_the_png(tmp_path):
     pytest.importorskip("matplotlib")
     from reactio.bench import plot
@@ -274,7 +277,7 @@ _BLOCKING = re.compile(r"create_connection\(|\.sendall\(|\.settimeout\(|\.makefi
 
 @pytest.mark.parametrize("where,code", list(python_blocks()), ids=[w for w, _ in python_blocks()])
 def test_docs_examples_use_only_non_blocking_sockets(where, code):
-    if "socket" not in code:
+    if "socket" not in code or "# blocking sockets: no loop runs in this process" in code:
         return
     found = _BLOCKING.findall(code)
     assert not found, f"{where}: blocking socket calls {found} (use a non-blocking socket)"

@@ -51,7 +51,8 @@ def test_public_names_are_importable():
     for name in reactio.__all__:
         assert getattr(reactio, name) is not None, name
     for mod in ("reactio.errors", "reactio.listener", "reactio.utils", "reactio.simpleio",
-                "reactio.threaded", "reactio.examples.pingpong"):
+                "reactio.threaded", "reactio.examples.pingpong", "reactio.aio",
+                "reactio.workers", "reactio.examples.aio_status"):
         importlib.import_module(mod)
 
 

@@ -118,6 +118,9 @@ cdef class CmdSender:
                                  getattr(handler, "nodelay", True))
         p.backlog = _size_option(getattr(handler, "backlog", 1024), "backlog", 0, 65535)
         p.reuse_port = bool(getattr(handler, "reuse_port", False))
+        if p.reuse_port and not _net.HAS_REUSE_PORT:
+            raise ValueError("reuse_port=True: this platform has no SO_REUSEPORT (one listener "
+                             "per port; see docs/listeners.md)")
         p.dual_stack = bool(getattr(handler, "dual_stack", False))
         p.addr = addr
         p.handler = handler
@@ -182,6 +185,13 @@ cdef int _run_commands(ReactRuntime rt) except -1:
     return 0
 
 
+cdef inline int _complete_cmd(_Command cmd, object result) except -1:
+    """A command's completion, at most once even if reactio fails after calling it."""
+    completion = cmd.completion
+    cmd.completion = None
+    return _complete(completion, result)
+
+
 cdef int _execute(ReactRuntime rt, _Command cmd) except -1:
     try:
         if cmd.kind == CMD_USER:
@@ -206,7 +216,7 @@ cdef int _execute(ReactRuntime rt, _Command cmd) except -1:
         raise
     except BaseException as exc:
         log.error("command %d failed inside reactio: %s", cmd.kind, exc, exc_info=exc)
-        _complete(cmd.completion, exc)
+        _complete_cmd(cmd, exc)
     return 0
 
 
@@ -214,26 +224,26 @@ cdef int _exec_user(ReactRuntime rt, _Command cmd) except -1:
     cdef DispatchContext ctx
     obj = _lookup(rt, <ReactorID>cmd.target)
     if obj is None:
-        return _complete(cmd.completion, ReactorNotFoundError(
+        return _complete_cmd(cmd, ReactorNotFoundError(
             f"no reactor {cmd.target}: it was closed or the id is stale"))
     if type(obj) is _Listener:
-        return _complete(cmd.completion, ReactorNotFoundError(
+        return _complete_cmd(cmd, ReactorNotFoundError(
             f"{cmd.target} is a listener; user commands go to stream reactors"))
     ctx = <DispatchContext>obj
     if ctx.state != ST_OPEN:
-        return _complete(cmd.completion, ReactorClosedError(f"reactor {cmd.target} is not open"))
+        return _complete_cmd(cmd, ReactorClosedError(f"reactor {cmd.target} is not open"))
     try:
         failed = _call_reactor(rt, ctx, CB_COMMAND, cmd.a)
     except (KeyboardInterrupt, SystemExit) as exc:
-        _complete(cmd.completion, exc)     # exactly once, even when unwinding
+        _complete_cmd(cmd, exc)     # exactly once, even when unwinding
         raise
-    return _complete(cmd.completion, ctx.reactor_id if failed is None else failed)
+    return _complete_cmd(cmd, ctx.reactor_id if failed is None else failed)
 
 
 cdef int _exec_close(ReactRuntime rt, _Command cmd) except -1:
     obj = _lookup(rt, <ReactorID>cmd.target)
     if obj is None:
-        return _complete(cmd.completion, ReactorNotFoundError(
+        return _complete_cmd(cmd, ReactorNotFoundError(
             f"no reactor {cmd.target}: it was closed or the id is stale"))
     try:
         if type(obj) is _Listener:
@@ -241,7 +251,7 @@ cdef int _exec_close(ReactRuntime rt, _Command cmd) except -1:
         else:       # (a connect in progress ends too: its completion gets the error)
             _stream_event(rt, <DispatchContext>obj, EV_ABORT if cmd.a else EV_CLOSE, None)
     finally:        # on_close may unwind with KeyboardInterrupt: the completion still runs
-        _complete(cmd.completion, cmd.target)
+        _complete_cmd(cmd, cmd.target)
     return 0
 
 

@@ -39,7 +39,7 @@ cdef class MsgReader:
     cdef Py_ssize_t end            # one past the last received byte
     cdef Py_ssize_t decoded        # last ExpectMsgSize(n), 0 if none
     cdef Py_ssize_t unseen         # buffered bytes the dispatcher has not been shown yet
-    cdef readonly Py_ssize_t min_reserve
+    cdef Py_ssize_t recv_min        # recv_buffer_min_size: the free space every read gets
     cdef readonly Py_ssize_t max_msg_size
     cdef bint busy                 # inside a read/dispatch: re-entry is refused
     cdef int last_errno            # errno of the failed recv() behind READ_ERROR

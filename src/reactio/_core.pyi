@@ -7,7 +7,7 @@ from types import TracebackType
 from typing import Any, Callable, ClassVar, Literal, Optional, Protocol, Tuple, Type, TypeVar, Union, final
 
 from _typeshed import ReadableBuffer
-from typing_extensions import disjoint_base
+from typing_extensions import deprecated, disjoint_base
 
 _T = TypeVar("_T")
 _DeferredT = TypeVar("_DeferredT", bound="Deferred")
@@ -109,6 +109,9 @@ class MsgReader:
 
     def __new__(cls, min_reserve: int, max_msg_size: int) -> MsgReader: ...
     @property
+    def recv_buffer_min_size(self) -> int: ...
+    @property
+    @deprecated("use recv_buffer_min_size")
     def min_reserve(self) -> int: ...
     @property
     def max_msg_size(self) -> int: ...
@@ -123,6 +126,7 @@ class MsgSender:
 
     def __new__(cls, max_send_queue: int, high_water: int, low_water: int) -> MsgSender: ...
     @property
+    @deprecated("use DispatchContext.send_queue_size")
     def queued(self) -> int: ...
     @property
     def bytes_sent(self) -> int: ...
@@ -255,7 +259,7 @@ class TimerHandle:
     def cancel(self) -> None: ...
     def cancelled(self) -> bool: ...
 
-@disjoint_base
+@final
 class ReactRuntime:
     """One event loop.  Use it from one thread; other threads reach it through cmd_sender."""
 
@@ -278,6 +282,7 @@ class ReactRuntime:
     ) -> None: ...
     @property
     def cmd_sender(self) -> CmdSender: ...
+    @deprecated("use the cmd_sender attribute")
     def get_cmd_sender(self) -> CmdSender: ...
     @property
     def max_send_queue(self) -> int: ...

@@ -72,8 +72,11 @@ cdef int _epoll_poll(ReactRuntime rt, int timeout_ms) except -1:
         inbox.polling = True
         if inbox.queue or rt.ready:
             timeout_ms = 0
-    with nogil:
-        n = epoll_wait(rt.epfd, evs, rt.max_events, timeout_ms)
+    if timeout_ms == 0:     # a poll never blocks: keep the GIL (no hand-off per busy-poll)
+        n = epoll_wait(rt.epfd, evs, rt.max_events, 0)
+    else:
+        with nogil:
+            n = epoll_wait(rt.epfd, evs, rt.max_events, timeout_ms)
     inbox.polling = False
     if n < 0:
         err = rio_errno()

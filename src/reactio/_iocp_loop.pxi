@@ -168,6 +168,10 @@ cdef int _iocp_poll(ReactRuntime rt, int timeout_ms) except -1:
     # level-triggered epoll, a packet is never delivered twice.  So a KeyboardInterrupt or
     # SystemExit from a callback is held until the whole batch is done.
     interrupt = None
+    # The owners stay referenced until the whole batch is handled: a stream's receive and send
+    # may both complete in one batch, and dropping the stream after the first would free the
+    # second's rio_op (its iocp_ops) before it is read.
+    owners = []
     for i in range(n):
         op = <w.rio_op *>ents[i].lpOverlapped
         if op == NULL:
@@ -175,6 +179,7 @@ cdef int _iocp_poll(ReactRuntime rt, int timeout_ms) except -1:
             continue
         rt.n_sock_events += 1
         owner = _op_finish(rt, op)
+        owners.append(owner)
         try:
             if op.kind == OP_ACCEPT:
                 _iocp_accept_done(rt, <_Listener>owner, op)
@@ -410,13 +415,15 @@ cdef int _iocp_drain(ReactRuntime rt) except -1:
             if not w.GetQueuedCompletionStatusEx(<w.HANDLE>rt.port, ents, rt.max_events, &n,
                                                  50, w.FALSE):
                 n = 0
+        owners = []     # (as in _iocp_poll: alive until the batch is done)
         for i in range(n):
             op = <w.rio_op *>ents[i].lpOverlapped
             if op != NULL:
-                _op_finish(rt, op)      # drops the owner reference the op held
                 if op.kind == OP_ACCEPT and op.sock != w.INVALID_SOCKET:
                     w.closesocket(op.sock)
                     op.sock = w.INVALID_SOCKET
+                owners.append(_op_finish(rt, op))   # the op's own reference, now ours
+        owners = None
     if rt.n_pending_ops > 0:
         log.error("runtime close: %d overlapped operations did not complete; their memory is "
                   "left allocated", rt.n_pending_ops)

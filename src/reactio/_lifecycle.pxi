@@ -121,7 +121,8 @@ cdef int _check_stream(ReactRuntime rt, DispatchContext ctx) except -1:
         return 0
     if _lookup(rt, ctx.reactor_id) is not ctx or ctx.fd < 0:
         raise AssertionError(f"live stream {ctx.reactor_id} lost its slot or its socket")
-    if (st == ST_CONNECTING) != (ctx.connect is not None):
+    if (st == ST_CONNECTING and ctx.connect is None) or (
+            ST_OPEN <= st < ST_CLOSING and ctx.connect is not None):
         raise AssertionError(f"stream {ctx.reactor_id}: state {st} with connect {ctx.connect}")
     if st == ST_HALF_CLOSED and ctx.sender.head != ctx.sender.tail:
         raise AssertionError(f"half-closed stream {ctx.reactor_id} has queued bytes")

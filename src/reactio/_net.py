@@ -62,6 +62,8 @@ def resolve_numeric(host: str, port: int):
     return [(fam, sa) for fam, _, _, _, sa in infos]
 
 
+HAS_REUSE_PORT = hasattr(socket, "SO_REUSEPORT")
+
 _resolver = None
 _resolver_lock = threading.Lock()
 

@@ -61,15 +61,27 @@ cdef class _RecvStore:
 
 @cython.final
 cdef class MsgReader:
-    """Per-stream receive buffer.  Each read gets at least ``min_reserve`` bytes of free space
-    (recv_buffer_min_size); the buffer doubles as needed up to max_msg_size and keeps the
-    partial message at its front between reads."""
+    """Per-stream receive buffer.  Each read gets at least ``recv_buffer_min_size`` bytes of
+    free space; the buffer grows only to hold a message that does not fit (up to max_msg_size)
+    and keeps the partial message at its front between reads."""
 
     def __cinit__(self, Py_ssize_t min_reserve, Py_ssize_t max_msg_size):
         _size_option(min_reserve, "recv_buffer_min_size", 1, MAX_RECV_RESERVE)
         _size_option(max_msg_size, "max_msg_size", 1, PY_SSIZE_T_MAX - min_reserve)
-        self.min_reserve = min_reserve
+        self.recv_min = min_reserve
         self.max_msg_size = max_msg_size
+
+    @property
+    def recv_buffer_min_size(self):
+        """The free space every read gets (the stream's recv_buffer_min_size)."""
+        return self.recv_min
+
+    @property
+    def min_reserve(self):
+        """Deprecated spelling of recv_buffer_min_size."""
+        warnings.warn("MsgReader.min_reserve is deprecated; use recv_buffer_min_size",
+                      DeprecationWarning, stacklevel=2)
+        return self.recv_min
 
     def __sizeof__(self):
         """The reader and the receive buffer it holds."""
@@ -138,20 +150,20 @@ cdef class MsgReader:
         cdef Py_ssize_t used, newcap, limit
         cdef char *p
         if s is None:
-            self.store = _RecvStore(self.min_reserve)
+            self.store = _RecvStore(self.recv_min)
             self.start = self.end = 0
-            return self.min_reserve
-        if s.cap - self.end >= self.min_reserve:
+            return self.recv_min
+        if s.cap - self.end >= self.recv_min:
             return s.cap - self.end
         used = self.end - self.start
         if self.start > 0:
             memmove(s.data, s.data + self.start, used)
             self.start = 0
             self.end = used
-            if s.cap - used >= self.min_reserve:
+            if s.cap - used >= self.recv_min:
                 return s.cap - used
-        limit = self.max_msg_size + self.min_reserve
-        newcap = max(used + self.min_reserve, 2 * s.cap)
+        limit = self.max_msg_size + self.recv_min
+        newcap = max(used + self.recv_min, 2 * s.cap)
         if newcap > limit:
             newcap = limit
         if newcap <= s.cap:
@@ -330,6 +342,6 @@ cdef class MsgReader:
         if self.start == self.end:
             self.start = self.end = self.unseen = 0
             if (self.store is not None and self.store.cap >= KEEP_BUFFER
-                    and self.store.cap > self.min_reserve):
+                    and self.store.cap > self.recv_min):
                 self._release_buffer()      # a burst made it grow: give the memory back
         return 0

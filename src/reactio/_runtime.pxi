@@ -229,6 +229,8 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
             if self.ready:
                 _run_ready(self)    # completions owed by sends made outside process_events
             if not wait_when_idle and self._idle():
+                if self.inbox.external and self.inbox.wake_pending:
+                    _be_poll(self, 0)   # consume the wake-up: the other loop polls fileno()
                 return False
             if timeout < 0 or timeout > 1e6:
                 timeout_ms = -1         # no limit (commands and timers still wake the loop)

@@ -44,7 +44,10 @@ cdef class MsgSender:
 
     @property
     def queued(self):
-        """Bytes accepted but not yet written to the kernel."""
+        """Deprecated: use ctx.send_queue_size (bytes accepted, not yet written to the
+        kernel)."""
+        warnings.warn("MsgSender.queued is deprecated; use ctx.send_queue_size",
+                      DeprecationWarning, stacklevel=2)
         return self.tail - self.head
 
     @property

@@ -72,7 +72,7 @@ cdef int _run_call(ReactRuntime rt, _Command cmd) except -1:
     try:
         result = cmd.a()
     except (KeyboardInterrupt, SystemExit) as exc:
-        _complete(cmd.completion, exc)
+        _complete_cmd(cmd, exc)
         raise
     except BaseException as exc:
         if cmd.completion is None:
@@ -80,7 +80,7 @@ cdef int _run_call(ReactRuntime rt, _Command cmd) except -1:
                       type(exc).__name__, exc_info=exc)
             return 0
         result = exc
-    return _complete(cmd.completion, result)
+    return _complete_cmd(cmd, result)
 
 
 # ---------------------------------------------------------------------------- the heap

@@ -1,6 +1,8 @@
 """Listener handlers: what a listening socket does with each accepted connection."""
 from __future__ import annotations
 
+import socket
+import sys
 from typing import Any, Callable, Optional
 
 from reactio._core import Reactor
@@ -14,6 +16,10 @@ class TcpListenerHandler:
     ``max_msg_size`` (None: the runtime's defaults), ``nodelay`` (TCP_NODELAY on accepted
     streams), ``backlog``, ``reuse_port`` and ``dual_stack``.
 
+    ``reuse_port`` (SO_REUSEPORT): several listeners, in one process or several, share one
+    address and the kernel spreads connections over them; refused with ValueError here where
+    the platform has no SO_REUSEPORT, i.e. Windows.
+
     ``dual_stack``: an IPv6 listener (e.g. on ``"[::]:port"``) is IPv6-only by default
     (IPV6_V6ONLY=1, whatever the system default); ``dual_stack=True`` sets IPV6_V6ONLY=0, so it
     also accepts IPv4 clients, whose peer address is then the IPv4-mapped form
@@ -23,6 +29,12 @@ class TcpListenerHandler:
     def __init__(self, recv_buffer_min_size: int = 4096, *, max_send_queue: Optional[int] = None,
                  max_msg_size: Optional[int] = None, nodelay: bool = True, backlog: int = 1024,
                  reuse_port: bool = False, dual_stack: bool = False) -> None:
+        if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
+            raise ValueError(
+                "reuse_port=True: SO_REUSEPORT does not exist on this platform "
+                f"({sys.platform}): Windows cannot spread one port's connections over several "
+                "listeners (docs/listeners.md); serve from one process, with "
+                "ThreadedReactorMgr for several runtimes")
         self.recv_buffer_min_size = recv_buffer_min_size
         self.max_send_queue = max_send_queue
         self.max_msg_size = max_msg_size

@@ -8,13 +8,14 @@ their state in it, so make it mutable):
   the accepting listener's ReactorID, or None for an outbound connection.  Raising closes it.
 - ``on_sock_msg(buf, ctx, app_data) -> int``: ``buf`` is a writable memoryview of every
   unprocessed received byte (valid only during the call).  Return how many bytes were consumed:
-  ``0`` means "no complete message yet, call me again when more bytes arrive" (reactio panics
-  on 0); ``n < len(buf)`` means "consumed n, call me again at once with the rest".  A
+  ``0`` means "no complete message yet, call me again when more bytes arrive" (the Rust crate
+  reactio panics on 0); ``n < len(buf)`` means "consumed n, call me again at once with the rest".  A
   ``MessageResult`` (``ExpectMsgSize(n)`` / ``DropMsgSize(n)``) may be returned instead, to ask
   for an exact size.  Raising, or returning anything else, closes the stream with that error.
 - ``on_closed(reactor_id, cmd_sender, app_data) -> None``: the stream is closed.
 - ``on_command(cmd, ctx, app_data) -> None`` (optional): a user command.  Without it a user
-  command completes with ``CommandNotHandledError`` and the stream stays open (reactio panics).
+  command completes with ``CommandNotHandledError`` and the stream stays open (the Rust crate
+  reactio panics).
 
 ``ctx`` is the core's ``DispatchContext`` (reactio's ``SimpleIoReactorContext``): ``send_or_que``,
 ``acquire_send``, ``close``, ``reactor_id``, ``cmd_sender``.

@@ -7,7 +7,7 @@ runtime only through its CmdSender (``get_cmd_sender(i)``), and reactors find ea
 through a name registry of ``ReactorUID(runtime_id, reactor_id)``.
 
 Differences from reactio, each one a bug there:
-- startup waits for every thread's runtime without a deadline (reactio panics after 100 ms);
+- startup waits for every thread's runtime without a deadline (the Rust crate reactio panics after 100 ms);
 - ``stop()`` then ``join()`` closes every runtime on its own thread, so every reactor's
   ``on_close`` runs and every pending completion is failed with RuntimeClosedError (reactio
   drops the runtimes silently);

@@ -118,7 +118,7 @@ class SlowPeer:
                 return
 
 
-def test_slow_consumers_backpressure_and_overflow(request):
+def test_slow_consumers_backpressure_and_overflow(request, expected_errors):
     fds_before = open_fds()
     rt = ReactRuntime()
     producers, flooders, echoes = [], [], []
@@ -184,6 +184,9 @@ def test_slow_consumers_backpressure_and_overflow(request):
         # the flooder alone was closed, with the error that says why
         flood = flooders[0]
         assert isinstance(flood.closed_with, reactio.SendQueueOverflowError), flood.closed_with
+        # a broken limit is logged at ERROR, once, for that stream only
+        assert len(expected_errors.matching("over max_send_queue")) == 1, expected_errors.messages
+        assert len(expected_errors.messages) == 1, expected_errors.messages
         assert f"max_send_queue={MAX_SEND_QUEUE}" in str(flood.closed_with)
         assert flood.max_queue <= MAX_SEND_QUEUE
         assert [e[0] for e in flood.events] == ["pause"]

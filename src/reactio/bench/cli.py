@@ -2,6 +2,7 @@
 
     python -m reactio.bench pingpong [--compare] [--count N] [--size B ...] [--pin MODE] ...
     python -m reactio.bench scale [--conns 1,10,100,1000] [--duration S] [--legs ...] ...
+    python -m reactio.bench scale --workers N ...   (every server in N processes, one port)
     python -m reactio.bench pipeline [--depth 16] [--count N] [--trace-count N] ...
     python -m reactio.bench cost [--count N] [--depth 1] [--legs ...]     (needs valgrind)
     python -m reactio.bench idle [--conns 10000] [--legs ...]
@@ -147,6 +148,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--warmup", type=_seconds, default=1.0,
                     help="seconds of unmeasured load before each run's window (default 1)")
     sp.add_argument("--size", type=_size, default=64, help="message size (default 64)")
+    sp.add_argument("--workers", type=_positive_int, metavar="N",
+                    help="run every server as N processes sharing its port (SO_REUSEPORT; "
+                         "reactio: reactio.workers.run); the pin default becomes none, so "
+                         "that the workers can use every CPU")
     common(sp, "split")
 
     def basic(sp: argparse.ArgumentParser, default_rounds: int) -> None:
@@ -322,8 +327,11 @@ def _bench(args: argparse.Namespace, argv: List[str]) -> int:
             text = report.pingpong_table(result, line)
         elif args.command == "scale":
             from . import scale
+            pin = args.pin
+            if args.workers and not any(a == "--pin" or a.startswith("--pin=") for a in argv):
+                pin = "none"            # N worker processes pinned to one CPU cannot scale
             result = scale.run(legs, args.conns, args.size, args.warmup, args.duration,
-                               args.rounds or 1, args.pin, args.spin, progress)
+                               args.rounds or 1, pin, args.spin, progress, args.workers)
             text = report.scale_table(result, line)
         elif args.command == "pipeline":
             from . import pipeline

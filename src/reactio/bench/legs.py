@@ -1,7 +1,9 @@
 """The legs of a comparison: what runs as the server and the client of each.
 
 A leg is symmetric: its server and its pingpong client use the same I/O stack (a C epoll
-client against the C epoll server, an asyncio client against the asyncio server, ...).
+client against the C epoll server, an asyncio client against the asyncio server, ...),
+except reactio-aio, whose server is reactio-py's reactor attached to uvloop and whose client
+is reactio-py's: the two legs differ only in how the server's runtime is driven.
 The ``scale`` command uses only the legs' servers; its load always comes from the C load
 generator.
 
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from .progress import Progress
 
 # Every leg, in the order tables list them. The C leg is the floor every ratio refers to.
-ALL_LEGS = ("c", "asyncio", "uvloop", "reactio-py", "reactio-cy")
+ALL_LEGS = ("c", "asyncio", "uvloop", "reactio-py", "reactio-cy", "reactio-aio")
 FLOOR = "c"
 
 DESCRIPTIONS = {
@@ -32,6 +34,7 @@ DESCRIPTIONS = {
     "uvloop": "asyncio Protocol on uvloop's loop",
     "reactio-py": "reactio, Python Reactor subclass",
     "reactio-cy": "reactio, Cython Reactor subclass",
+    "reactio-aio": "reactio, Python Reactor subclass, server attached to uvloop (reactio.aio)",
 }
 
 # Python package root to hand to the children, so that `python -m reactio.bench.worker`
@@ -123,14 +126,19 @@ class Leg:
         lines = (out.stdout + out.stderr).strip().splitlines()
         return lines[-1] if lines else f"import check failed (exit status {out.returncode})"
 
-    def server_argv(self, conns: int, spin: bool, timeout: float) -> List[str]:
-        """A server that prints ``port N``, serves ``conns`` connections, exits after."""
+    def server_argv(self, conns: int, spin: bool, timeout: float,
+                    workers: Optional[int] = None) -> List[str]:
+        """A server that prints ``port N``, serves ``conns`` connections, exits after; with
+        ``workers``, one that serves from that many processes sharing the port
+        (SO_REUSEPORT) until SIGTERM, then exits 0."""
         if self.name == FLOOR:
             argv = [str(self._exes["server"]), "--conns", str(conns)]
         else:
             argv = [sys.executable, "-m", "reactio.bench.worker", "server", self.name,
                     "--conns", str(conns)]
         argv += ["--timeout", str(int(timeout) + 1)]
+        if workers:
+            argv += ["--workers", str(workers)]
         return argv + (["--spin"] if spin else [])
 
     def client_argv(self, port: int, count: int, warmup: int, size: int, out: Path,

@@ -14,7 +14,7 @@ import struct
 import time
 from typing import Awaitable, Callable, Optional, cast
 
-from .worker import HDR, Recorder, check_echo
+from .worker import HDR, Recorder, check_echo, run_forked
 
 _HEAD = struct.Struct("<Hq")
 
@@ -111,6 +111,23 @@ def serve(leg: str, conns: int, spin: bool, announce: Callable[[int], None]) -> 
         server.close()
 
     _run(leg, main())
+
+
+def serve_workers(leg: str, workers: int, spin: bool, announce: Callable[[int], None],
+                  timeout: int) -> None:
+    """``workers`` processes, each an asyncio server with ``reuse_port=True`` on one port."""
+    def serve_on(port: int, ready: Callable[[], None]) -> None:
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            state = _ServerState(1 << 62, loop.create_future())     # never done: SIGTERM
+            server = await loop.create_server(lambda: EchoServer(state), "127.0.0.1", port,
+                                              backlog=4096, reuse_port=True)
+            ready()
+            await server.serve_forever()
+
+        _run(leg, main())
+
+    run_forked(workers, serve_on, announce, timeout)
 
 
 class PingClient(asyncio.Protocol):

@@ -62,6 +62,32 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of process ``pid`` and of all its live descendants (a server with
+    worker processes), from /proc. Raises ChildError when ``pid`` is gone."""
+    parents: Dict[int, List[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue                # gone meanwhile
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        parents.setdefault(ppid, []).append(int(entry))
+    total = cpu_seconds(pid)
+    todo = list(parents.get(pid, ()))
+    while todo:
+        child = todo.pop()
+        try:
+            total += cpu_seconds(child)
+        except ChildError:
+            continue                # exited meanwhile
+        todo.extend(parents.get(child, ()))
+    return total
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of process ``pid`` in bytes (VmRSS of /proc/PID/status).
 

@@ -9,6 +9,7 @@ time (utime + stime from /proc), giving the server's CPU time per message.
 """
 from __future__ import annotations
 
+import signal
 import tempfile
 from array import array
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from . import cbuild, stats
 from .legs import FLOOR, Leg, round_order, usable_legs
 from .procs import (Child, ChildError, Pins, cpu_seconds, deadline_in, pin_plan, pins_json,
-                    raise_nofile_limit)
+                    raise_nofile_limit, tree_cpu_seconds)
 from .progress import Progress
 
 STARTUP_TIMEOUT = 60.0
@@ -75,14 +76,19 @@ class ScaleResult:
 
 def run_once(leg: Leg, loadgen: Path, conns: int, size: int, warmup: float, duration: float,
              pins: Pins, spin: bool, workdir: Path, progress: Progress,
-             label: str) -> Tuple[array[int], int, int, float]:
-    """One server + load generator run: (samples, messages, elapsed_ns, server_cpu_s)."""
+             label: str, workers: Optional[int] = None) -> Tuple[array[int], int, int, float]:
+    """One server + load generator run: (samples, messages, elapsed_ns, server_cpu_s).
+
+    With ``workers``, the server runs that many processes sharing its port; it is stopped
+    with SIGTERM after the load generator is done (it must then exit 0), and its CPU time is
+    that of its whole process tree."""
     out = workdir / f"scale-{leg.name}-{conns}.samples"
     timeout = STARTUP_TIMEOUT + CONNECT_TIMEOUT + warmup + duration + 30
     server_cpus, client_cpus = pins
+    cpu_of = tree_cpu_seconds if workers else cpu_seconds
     progress.update(f"{label}: starting")
-    with Child(f"{leg.name} server", leg.server_argv(conns, spin, timeout), workdir=workdir,
-               cpus=server_cpus, env=leg.env) as server:
+    with Child(f"{leg.name} server", leg.server_argv(conns, spin, timeout, workers),
+               workdir=workdir, cpus=server_cpus, env=leg.env) as server:
         line = server.read_line(deadline_in(STARTUP_TIMEOUT))
         if not line or not line.startswith("port "):
             raise server.failure(f"did not report its port (got {line!r})")
@@ -106,15 +112,17 @@ def run_once(leg: Leg, loadgen: Path, conns: int, size: int, warmup: float, dura
                 elif line.startswith("connected "):
                     progress.update(f"{label}: connected, warming up")
                 elif line == "measure-start":
-                    cpu0 = cpu_seconds(server.pid)
+                    cpu0 = cpu_of(server.pid)
                 elif line.startswith("measure-end "):
-                    cpu1 = cpu_seconds(server.pid)
+                    cpu1 = cpu_of(server.pid)
                     _, msgs, elapsed = line.split()
                     result = int(msgs), int(elapsed)
                 elif line == "done":
                     break
             if lg.wait(deadline_in(10)) != 0:
                 raise lg.failure("failed")
+        if workers:
+            server.signal(signal.SIGTERM)       # worker servers serve until told to stop
         if server.wait(deadline_in(30)) != 0:
             raise server.failure("failed")
     if cpu0 is None or cpu1 is None or result is None:
@@ -128,7 +136,8 @@ def run_once(leg: Leg, loadgen: Path, conns: int, size: int, warmup: float, dura
 
 
 def run(legs: List[Leg], conns_list: List[int], size: int, warmup: float, duration: float,
-        rounds: int, pin: str, spin: bool, progress: Progress) -> Dict[str, Any]:
+        rounds: int, pin: str, spin: bool, progress: Progress,
+        workers: Optional[int] = None) -> Dict[str, Any]:
     pins = pin_plan(pin)
     limit = raise_nofile_limit()  # inherited by the children
     if max(conns_list) + 64 > limit:
@@ -150,10 +159,12 @@ def run(legs: List[Leg], conns_list: List[int], size: int, warmup: float, durati
                     if res.status != "ok":
                         continue
                     label = f"scale {conns} conns, round {r + 1}/{rounds}, {leg.name}"
+                    if workers:
+                        label += f" x{workers}"
                     try:
                         samples, msgs, elapsed, cpu = run_once(
                             leg, loadgen, conns, size, warmup, duration, pins, spin, workdir,
-                            progress, label)
+                            progress, label, workers)
                     except (ChildError, OSError, ValueError) as e:
                         res.fail("failed", f"round {r + 1}: {e}")
                         progress.note(f"scale: leg {leg.name} at {conns} conns failed: {e}")
@@ -169,7 +180,7 @@ def run(legs: List[Leg], conns_list: List[int], size: int, warmup: float, durati
     return {
         "command": "scale",
         "params": {"conns": conns_list, "size": size, "warmup": warmup, "duration": duration,
-                   "rounds": rounds, "pin": pin, "spin": spin,
+                   "rounds": rounds, "pin": pin, "spin": spin, "workers": workers,
                    "cpus": pins_json(pins),
                    "legs": [leg.name for leg in legs]},
         "results": results,

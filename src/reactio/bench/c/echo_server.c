@@ -7,12 +7,18 @@
  * needs to do for this protocol (frame, echo), so it is the floor the other servers are
  * compared with.
  *
- * Usage: echo_server [--conns N] [--spin] [--timeout S]
+ * Usage: echo_server [--conns N] [--spin] [--timeout S] [--workers W]
  *   Binds 127.0.0.1 on an ephemeral port and prints "port <n>" on stdout (the harness reads
  *   it). Accepts N connections (default 1), then closes the listener, and exits 0 once all
  *   of them are closed. --spin polls epoll with a zero timeout (busy poll) instead of
  *   blocking. --timeout S (default 600) is a watchdog: SIGALRM ends the process, so a lost
  *   harness never leaves it behind.
+ *
+ *   --workers W (the `scale --workers` mode): the process holds an ephemeral port with a
+ *   bound, non-listening SO_REUSEPORT socket, prints it, and forks W workers that each
+ *   listen on it with SO_REUSEPORT (the kernel spreads the connections over them) and serve
+ *   until they are told to stop: SIGTERM to the parent stops the workers, reaps them and
+ *   exits 0. Workers die with the parent (PR_SET_PDEATHSIG) and have the same watchdog.
  *
  * Errors go to stderr with a non-zero exit status.
  */
@@ -26,8 +32,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 
@@ -153,38 +161,36 @@ static int on_writable(int ep, struct conn *c) {
     return 0;
 }
 
-int main(int argc, char **argv) {
-    long target = 1, timeout_s = 600;
-    int spin = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--conns") && i + 1 < argc) target = atol(argv[++i]);
-        else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) timeout_s = atol(argv[++i]);
-        else if (!strcmp(argv[i], "--spin")) spin = 1;
-        else { fprintf(stderr, "usage: echo_server [--conns N] [--spin] [--timeout S]\n"); return 2; }
-    }
-    if (target < 1) target = 1;
-    alarm((unsigned)timeout_s);
-    signal(SIGPIPE, SIG_IGN);  /* a peer that resets gives EPIPE, not a dead process */
-    raise_nofile();
-
+/* A listening socket on 127.0.0.1:port (0: ephemeral), SO_REUSEPORT when reuse_port. */
+static int open_listener(int port, int reuse_port, int do_listen) {
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (lfd < 0) die("socket");
     int one = 1;
     setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
+    if (reuse_port && setsockopt(lfd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+        die("setsockopt(SO_REUSEPORT)");
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (bind(lfd, (struct sockaddr *)&addr, sizeof addr) < 0) die("bind");
-    if (listen(lfd, 4096) < 0) die("listen");
-    socklen_t alen = sizeof addr;
-    if (getsockname(lfd, (struct sockaddr *)&addr, &alen) < 0) die("getsockname");
+    if (do_listen && listen(lfd, 4096) < 0) die("listen");
+    return lfd;
+}
 
+static int bound_port(int fd) {
+    struct sockaddr_in addr;
+    socklen_t alen = sizeof addr;
+    if (getsockname(fd, (struct sockaddr *)&addr, &alen) < 0) die("getsockname");
+    return ntohs(addr.sin_port);
+}
+
+/* Serve on listener lfd; with target > 0, close it after target connections and return
+ * once they are all closed; with target 0, serve until killed. */
+static void serve(int lfd, long target, int spin) {
+    int one = 1;
     int ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0) die("epoll_create1");
     struct epoll_event lev = {.events = EPOLLIN, .data.ptr = NULL};
     if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev) < 0) die("epoll_ctl(listener)");
-
-    printf("port %d\n", ntohs(addr.sin_port));
-    fflush(stdout);
 
     long accepted = 0;
     int open_conns = 0;
@@ -216,7 +222,7 @@ int main(int argc, char **argv) {
                     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = nc};
                     if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl(ADD)");
                     open_conns++;
-                    if (++accepted >= target) {
+                    if (target > 0 && ++accepted >= target) {
                         epoll_ctl(ep, EPOLL_CTL_DEL, lfd, NULL);
                         close(lfd);
                         lfd = -1;
@@ -232,5 +238,101 @@ int main(int argc, char **argv) {
             if (rc < 0) close_conn(ep, c, &open_conns);
         }
     }
+}
+
+static volatile sig_atomic_t stop_requested = 0;
+static void on_stop(int sig) { (void)sig; stop_requested = 1; }
+
+/* --workers: hold a port, fork the workers, wait for SIGTERM, stop and reap them. */
+static int run_workers(long workers, int spin, long timeout_s) {
+    int holder = open_listener(0, 1, 0);          /* bound, not listening: holds the port */
+    int port = bound_port(holder);
+    pid_t parent = getpid();
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigprocmask(SIG_BLOCK, &block, &old);         /* until the workers are forked */
+    struct sigaction sa = {.sa_handler = on_stop};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    pid_t *pids = calloc((size_t)workers, sizeof *pids);
+    if (!pids) { errno = ENOMEM; die("calloc"); }
+    int ready[2];                                  /* one byte per worker that listens */
+    if (pipe(ready) < 0) die("pipe");
+    for (long w = 0; w < workers; w++) {
+        pid_t pid = fork();
+        if (pid < 0) die("fork");
+        if (pid == 0) {
+            signal(SIGTERM, SIG_DFL);
+            signal(SIGINT, SIG_DFL);
+            sigprocmask(SIG_SETMASK, &old, NULL);
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+            if (getppid() != parent) _exit(1);
+            alarm((unsigned)timeout_s);           /* alarms are not inherited */
+            close(holder);
+            int lfd = open_listener(port, 1, 1);
+            if (write(ready[1], "+", 1) != 1) die("write(ready)");
+            close(ready[0]);
+            close(ready[1]);
+            serve(lfd, 0, spin);
+            _exit(0);
+        }
+        pids[w] = pid;
+    }
+    /* announce the port once every worker listens: no connection of the run may find
+     * fewer listeners than workers (EOF first: a worker died before it listened) */
+    close(ready[1]);
+    for (long got = 0; got < workers;) {
+        char buf[64];
+        ssize_t r = read(ready[0], buf, sizeof buf);
+        if (r > 0) got += r;
+        else if (r < 0 && errno != EINTR) die("read(ready)");
+        else if (r == 0) { fprintf(stderr, "echo_server: a worker died at start\n"); return 1; }
+    }
+    close(ready[0]);
+    printf("port %d\n", port);
+    fflush(stdout);
+    sigset_t waitmask = old;
+    sigdelset(&waitmask, SIGTERM);
+    sigdelset(&waitmask, SIGINT);
+    int failed = 0;
+    long alive = workers;
+    while (!stop_requested && alive > 0) {
+        sigsuspend(&waitmask);                     /* SIGTERM, SIGINT, SIGALRM (default: die) */
+        int status;
+        pid_t pid;
+        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {  /* a worker died on its own */
+            fprintf(stderr, "echo_server: worker %d ended early\n", (int)pid);
+            failed = 1;
+            for (long w = 0; w < workers; w++) if (pids[w] == pid) { pids[w] = 0; alive--; }
+        }
+        if (failed) break;
+    }
+    for (long w = 0; w < workers; w++) if (pids[w] > 0) kill(pids[w], SIGTERM);
+    for (long w = 0; w < workers; w++) if (pids[w] > 0) waitpid(pids[w], NULL, 0);
+    return failed;
+}
+
+int main(int argc, char **argv) {
+    long target = 1, timeout_s = 600, workers = 0;
+    int spin = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--conns") && i + 1 < argc) target = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) timeout_s = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--workers") && i + 1 < argc) workers = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--spin")) spin = 1;
+        else { fprintf(stderr, "usage: echo_server [--conns N] [--spin] [--timeout S] [--workers W]\n"); return 2; }
+    }
+    if (target < 1) target = 1;
+    alarm((unsigned)timeout_s);
+    signal(SIGPIPE, SIG_IGN);  /* a peer that resets gives EPIPE, not a dead process */
+    raise_nofile();
+    if (workers > 0) return run_workers(workers, spin, timeout_s);
+
+    int lfd = open_listener(0, 0, 1);
+    printf("port %d\n", bound_port(lfd));
+    fflush(stdout);
+    serve(lfd, target, spin);
     return 0;
 }
