@@ -19,24 +19,13 @@ import time
 
 import pytest
 
-import reactio
-
+from support.env import UNDER_WINE
 from support.subproc import HELPERS, child_env
-
-
-def _under_wine() -> bool:
-    if sys.platform != "win32":
-        return False
-    import ctypes
-    try:
-        return hasattr(ctypes.WinDLL("ntdll"), "wine_get_version")
-    except OSError:
-        return False
 
 
 pytestmark = [
     pytest.mark.timeout(60),
-    pytest.mark.skipif(_under_wine(), reason="a timed assertion: wine is not Windows, its "
+    pytest.mark.skipif(UNDER_WINE, reason="a timed assertion: wine is not Windows, its "
                        "timings mean nothing (tools/windows-test.sh); runs on real Windows"),
 ]
 
