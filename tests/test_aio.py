@@ -26,7 +26,10 @@ from reactio import (CommandNotHandledError, DefaultTcpListenerHandler, Deferred
                      ReactorID, ReactorNotFoundError, ReactRuntime, Reactor, ThreadedReactorMgr,
                      aio, monotonic_ns)
 
-from conftest import EchoReactor, frame, pump_until
+from support.reactors import EchoReactor
+from support.runtime import pump_until
+from support.sockets import closed_port
+from support.wire import frame
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -115,12 +118,6 @@ class Collector(Reactor):
 
     def on_close(self, reactor_id, cmd_sender):
         self.closed += 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------- attach
@@ -360,7 +357,7 @@ def test_connect_to_a_dead_port_raises_connection_refused(run, thread):
         with ReactRuntime() as rt, aio.attach(rt, thread=thread):
             client = Collector()
             with pytest.raises(ConnectionRefusedError):
-                await aio.connect(rt, ("127.0.0.1", free_port()), client)
+                await aio.connect(rt, ("127.0.0.1", closed_port()), client)
             assert client.connected == 0 and rt.count_streams() == 0
             with pytest.raises(ValueError):             # refused at the call
                 await aio.connect(rt, "127.0.0.1:1", client, recv_buffer_min_size=-1)

@@ -5,7 +5,9 @@ import pytest
 import reactio
 from reactio import errors, threaded
 
-from conftest import EchoReactor, listen_factory, pump_until, raw_client
+from support.reactors import EchoReactor
+from support.runtime import listen_factory, pump_until
+from support.sockets import raw_client
 
 
 def test_get_cmd_sender_is_a_deprecated_spelling_of_cmd_sender(rt):

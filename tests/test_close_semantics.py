@@ -3,14 +3,15 @@ draining is read and dropped (it would otherwise turn close() into a reset that 
 bytes in flight), the stream half-closes and waits for the peer's EOF, and nothing of a closed
 stream is kept alive by timers."""
 import gc
-import socket
 
 import pytest
 
 import reactio
 from reactio import DropMsgSize, Reactor
 
-from conftest import SinkReactor, listen_factory, pump_until, raw_client, recv_exact_nb
+from support.reactors import SinkReactor
+from support.runtime import listen_factory, pump_until
+from support.sockets import raw_client, recv_exact_nb
 
 pytestmark = pytest.mark.timeout(60)
 

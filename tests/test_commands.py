@@ -9,7 +9,9 @@ import pytest
 import reactio
 from reactio import Deferred, ReactRuntime, ReactorID
 
-from conftest import Completion, EchoReactor, connect, listen_factory, pump_until, raw_client
+from support.reactors import EchoReactor
+from support.runtime import Completion, connect, listen_factory, pump_until, stream_ids
+from support.sockets import raw_client
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -28,18 +30,8 @@ def open_stream(rt, reactor):
     lid, port = listen_factory(rt, lambda: reactor)
     peer = raw_client(port)
     pump_until(rt, lambda: reactor.connected_from != "never")
-    ctx_ids = [rid for rid in _stream_ids(rt)]
+    ctx_ids = [rid for rid in stream_ids(rt)]
     return ctx_ids[-1], peer, lid
-
-
-def _stream_ids(rt):
-    ids = []
-    for slot in range(64):
-        for gen in range(1, 8):
-            rid = ReactorID(slot, gen)
-            if rt.get_context(rid) is not None:
-                ids.append(rid)
-    return ids
 
 
 def test_deferred_commands_run_in_due_order_never_early(rt):
@@ -125,14 +117,14 @@ def test_reactor_ids_are_never_reused_and_stale_ids_are_refused(rt):
     lid, port = listen_factory(rt, lambda: a)
     rid_a, peer_a, _ = None, raw_client(port), None
     pump_until(rt, lambda: a.connected_from != "never")
-    rid_a = [r for r in _stream_ids(rt)][-1]
+    rid_a = [r for r in stream_ids(rt)][-1]
     rt.cmd_sender.send_close(rid_a)
     pump_until(rt, lambda: a.closed)
     b = CmdLog()
     rid_b = connect(rt, port, b)        # reuses a's slot (LIFO free list) ...
     assert isinstance(rid_b, ReactorID)
     assert rid_b != rid_a               # ... with a new generation
-    slots = {r.slot for r in _stream_ids(rt)}
+    slots = {r.slot for r in stream_ids(rt)}
     assert rid_a.slot in slots
     stale = Completion()
     rt.cmd_sender.send_user_cmd(rid_a, "for a", Deferred.IMMEDIATE, stale)
@@ -209,7 +201,7 @@ def test_close_runs_every_on_close_and_fails_pending_completions():
     lid, port = listen_factory(rt, lambda: servers.append(CmdLog()) or servers[-1])
     peers = [raw_client(port) for _ in range(3)]
     pump_until(rt, lambda: rt.count_streams() == 3)
-    rid = _stream_ids(rt)[-1]
+    rid = stream_ids(rt)[-1]
     deferred = [Completion() for _ in range(5)]
     for c in deferred:
         rt.cmd_sender.send_user_cmd(rid, "later", Deferred.after(60), c)

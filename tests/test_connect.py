@@ -10,18 +10,13 @@ import pytest
 import reactio
 from reactio import Deferred
 
-from conftest import (HAS_IPV6, Completion, EchoReactor, connect, frame, full_backlog_port,
-                      listen, listen_factory, pump_until, raw_client, recv_exact_nb)
+from support.env import HAS_IPV6
+from support.reactors import EchoReactor
+from support.runtime import Completion, connect, listen, listen_factory, pump_until
+from support.sockets import closed_port, full_backlog_port, raw_client, recv_exact_nb
+from support.wire import frame
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_connect_refused_reaches_completion(rt):

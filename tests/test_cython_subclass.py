@@ -1,18 +1,21 @@
 """A Cython subclass of Reactor, compiled at test time against the installed reactio .pxd,
 echoes messages with a number of Python allocations that does not grow with the count; and
 send_raw refuses a negative length (issue 16, item 13)."""
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import textwrap
+from importlib.machinery import EXTENSION_SUFFIXES
 
 import pytest
 
 import reactio
 from reactio import Deferred, ReactRuntime
 
-from conftest import Completion, listen_factory, pump_until
+from support.runtime import Completion, listen_factory, pump_until
+from support.subproc import TESTS, child_env
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -36,12 +39,17 @@ def cy_module(tmp_path_factory):
     proc = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=build,
                           capture_output=True, text=True, timeout=200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    sys.path.insert(0, str(build))
+    built = [p for p in build.iterdir() if p.name.startswith("cy_echo_reactor.")
+             and p.name.endswith(tuple(EXTENSION_SUFFIXES))]
+    assert len(built) == 1, sorted(p.name for p in build.iterdir())
+    spec = importlib.util.spec_from_file_location("cy_echo_reactor", built[0])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     try:
-        import cy_echo_reactor
-        yield cy_echo_reactor
+        spec.loader.exec_module(module)
+        yield module
     finally:
-        sys.path.remove(str(build))
+        del sys.modules[spec.name]
 
 
 def run_echoes(cy, count, server_cls=None):
@@ -82,34 +90,20 @@ def test_cython_cpdef_override_is_dispatched(cy_module):
     assert client.count == 2_000
 
 
+# run with the build directory and tests/ on PYTHONPATH
 NEGATIVE_SEND_CHILD = r"""
-import json, socket, struct, sys, time
-sys.path.insert(0, sys.argv[1])
+import json, socket
 import cy_echo_reactor as cy
 from reactio import DefaultTcpListenerHandler, ReactRuntime
+from support.runtime import pump_until
+from support.sockets import recv_exact_nb
+from support.wire import frame
 
-def frame(body):
-    return struct.pack("<Hq", len(body), 0) + body
-
-def pump(rt, pred, timeout=10.0):
-    end = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < end, "timed out"
-        rt.process_events(0.005)
+def pump(rt, pred):
+    pump_until(rt, pred, 10.0)
 
 def recv_exact(rt, sock, n):
-    sock.setblocking(False)
-    out = bytearray()
-    def more():
-        try:
-            chunk = sock.recv(n - len(out))
-        except BlockingIOError:
-            return False
-        assert chunk, "peer closed"
-        out.extend(chunk)
-        return len(out) >= n
-    pump(rt, more)
-    return bytes(out)
+    return recv_exact_nb(rt, sock, n, 10.0)
 
 big = bytes(range(256)) * 16384
 rt = ReactRuntime()
@@ -138,11 +132,8 @@ def test_send_raw_negative_length_raises_value_error(cy_module):
     ValueError, with an empty queue and with 4 MiB queued, and the stream keeps every byte in
     order.  Run in a subprocess: the bug kills the interpreter."""
     build = os.path.dirname(os.path.abspath(cy_module.__file__))
-    env = dict(os.environ)
-    src = os.path.dirname(os.path.dirname(os.path.abspath(reactio.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-    proc = subprocess.run([sys.executable, "-c", NEGATIVE_SEND_CHILD, build],
-                          capture_output=True, text=True, timeout=60, env=env)
+    proc = subprocess.run([sys.executable, "-c", NEGATIVE_SEND_CHILD],
+                          capture_output=True, text=True, timeout=60, env=child_env(build, TESTS))
     assert proc.returncode == 0, (f"exit code {proc.returncode}; stderr tail:\n"
                                   + proc.stderr[-1500:])
     report = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -3,22 +3,18 @@ traceback), peer resets mid-frame, BaseException subclasses; EINTR is retried an
 interrupts a blocked process_events()."""
 import os
 import signal
-import socket
-import struct
 import sys
 import threading
 import time
 
 import pytest
 
-from conftest import (EchoReactor, SinkReactor, frame, listen_factory, pump_until, raw_client,
-                      recv_exact_nb)
+from support.reactors import CustomBase, EchoReactor, SinkReactor
+from support.runtime import listen_factory, pump_until
+from support.sockets import raw_client, recv_exact_nb, reset
+from support.wire import frame
 
 pytestmark = pytest.mark.timeout(30)
-
-
-class CustomBase(BaseException):
-    pass
 
 
 @pytest.mark.parametrize("exc_type", [ValueError, ZeroDivisionError, MemoryError, CustomBase,
@@ -80,8 +76,7 @@ def test_reset_in_the_middle_of_a_frame(rt):
     peer.sendall(frame(b"z" * 100)[:50])             # half a frame
     pump_until(rt, lambda: rt.count_streams() == 1)
     rt.process_events(0.01)
-    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    peer.close()                                     # RST
+    reset(peer)                                      # RST
     pump_until(rt, lambda: server.closed)
     err = server.closed[0][1]
     assert isinstance(err, ConnectionResetError), err
@@ -98,8 +93,7 @@ def test_peer_reset_while_we_send(rt):
     lid, port = listen_factory(rt, lambda: s)
     peer = raw_client(port)
     pump_until(rt, lambda: rt.count_streams() == 1)
-    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    peer.close()
+    reset(peer)
     pump_until(rt, lambda: hasattr(s, "err"))
     assert isinstance(s.err, (ConnectionResetError, BrokenPipeError))
 

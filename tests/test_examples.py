@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from reactio.examples.pingpong import (HEADER, HEADER_SIZE, LatencyStats, encode_message,
                                        format_stats_row, run_pingpong)
 
-from conftest import HAS_IPV6
+from support.env import HAS_IPV6
+from support.sockets import closed_port
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -44,13 +45,6 @@ def rows(output: str) -> list[tuple[str, str, int, list[float]]]:
 def assert_ordered(values: list[float]) -> None:
     assert values == sorted(values), f"min <= p50 <= p99 <= p99.9 <= max violated: {values}"
     assert values[0] > 0
-
-
-def free_port() -> int:
-    """A port nobody listens on (bound then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_line_with_timeout(proc: subprocess.Popen, timeout: float) -> str:
@@ -274,7 +268,7 @@ def test_echo_server_exits_cleanly_on_signal(sig):
 
 
 def test_echo_client_reports_connection_failure():
-    proc = run_module("reactio.examples.echo_client", "--addr", f"127.0.0.1:{free_port()}",
+    proc = run_module("reactio.examples.echo_client", "--addr", f"127.0.0.1:{closed_port()}",
                       "--count", "5")
     assert proc.returncode == 1
     assert "error: cannot connect to" in proc.stderr and "ConnectionRefusedError" in proc.stderr

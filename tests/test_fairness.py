@@ -19,24 +19,13 @@ import time
 
 import pytest
 
-import reactio
-
-HELPERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers")
-
-
-def _under_wine() -> bool:
-    if sys.platform != "win32":
-        return False
-    import ctypes
-    try:
-        return hasattr(ctypes.WinDLL("ntdll"), "wine_get_version")
-    except OSError:
-        return False
+from support.env import UNDER_WINE
+from support.subproc import HELPERS, child_env
 
 
 pytestmark = [
     pytest.mark.timeout(60),
-    pytest.mark.skipif(_under_wine(), reason="a timed assertion: wine is not Windows, its "
+    pytest.mark.skipif(UNDER_WINE, reason="a timed assertion: wine is not Windows, its "
                        "timings mean nothing (tools/windows-test.sh); runs on real Windows"),
 ]
 
@@ -47,11 +36,9 @@ ATTEMPTS = 3
 
 
 def _spawn(script, *args):
-    env = dict(os.environ)
-    src = os.path.dirname(os.path.dirname(os.path.abspath(reactio.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     return subprocess.Popen([sys.executable, os.path.join(HELPERS, script), *args],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=child_env())
 
 
 def _read_json(proc):

@@ -1,15 +1,21 @@
 """MsgReader semantics: partial and coalesced frames, ExpectMsgSize / DropMsgSize rules,
-new_bytes, read strategies, receive-buffer limits, and bad MessageResults."""
+new_bytes, read strategies, receive-buffer limits, and bad MessageResults; a few examples of
+the framing fuzz (tests/stress/test_stress_fuzz.py runs many)."""
 import socket
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import reactio
 from reactio import DropMsgSize, ExpectMsgSize, Reactor
 
-from conftest import (EchoReactor, frame, listen_factory, parse_frame, pump_until, raw_client,
-                      recv_exact_nb)
+from helpers import framing_fuzz as ff
+from support.reactors import EchoReactor
+from support.runtime import listen_factory, pump_until
+from support.sockets import raw_client, recv_exact_nb
+from support.wire import frame, parse_frame
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -288,3 +294,32 @@ def test_whole_message_over_max_msg_size_in_one_read_is_refused(rt, expected_err
     assert isinstance(server.closed[0][1], reactio.MessageTooLargeError)
     assert expected_errors.matching("max_msg_size=1024")
     peer.close()
+
+
+# --------------------------------------------------------------------------- fuzz (light)
+
+LIGHT_FUZZ = settings(max_examples=12, deadline=None, database=None,
+                      suppress_health_check=list(HealthCheck))
+
+
+@LIGHT_FUZZ
+@given(data=st.data())
+def test_fuzz_frames_in_random_writes_light(data):
+    """A few examples of tests/stress/test_stress_fuzz.py: the frames a reactor dispatches
+    are exactly those a reference parser finds, whatever the write boundaries."""
+    wire = data.draw(ff.wires(max_total=100_000))
+    chunks = data.draw(ff.cuts(len(wire)))
+    frames, ref, violations, closed = ff.run_framing_example(
+        wire, chunks, data.draw(st.sampled_from(ff.STYLES)), data.draw(st.booleans()),
+        data.draw(st.sampled_from([1, 10, 4096])))
+    assert violations == [] and frames == ref and closed == ("closed", None)
+
+
+@LIGHT_FUZZ
+@given(data=st.data())
+def test_fuzz_message_result_misuse_light(expected_errors, data):
+    chunks = data.draw(st.lists(st.binary(min_size=1, max_size=2000), min_size=1, max_size=6))
+    reactor, echoed = ff.run_misuse_example(data, chunks)
+    assert echoed == b"ping" and reactor.closed is not None
+    assert reactor.violations == [] and reactor.close_violations() == []
+

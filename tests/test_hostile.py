@@ -6,13 +6,9 @@ issue 16 in test_send_path.py and test_cython_subclass.py, the random interleavi
 test_stateful.py."""
 from __future__ import annotations
 
-import gc
-import json
 import math
 import os
 import socket
-import struct
-import subprocess
 import sys
 import threading
 import time
@@ -24,82 +20,19 @@ from reactio import (DefaultTcpListenerHandler, Deferred, DropMsgSize, ExpectMsg
                      ReactRuntime, Reactor)
 from reactio.errors import ReactorClosedError
 
-from conftest import (Completion, EchoReactor, frame, full_backlog_port,
-                      listen, listen_factory, pump_until, raw_client, recv_exact_nb)
-
-HELPERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers")
-LINUX = sys.platform.startswith("linux")
+from support.env import LINUX
+from support.fds import runtime_descriptors
+from support.reactors import EchoReactor
+from support.runtime import Completion, listen, listen_factory, pump_until
+from support.sockets import (full_backlog_port, raw_client, read_until_eof_nb, recv_exact_nb,
+                             reset, send_all_nb)
+from support.subproc import last_json, run_helper
+from support.wire import frame
 
 pytestmark = pytest.mark.timeout(60)
 
 
 # --------------------------------------------------------------------------- helpers
-
-def reset(sock: socket.socket) -> None:
-    """Close with SO_LINGER {1, 0}: the peer gets an RST, not a FIN."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
-def open_fds() -> int:
-    gc.collect()
-    return len(os.listdir("/proc/self/fd"))
-
-
-def run_helper(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run tests/helpers/<script> in a fresh interpreter with this reactio on its path."""
-    env = dict(os.environ)
-    src = os.path.dirname(os.path.dirname(os.path.abspath(reactio.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-    return subprocess.run([sys.executable, os.path.join(HELPERS, script), *args],
-                          capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def last_json(proc: subprocess.CompletedProcess):
-    """The JSON report a helper prints last; a crash (no report) fails with its stderr."""
-    lines = [line for line in proc.stdout.strip().splitlines() if line.startswith("{")]
-    assert lines, (f"no report (exit code {proc.returncode}); stderr tail:\n"
-                   + proc.stderr[-1500:])
-    return json.loads(lines[-1])
-
-
-def send_all_nb(rt: ReactRuntime, sock: socket.socket, data: bytes, timeout: float = 10.0):
-    """Write everything to a peer socket while pumping the runtime (no deadlock)."""
-    sock.setblocking(False)
-    view = memoryview(data)
-    sent = 0
-
-    def more():
-        nonlocal sent
-        try:
-            sent += sock.send(view[sent:sent + (1 << 20)])
-        except BlockingIOError:
-            pass
-        return sent >= len(data)
-
-    pump_until(rt, more, timeout)
-
-
-def read_until_eof_nb(rt: ReactRuntime, sock: socket.socket, timeout: float = 20.0) -> bytes:
-    """Everything the peer receives up to the FIN, while pumping; an RST raises."""
-    sock.setblocking(False)
-    out = bytearray()
-    eof = []
-
-    def more():
-        try:
-            chunk = sock.recv(1 << 20)
-        except BlockingIOError:
-            return False
-        if not chunk:
-            eof.append(True)
-            return True
-        out.extend(chunk)
-        return False
-
-    pump_until(rt, more, timeout)
-    return bytes(out)
-
 
 def sock_events_over(rt: ReactRuntime, seconds: float = 0.5, step: float = 0.05) -> int:
     """How many socket events the runtime handles in ``seconds`` of process_events(step)."""
@@ -480,11 +413,7 @@ def test_fork_child_closing_inherited_runtime_keeps_parent_registrations():
 # --------------------------------------------------------------------------- defect 10
 
 def _public_cdef_classes():
-    sys.path.insert(0, HELPERS)
-    try:
-        import new_abuse
-    finally:
-        sys.path.remove(HELPERS)
+    from helpers import new_abuse
     return new_abuse.public_cdef_classes()
 
 
@@ -523,8 +452,8 @@ def test_new_without_init_never_crashes(name):
 def test_init_twice_raises_and_leaks_nothing():
     """Defect 11: ReactRuntime.__init__ called again replaced the epoll fd and the eventfd
     without closing them.  The second __init__ raises RuntimeError, the runtime still works,
-    and (Linux) no descriptor is left after close()."""
-    base = open_fds() if LINUX else None
+    and no descriptor is left after close()."""
+    base = runtime_descriptors()
     rt = ReactRuntime()
     try:
         with pytest.raises(RuntimeError):
@@ -539,8 +468,7 @@ def test_init_twice_raises_and_leaks_nothing():
     finally:
         rt.close()
     del rt
-    if LINUX:
-        assert open_fds() == base, f"{open_fds() - base} descriptors leaked"
+    assert runtime_descriptors() == base
 
 
 # --------------------------------------------------------------------------- defect 12

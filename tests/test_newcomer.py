@@ -22,7 +22,9 @@ import reactio
 from reactio import (DefaultTcpListenerHandler, DropMsgSize, ReactorClosedError,
                      ReactorID, ReactRuntime, Reactor, SendQueueOverflowError)
 
-from conftest import Completion, SinkReactor, connect, listen_factory, pump_until
+from support.reactors import SinkReactor
+from support.runtime import Completion, connect, listen_factory, pump_until
+from support.sockets import closed_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,13 +38,6 @@ def python_blocks():
         text = path.read_text(encoding="utf-8")
         for m in _PY_BLOCK.finditer(text):
             yield f"{path.relative_to(ROOT)}:{text.count(chr(10), 0, m.start()) + 1}", m.group(1)
-
-
-def dead_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Recorder(Reactor):
@@ -63,7 +58,7 @@ class Recorder(Reactor):
 
 def test_failed_connect_without_completion_logs_one_error_naming_the_address(
         rt, expected_errors, caplog):
-    port = dead_port()
+    port = closed_port()
     client = Recorder()
     with caplog.at_level(logging.DEBUG, logger="reactio"):
         rt.cmd_sender.send_connect(("127.0.0.1", port), 4096, client)
@@ -80,7 +75,7 @@ def test_failed_connect_without_completion_logs_one_error_naming_the_address(
 
 
 def test_failed_connect_with_a_completion_is_not_logged_and_runs_no_callback(rt, caplog):
-    port = dead_port()
+    port = closed_port()
     client = Recorder()
     done = Completion()
     with caplog.at_level(logging.DEBUG, logger="reactio"):

@@ -7,7 +7,8 @@ import pytest
 import reactio
 from reactio import Deferred, DropMsgSize, Reactor
 
-from conftest import Completion, frame, listen_factory, parse_frame, pump_until
+from support.runtime import Completion, listen_factory, pump_until
+from support.wire import frame, parse_frame
 
 pytestmark = pytest.mark.timeout(30)
 

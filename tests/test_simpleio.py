@@ -19,39 +19,20 @@ from reactio import (CommandNotHandledError, Deferred, ExpectMsgSize, MessageRes
                      ReactorID, SimpleIoListener, SimpleIoReactor, SimpleIoRuntime,
                      SimpleIoService, ThreadedReactorMgr)
 
+from support.runtime import listen, pump_until, run_until_idle
+from support.sockets import recv_exact_nb
+
 pytestmark = pytest.mark.timeout(20)
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def run_until_idle(rt, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while rt.process_events(0.01):
-        assert time.monotonic() < deadline, "runtime did not become idle"
-
-
-def pump_until(rt, predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        rt.process_events(0.005)
-
-
-def start_listener(rt, handler) -> tuple[ReactorID, int]:
-    results = []
-    rt.cmd_sender.send_listen("127.0.0.1:0", handler, Deferred.IMMEDIATE, results.append)
-    pump_until(rt, lambda: results)
-    lid = results[0]
-    assert isinstance(lid, ReactorID), lid
-    return lid, rt.local_address(lid)[1]
-
 
 @contextlib.contextmanager
 def one_client(on_sock_msg):
     """A SimpleIoRuntime (run on this thread) whose listener serves ``on_sock_msg``, and one
     plain client socket connected to it: yields (runtime, socket)."""
     with SimpleIoRuntime() as rt:
-        lid, port = start_listener(rt, SimpleIoListener(64, lambda n: SimpleIoReactor(
+        lid, port = listen(rt, SimpleIoListener(64, lambda n: SimpleIoReactor(
             on_sock_msg=on_sock_msg)))
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             yield rt, s
@@ -73,23 +54,6 @@ def recv_exactly(sock: socket.socket, n: int) -> bytes:
         chunk = sock.recv(n - len(out))
         assert chunk, f"peer closed after {len(out)} of {n} bytes"
         out += chunk
-    return bytes(out)
-
-
-def recv_pumping(rt, sock: socket.socket, n: int) -> bytes:
-    """Read n bytes while running ``rt`` on this thread."""
-    sock.setblocking(False)
-    out = bytearray()
-
-    def got_all():
-        try:
-            chunk = sock.recv(n - len(out))
-        except BlockingIOError:
-            return False
-        assert chunk, f"peer closed after {len(out)} of {n} bytes"
-        out.extend(chunk)
-        return len(out) >= n
-    pump_until(rt, got_all)
     return bytes(out)
 
 
@@ -136,7 +100,7 @@ def test_io_reactor(expected_errors):
     listener = SimpleIoListener(
         1024, lambda count: SimpleIoReactor(log, on_server_connected, on_closed,
                                             make_server_sock_msg()))
-    lid, port = start_listener(rt, listener)
+    lid, port = listen(rt, listener)
     assert rt.count_reactors() == 1
     client = SimpleIoReactor(log, on_client_connected, on_closed, on_client_sock_msg)
     done = []
@@ -189,7 +153,7 @@ def test_io_service():
         return len(buf)
 
     with SimpleIoRuntime() as rt:
-        lid, port = start_listener(rt, SimpleIoListener.with_io_service(service))
+        lid, port = listen(rt, SimpleIoListener.with_io_service(service))
         for _ in range(3):
             rt.cmd_sender.send_connect(("127.0.0.1", port), 1024,
                                        SimpleIoReactor(None, on_client_connected, None,
@@ -221,7 +185,7 @@ def test_returning_zero_waits_for_more_bytes():
         s.sendall(b"lo\nwor")
         pump_until(rt, lambda: len(calls) >= 3)
         s.sendall(b"ld\n")
-        assert recv_pumping(rt, s, 12) == b"hello\nworld\n"
+        assert recv_exact_nb(rt, s, 12) == b"hello\nworld\n"
         # "hel" (wait), "hello\nwor" (line 1), "wor" (rest at once: wait), "world\n" (line 2)
         assert calls == [b"hel", b"hello\nwor", b"wor", b"world\n"]
 
@@ -278,7 +242,7 @@ def test_bad_handler_result_closes_only_that_stream(bad, error, expected_errors)
         return reactors[-1]
 
     with SimpleIoRuntime() as rt:
-        lid, port = start_listener(rt, SimpleIoListener(64, make))
+        lid, port = listen(rt, SimpleIoListener(64, make))
         with socket.create_connection(("127.0.0.1", port), timeout=5) as bad_client, \
                 socket.create_connection(("127.0.0.1", port), timeout=5) as good_client:
             pump_until(rt, lambda: rt.count_streams() == 2)
@@ -286,7 +250,7 @@ def test_bad_handler_result_closes_only_that_stream(bad, error, expected_errors)
             pump_until(rt, lambda: closed == [1])
             assert isinstance(reactors[0].close_error, error), reactors[0].close_error
             good_client.sendall(b"fine\n")
-            assert recv_pumping(rt, good_client, 5) == b"fine\n"
+            assert recv_exact_nb(rt, good_client, 5) == b"fine\n"
             assert rt.count_streams() == 1
     assert expected_errors.messages
 
@@ -303,7 +267,7 @@ def test_user_command_without_handler_completes_with_error():
         server_ids.append(ctx.reactor_id)
 
     with SimpleIoRuntime() as rt:
-        lid, port = start_listener(rt, SimpleIoListener(64, lambda n: SimpleIoReactor(
+        lid, port = listen(rt, SimpleIoListener(64, lambda n: SimpleIoReactor(
             None, on_connected, None, line_echo) if n == 1 else SimpleIoReactor(
             "app", on_connected, None, line_echo,
             on_command=lambda cmd, ctx, app: handled.append((cmd, ctx.reactor_id, app)))))
@@ -321,7 +285,7 @@ def test_user_command_without_handler_completes_with_error():
             assert rt.count_streams() == 2      # the unhandled command closed nothing
             for s in (s1, s2):
                 s.sendall(b"still open\n")
-                assert recv_pumping(rt, s, 11) == b"still open\n"
+                assert recv_exact_nb(rt, s, 11) == b"still open\n"
 
 
 # ----------------------------------------------------------------------------- SimpleIoService
@@ -413,7 +377,7 @@ def test_service_reactor_for_outbound_connections():
     service = SimpleIoService(64, got, lambda ctx, lid, data: ctx.send_or_que(b"hi"), None,
                               on_sock_msg)
     with SimpleIoRuntime() as rt:
-        lid, port = start_listener(rt, SimpleIoListener(64, lambda n: SimpleIoReactor(
+        lid, port = listen(rt, SimpleIoListener(64, lambda n: SimpleIoReactor(
             on_sock_msg=lambda buf, ctx, app: (ctx.send_or_que(buf), len(buf))[1])))
         ids = []
         for _ in range(2):
@@ -475,7 +439,7 @@ def test_constructors_validate():
         return None                             # refuse the connection
 
     with SimpleIoRuntime() as rt:
-        lid, port = start_listener(rt, SimpleIoListener(64, creator))
+        lid, port = listen(rt, SimpleIoListener(64, creator))
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             pump_until(rt, rejected.is_set)
             s.settimeout(5)
@@ -493,8 +457,8 @@ def test_service_counts_streams_of_two_runtimes_apart():
         lambda reactor_id, cmd_sender, data: closed.append(reactor_id),
         lambda buf, ctx, data: len(buf))
     with SimpleIoRuntime() as rt_a, SimpleIoRuntime() as rt_b:
-        _, port_a = start_listener(rt_a, SimpleIoListener.with_io_service(service))
-        _, port_b = start_listener(rt_b, SimpleIoListener.with_io_service(service))
+        _, port_a = listen(rt_a, SimpleIoListener.with_io_service(service))
+        _, port_b = listen(rt_b, SimpleIoListener.with_io_service(service))
         client_a = socket.create_connection(("127.0.0.1", port_a), timeout=5)
         with socket.create_connection(("127.0.0.1", port_b), timeout=5):
             def pump_both(predicate):

@@ -17,21 +17,17 @@ import sys
 
 import pytest
 
-import reactio
-
-HELPERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers")
+from support.subproc import HELPERS, child_env
 
 EXAMPLES = 70
 STEPS = 30
 
 
 def run_machine(examples: int, steps: int, shrink_seconds: int, timeout: float):
-    env = dict(os.environ)
-    src = os.path.dirname(os.path.dirname(os.path.abspath(reactio.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, HELPERS, env.get("PYTHONPATH")) if p)
     proc = subprocess.run([sys.executable, os.path.join(HELPERS, "stateful_machine.py"),
                            str(examples), str(steps), str(shrink_seconds)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+                          capture_output=True, text=True, timeout=timeout,
+                          env=child_env(HELPERS))
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
         how = (f"exit code {proc.returncode}" if proc.returncode > 0

@@ -19,17 +19,19 @@ from typing import Dict, List, Optional
 
 import pytest
 
-import reactio
-from reactio import DefaultTcpListenerHandler, ReactRuntime, workers
+from reactio import DefaultTcpListenerHandler, workers
 
-from conftest import EchoReactor, frame, listen, pump_until, raw_client, recv_exact_nb
+from support.env import LINUX
+from support.reactors import EchoReactor
+from support.runtime import listen, pump_until
+from support.sockets import raw_client, recv_exact_nb
+from support.subproc import child_env
+from support.wire import frame
 
 pytestmark = pytest.mark.timeout(120)
 
-LINUX = sys.platform.startswith("linux")
 linux_only = pytest.mark.skipif(not LINUX, reason="reactio.workers needs fork() and "
                                 "SO_REUSEPORT, and these tests read /proc: Linux only")
-SRC = str(Path(reactio.__file__).resolve().parents[1])
 
 
 # ----------------------------------------------------------------------------- reuse_port
@@ -179,7 +181,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, str(script), str(self.port), str(nworkers), options],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-            env=dict(os.environ, PYTHONPATH=SRC, **(env or {})))
+            env=dict(child_env(), **(env or {})))
         self.out: List[str] = []
         self.err: List[str] = []
         self._cond = threading.Condition()

@@ -37,7 +37,10 @@ trap cleanup EXIT
 if [ $# -eq 0 ]; then
     set -- tests/test_framing.py tests/test_send.py tests/test_errors.py \
         tests/test_commands.py tests/test_connect.py tests/test_pingpong_seed.py \
-        tests/test_faults.py tests/test_simpleio.py tests/test_threaded.py
+        tests/test_faults_lifetime.py tests/test_faults_callbacks.py \
+        tests/test_faults_reentrancy.py tests/test_faults_peer.py \
+        tests/test_faults_connect.py tests/test_faults_accept.py \
+        tests/test_simpleio.py tests/test_threaded.py
 fi
 
 echo "== building a $MODE copy of the extension in $WORK"

@@ -1,4 +1,4 @@
-"""Framing fuzz machinery shared by tests/test_faults.py (a few examples) and
+"""Framing fuzz machinery shared by tests/test_framing.py (a few examples) and
 tests/stress/test_stress_fuzz.py (many): hypothesis draws a frame sequence, the way it is cut
 into writes (1 byte .. 64 KiB, with random delays), the reactor's framing style, the read
 strategy and the receive buffer size; the frames the reactor dispatches must be exactly those

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import socket
 import sys
 import time
 
@@ -24,19 +23,11 @@ if sys.platform == "win32":
 import resource  # noqa: E402  (POSIX only)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-HELPERS = os.path.join(os.path.dirname(HERE), "helpers")
 
 
 def env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     return default if value in (None, "") else int(value)
-
-
-def open_fds() -> int:
-    """Open descriptors, after a collection (a socket object dropped by an earlier failure
-    would otherwise close at a random later moment)."""
-    gc.collect()
-    return len(os.listdir("/proc/self/fd"))
 
 
 def rss_bytes() -> int:
@@ -73,17 +64,6 @@ def report(request, **figures) -> None:
     if path:
         with open(path, "a") as f:
             f.write(json.dumps(line) + "\n")
-
-
-def has_ipv6() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 class Deadline:

@@ -17,9 +17,8 @@ import sys
 
 import pytest
 
-import reactio
-
 from stress_util import HERE, env_int, report
+from support.subproc import child_env
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(300)]
 
@@ -30,10 +29,8 @@ TARGET = os.path.join(os.path.dirname(HERE), "fuzz", "fuzz_framing.py")
 @pytest.mark.skipif(importlib.util.find_spec("atheris") is None,
                     reason="atheris is not installed (pip install .[fuzz])")
 def test_atheris_framing_fuzz(request, tmp_path):
-    env = dict(os.environ)
     # the target must import the reactio this test run imports (an in-place build, say)
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(reactio.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env = child_env()
     proc = subprocess.run(
         [sys.executable, TARGET, f"-max_total_time={SECONDS}", "-print_final_stats=1",
          f"-artifact_prefix={tmp_path}{os.sep}"],

@@ -14,8 +14,12 @@ import pytest
 import reactio
 from reactio import DropMsgSize, ReactRuntime, Reactor
 
-from conftest import EchoReactor, frame, listen_factory, raw_client
-from stress_util import Deadline, env_int, open_fds, report
+from stress_util import Deadline, env_int, report
+from support.fds import open_fds
+from support.reactors import EchoReactor
+from support.runtime import listen_factory
+from support.sockets import raw_client
+from support.wire import frame
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(240)]
 

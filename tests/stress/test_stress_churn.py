@@ -17,8 +17,11 @@ import pytest
 import reactio
 from reactio import Deferred, DropMsgSize, ReactRuntime, Reactor
 
-from conftest import listen_factory, parse_frame
-from stress_util import (allocated_blocks, env_int, has_ipv6, open_fds, report, rss_bytes)
+from stress_util import allocated_blocks, env_int, report, rss_bytes
+from support.env import HAS_IPV6
+from support.fds import open_fds
+from support.runtime import listen_factory
+from support.wire import parse_frame
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(300)]
 
@@ -149,7 +152,7 @@ def test_churn_connect_echo_close_does_not_leak(request):
             lid4, p4 = listen_factory(rt, lambda: ChurnServer(driver.stats), 1024,
                                       addr=(host, 0), backlog=1024)
             ports.append((host, p4))
-        if has_ipv6():
+        if HAS_IPV6:
             lid6, p6 = listen_factory(rt, lambda: ChurnServer(driver.stats), 1024,
                                       addr="[::1]:0", backlog=1024)
             ports.append(("::1", p6))

@@ -21,8 +21,11 @@ import pytest
 import reactio
 from reactio import Deferred, DropMsgSize, ReactRuntime, Reactor, ReactorID
 
-from conftest import EchoReactor, listen_factory, pump_until, raw_client
-from stress_util import Deadline, env_int, open_fds, report
+from stress_util import Deadline, env_int, report
+from support.fds import open_fds
+from support.reactors import EchoReactor
+from support.runtime import listen_factory, pump_until
+from support.sockets import raw_client
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(240)]
 

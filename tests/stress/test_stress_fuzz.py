@@ -1,18 +1,14 @@
 """Issue 5, item 5: framing fuzz with hypothesis (machinery in tests/helpers/framing_fuzz.py).
-REACTIO_STRESS_FUZZ_EXAMPLES (default 200) examples of each property; tests/test_faults.py runs
+REACTIO_STRESS_FUZZ_EXAMPLES (default 200) examples of each property; tests/test_framing.py runs
 a handful of each in the light set."""
 from __future__ import annotations
-
-import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stress_util import HELPERS, env_int, report
-
-sys.path.insert(0, HELPERS)
-import framing_fuzz as ff  # noqa: E402
+from stress_util import env_int, report
+from helpers import framing_fuzz as ff
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(300)]
 

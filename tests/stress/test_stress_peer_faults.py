@@ -11,16 +11,18 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
-import struct
 
 import pytest
 
 import reactio
 from reactio import ReactRuntime
-from reactio.examples.pingpong import EchoReactor
 
-from conftest import frame, full_backlog_port, listen_factory
-from stress_util import Deadline, env_int, open_fds, raise_nofile, report, restore_nofile
+from stress_util import Deadline, env_int, raise_nofile, report, restore_nofile
+from support.fds import open_fds
+from support.reactors import FrameEcho
+from support.runtime import listen_factory
+from support.sockets import closed_port, full_backlog_port, reset
+from support.wire import frame
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(240)]
 
@@ -29,7 +31,7 @@ FAULTS = ["rst_mid_frame", "rst_with_queue", "half_close", "orderly", "silent"]
 BIG_REPLY = 2 << 20
 
 
-class FaultServer(EchoReactor):
+class FaultServer(FrameEcho):
     registry = []
 
     def __init__(self):
@@ -110,8 +112,7 @@ def test_peer_fault_storm(request):
         for i, s in enumerate(peers):
             fault = plan[i][0]
             if fault in ("rst_mid_frame", "rst_with_queue"):
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                s.close()
+                reset(s)
             elif fault == "half_close":
                 s.shutdown(socket.SHUT_WR)
             elif fault == "silent":
@@ -182,9 +183,7 @@ def test_refused_and_timed_out_connects_in_bulk(request):
         results = {}
         ports = []
         for _ in range(100):
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                ports.append(s.getsockname()[1])
+            ports.append(closed_port())
         for i in range(1000):
             rt.cmd_sender.send_connect(("127.0.0.1", ports[i % 100]), 512, FaultServer(), None,
                                        lambda r, i=i: results.setdefault(("refused", i), [])

@@ -19,23 +19,25 @@ import time
 import pytest
 
 from reactio import ReactRuntime
-from reactio.examples.pingpong import EchoReactor
 
-from conftest import listen_factory
-from stress_util import (HELPERS, env_int, has_ipv6, open_fds, raise_nofile, report,
-                         restore_nofile)
+from stress_util import env_int, raise_nofile, report, restore_nofile
 
 import resource  # noqa: E402  (after stress_util, which skips this module on Windows)
 
-sys.path.insert(0, HELPERS)
-from scale_client import frame, scale_body  # noqa: E402
+from helpers.scale_client import scale_body  # noqa: E402  (POSIX only, as resource)
+from support.env import HAS_IPV6
+from support.fds import open_fds
+from support.reactors import FrameEcho
+from support.runtime import listen_factory
+from support.subproc import HELPERS
+from support.wire import frame
 
 pytestmark = [pytest.mark.stress, pytest.mark.timeout(300)]
 
 SEED = 20240605
 
 
-class ScaleEcho(EchoReactor):
+class ScaleEcho(FrameEcho):
     """Checks the one frame its client sends against scale_body(index) and echoes it."""
     __slots__ = ()
     frames = 0
@@ -64,7 +66,7 @@ def _reader(proc, lines):
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 def test_concurrent_connections_each_echo_one_frame(request, host):
-    if host == "::1" and not has_ipv6():
+    if host == "::1" and not HAS_IPV6:
         pytest.skip("no IPv6 loopback")
     count = env_int("REACTIO_STRESS_CONNS" if host == "127.0.0.1" else "REACTIO_STRESS_CONNS_V6",
                     10_000)

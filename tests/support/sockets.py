@@ -1,0 +1,109 @@
+"""Plain-socket peers of a runtime under test, and addresses that refuse or never answer."""
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import time
+
+from reactio import ReactRuntime
+
+from support.runtime import pump_until
+
+
+def raw_client(port: int, host="127.0.0.1") -> socket.socket:
+    """A blocking client socket (5 s timeout, TCP_NODELAY) connected to ``host:port``."""
+    s = socket.create_connection((host, port), timeout=5)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def recv_exact_nb(rt: ReactRuntime, sock: socket.socket, n: int, timeout: float = 5.0) -> bytes:
+    """Read n bytes from a peer socket while pumping the runtime (no deadlock)."""
+    sock.setblocking(False)
+    out = bytearray()
+
+    def got():
+        try:
+            chunk = sock.recv(n - len(out))
+        except BlockingIOError:
+            return False
+        if not chunk:
+            raise AssertionError(f"peer closed after {len(out)} of {n} bytes")
+        out.extend(chunk)
+        return len(out) >= n
+
+    pump_until(rt, got, timeout)
+    return bytes(out)
+
+
+def send_all_nb(rt: ReactRuntime, sock: socket.socket, data: bytes, timeout: float = 10.0):
+    """Write everything to a peer socket while pumping the runtime (no deadlock)."""
+    sock.setblocking(False)
+    view = memoryview(data)
+    sent = 0
+
+    def more():
+        nonlocal sent
+        try:
+            sent += sock.send(view[sent:sent + (1 << 20)])
+        except BlockingIOError:
+            pass
+        return sent >= len(data)
+
+    pump_until(rt, more, timeout)
+
+
+def read_until_eof_nb(rt: ReactRuntime, sock: socket.socket, timeout: float = 20.0) -> bytes:
+    """Everything the peer receives up to the FIN, while pumping; an RST raises."""
+    sock.setblocking(False)
+    out = bytearray()
+
+    def more():
+        try:
+            chunk = sock.recv(1 << 20)
+        except BlockingIOError:
+            return False
+        if not chunk:
+            return True
+        out.extend(chunk)
+        return False
+
+    pump_until(rt, more, timeout)
+    return bytes(out)
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with SO_LINGER {1, 0}: the peer gets an RST, not a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released): connects to it are refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def full_backlog_port():
+    """The port of a listener that never accepts and whose backlog is full: the kernel drops
+    SYNs to it, so a connect can only end by its timeout."""
+    srv = socket.socket()
+    fillers = []
+    try:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(0)
+        port = srv.getsockname()[1]
+        for _ in range(8):
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex(("127.0.0.1", port))
+            fillers.append(f)
+        time.sleep(0.1)
+        yield port
+    finally:
+        for f in fillers:
+            f.close()
+        srv.close()

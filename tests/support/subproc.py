@@ -1,0 +1,36 @@
+"""Children: the scripts in tests/helpers/ (scenarios that may crash the interpreter, servers
+with their own resource limits) run in a fresh interpreter that imports the same reactio."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import reactio
+
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HELPERS = os.path.join(TESTS, "helpers")
+
+
+def child_env(*paths: str) -> dict:
+    """os.environ with the directory this reactio was imported from (an in-place build, say),
+    then ``paths``, in front of PYTHONPATH."""
+    env = dict(os.environ)
+    src = os.path.dirname(os.path.dirname(os.path.abspath(reactio.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, *paths, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def run_helper(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run tests/helpers/<script> in a fresh interpreter with this reactio on its path."""
+    return subprocess.run([sys.executable, os.path.join(HELPERS, script), *args],
+                          capture_output=True, text=True, timeout=timeout, env=child_env())
+
+
+def last_json(proc: subprocess.CompletedProcess):
+    """The JSON report a helper prints last; a crash (no report) fails with its stderr."""
+    lines = [line for line in proc.stdout.strip().splitlines() if line.startswith("{")]
+    assert lines, (f"no report (exit code {proc.returncode}); stderr tail:\n"
+                   + proc.stderr[-1500:])
+    return json.loads(lines[-1])
