@@ -91,7 +91,9 @@ def test_pipeline_small(tmp_path):
         if strace:
             bursts = 160 // depth
             calls = {k: round(v * 160) for k, v in legs["c"]["syscalls"]["by_call"].items()}
-            assert calls["read"] == bursts and calls["write"] == bursts, calls
+            # one read and one write per burst; strace's attach and detach race the server's
+            # first and last call of a round by one (seen: 20 reads, 19 writes), so allow it
+            assert abs(calls["read"] - bursts) <= 1 and abs(calls["write"] - bursts) <= 1, calls
             # strace attaches and detaches while the server waits in epoll_wait: per round,
             # the wait under way at attach may count once, twice (restarted) or not at all
             polls = calls["epoll_wait"] + calls.get("restart_syscall", 0)

@@ -223,6 +223,49 @@ def test_ipv6_listen_and_connect(rt):
     assert c.frames == [frame(b"six")]
 
 
+class PeerRecorder(reactio.DefaultTcpListenerHandler):
+    """Accepts with EchoReactor; records each peer address the listener is shown."""
+
+    def __init__(self, **options):
+        super().__init__(lambda count, param: EchoReactor(), **options)
+        self.peers = []
+
+    def on_new_connection(self, peer_address):
+        self.peers.append(peer_address)
+        return super().on_new_connection(peer_address)
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 on this machine")
+def test_dual_stack_listener_accepts_ipv4_clients_as_mapped_addresses(rt):
+    handler = PeerRecorder(dual_stack=True)
+    _, port = listen(rt, handler, addr="[::]:0")
+    with raw_client(port, host="127.0.0.1") as client:
+        client.sendall(frame(b"v4"))
+        assert recv_exact_nb(rt, client, len(frame(b"v4"))) == frame(b"v4")
+        assert handler.peers[0][:2] == ("::ffff:127.0.0.1", client.getsockname()[1])
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 on this machine")
+def test_ipv6_wildcard_listener_is_ipv6_only_by_default(rt):
+    handler = PeerRecorder()
+    assert handler.dual_stack is False
+    _, port = listen(rt, handler, addr="[::]:0")
+    with pytest.raises(ConnectionRefusedError):
+        raw_client(port, host="127.0.0.1").close()
+    with raw_client(port, host="::1") as client:          # IPv6 clients are served
+        client.sendall(frame(b"v6"))
+        assert recv_exact_nb(rt, client, len(frame(b"v6"))) == frame(b"v6")
+    assert handler.peers[0][0] == "::1"
+
+
+def test_dual_stack_is_ignored_on_an_ipv4_listener(rt):
+    handler = PeerRecorder(dual_stack=True)
+    _, port = listen(rt, handler, addr="127.0.0.1:0")
+    with raw_client(port) as client:
+        client.sendall(frame(b"v4"))
+        assert recv_exact_nb(rt, client, len(frame(b"v4"))) == frame(b"v4")
+    assert handler.peers[0][0] == "127.0.0.1"
+
 def test_listener_close_and_on_close_listen(rt):
     events = []
 

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from reactio.examples.pingpong import (HEADER, HEADER_SIZE, LatencyStats, encode_message,
                                        format_stats_row, run_pingpong)
 
+from conftest import HAS_IPV6
+
 pytestmark = pytest.mark.timeout(30)
 
 ROW = re.compile(r"^(\S+)\s+(\S+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$")
@@ -74,20 +76,32 @@ def _interactive_sigint() -> None:
 POSIX_SIGINT = {} if sys.platform == "win32" else {"preexec_fn": _interactive_sigint}
 
 
-def start_server(*extra: str) -> tuple[subprocess.Popen, int]:
+def start_server_banner(*extra: str, addr: str = "127.0.0.1:0") -> tuple[subprocess.Popen, str]:
+    """The echo server listening on ``addr``, and the address its banner names (what a script
+    connects to)."""
     proc = subprocess.Popen([sys.executable, "-u", "-m", "reactio.examples.echo_server",
-                             "--addr", "127.0.0.1:0", *extra],
+                             "--addr", addr, *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             **POSIX_SIGINT)
     try:
         line = read_line_with_timeout(proc, 15)
-        m = re.match(r"listening on 127\.0\.0\.1:(\d+)", line)
+        m = re.fullmatch(r"listening on (\S+)\n", line)
         assert m, f"unexpected first line {line!r}"
-        return proc, int(m.group(1))
+        return proc, m.group(1)
     except BaseException:
         proc.kill()
         proc.communicate()
         raise
+
+
+def start_server(*extra: str) -> tuple[subprocess.Popen, int]:
+    proc, banner_addr = start_server_banner(*extra)
+    m = re.fullmatch(r"127\.0\.0\.1:(\d+)", banner_addr)
+    if not m:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError(f"unexpected banner address {banner_addr!r}")
+    return proc, int(m.group(1))
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -216,6 +230,26 @@ def test_echo_server_and_client_modules():
     assert "server-1: connection closed after 2000 echoes" in server_out
     assert "echo server stopped after 1 connection(s)" in server_out
     assert sum(r[2] for r in rows(server_out) if r[0] == "server-1") == 1999
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback on this machine")
+def test_echo_server_banner_for_ipv6_is_an_address_its_client_accepts():
+    """Issue 16: the banner is how a script learns the address; for IPv6 it must be
+    ``[::1]:PORT`` (``::1:PORT`` is refused by the client: IPv6 addresses need brackets)."""
+    server, banner_addr = start_server_banner("--once", "--quiet", addr="[::1]:0")
+    try:
+        client = run_module("reactio.examples.echo_client", "--addr", banner_addr,
+                            "--count", "20", "--batch", "10")
+        assert client.returncode == 0, client.stderr
+        server_out, server_err = server.communicate(timeout=15)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    assert re.fullmatch(r"\[::1\]:\d+", banner_addr), banner_addr
+    assert re.search(r"done: 20/20 round trips", client.stdout)
+    assert server.returncode == 0, server_err
+    assert "echo server stopped after 1 connection(s)" in server_out
 
 
 @pytest.mark.skipif(sys.platform == "win32",

@@ -481,3 +481,30 @@ def test_constructors_validate():
             s.settimeout(5)
             assert s.recv(10) == b""            # closed by the runtime
         assert rt.count_streams() == 0
+
+
+def test_service_counts_streams_of_two_runtimes_apart():
+    """Issue 16: a ReactorID is unique within one runtime only.  One service serving a stream
+    on each of two runtimes (both streams get the same id: the runtimes allocate alike) must
+    count two streams, and still one after either of them closes."""
+    connected, closed = [], []
+    service = SimpleIoService(
+        64, None, lambda ctx, listener_id, data: connected.append(ctx.reactor_id),
+        lambda reactor_id, cmd_sender, data: closed.append(reactor_id),
+        lambda buf, ctx, data: len(buf))
+    with SimpleIoRuntime() as rt_a, SimpleIoRuntime() as rt_b:
+        _, port_a = start_listener(rt_a, SimpleIoListener.with_io_service(service))
+        _, port_b = start_listener(rt_b, SimpleIoListener.with_io_service(service))
+        client_a = socket.create_connection(("127.0.0.1", port_a), timeout=5)
+        with socket.create_connection(("127.0.0.1", port_b), timeout=5):
+            def pump_both(predicate):
+                def step():
+                    rt_b.process_events(0.005)
+                    return predicate()
+                pump_until(rt_a, step)
+            pump_both(lambda: len(connected) == 2)
+            assert connected[0] == connected[1]         # the premise: equal ids
+            assert service.count_streams() == 2
+            client_a.close()
+            pump_both(lambda: closed)
+            assert service.count_streams() == 1         # the stream on rt_b is still open

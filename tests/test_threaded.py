@@ -261,6 +261,37 @@ def test_join_timeout():
         mgr.join(timeout=5)
 
 
+def test_a_new_thread_with_a_reused_ident_is_not_a_runtime_thread():
+    """Issue 16: the OS reuses the idents of ended threads.  After stop()/join(), a new thread
+    that happens to get a dead runtime thread's ident is an unrelated thread:
+    current_runtime_id() is None there and join() works (it is not "its own thread")."""
+    mgr = ThreadedReactorMgr(2)
+    worker_idents = {t.ident for t in mgr.threads()}
+    mgr.stop()
+    mgr.join(timeout=5)
+    seen = []
+
+    def probe():
+        if threading.get_ident() not in worker_idents:
+            return
+        seen.append(mgr.current_runtime_id())
+        try:
+            mgr.join(timeout=1)
+            seen.append("joined")
+        except Exception as exc:
+            seen.append(exc)
+
+    for _ in range(200):            # on Linux a thread's stack, hence its ident, is reused
+        t = threading.Thread(target=probe)
+        t.start()
+        t.join()
+        if seen:
+            break
+    else:
+        pytest.skip("no new thread got an ended runtime thread's ident in 200 tries")
+    assert seen == [None, "joined"]
+
+
 # ----------------------------------------------------------------------------- error isolation
 
 class Faulty(Sink):

@@ -18,6 +18,7 @@ from reactio._core import (
     ReactRuntime,
     Reactor,
     SendOrQueResult,
+    TimerHandle,
     monotonic_ns,
 )
 from reactio.errors import (
@@ -40,7 +41,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKEND", "AutoSendBuffer", "CmdSender", "Deferred", "DispatchContext", "DropMsgSize", "ExpectMsgSize",
     "MessageResult", "MsgReader", "MsgSender", "ReactorID", "ReactRuntime", "Reactor",
-    "SendOrQueResult", "monotonic_ns",
+    "SendOrQueResult", "TimerHandle", "monotonic_ns",
     "CommandNotHandledError", "MessageResultError", "MessageTooLargeError", "ReactioError",
     "ReactorClosedError", "ReactorNotFoundError", "RuntimeClosedError", "SendQueueOverflowError",
     "DefaultTcpListenerHandler", "TcpListenerHandler", "Timer", "set_log_level", "__version__",

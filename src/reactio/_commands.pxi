@@ -14,11 +14,13 @@ cdef enum:
     CMD_LISTEN = 2
     CMD_CLOSE = 3
     CMD_USER = 4
+    CMD_CALL = 5              # cmd_sender.send_call
     # internal, never counted as user commands
     CMD_RESOLVED = 10         # a name lookup finished (posted by the resolver thread)
     CMD_CONNECT_TIMEOUT = 11
     CMD_RESUME_ACCEPT = 12    # accepts were paused after EMFILE/ENFILE
     CMD_DRAIN_TIMEOUT = 13    # a graceful close waited too long for the peer to read
+    CMD_TIMER = 14            # rt.call_later / rt.call_at (target: the TimerHandle)
 
 
 @cython.final
@@ -144,6 +146,14 @@ cdef class CmdSender:
         ReactorNotFoundError; an exception from on_command is passed to on_completion (and
         closes the reactor)."""
         self._inbox().push(_new_command(CMD_USER, reactor_id, cmd, None, deferred, on_completion))
+
+    def send_call(self, callback, deferred=None, on_completion=None):
+        """Run ``callback()`` on the runtime's thread (at the ``deferred`` time); on_completion
+        gets its return value, or the exception it raised (logged at ERROR when there is no
+        on_completion)."""
+        if not callable(callback):
+            raise TypeError(f"the callback must be callable, not {type(callback).__name__}")
+        self._inbox().push(_new_command(CMD_CALL, None, callback, None, deferred, on_completion))
 
     def _post_internal(self, int kind, target, a):
         """Used by helper threads (name resolution) to hand results to the loop."""

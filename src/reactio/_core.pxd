@@ -208,7 +208,7 @@ cdef class ReactRuntime:
     cdef unsigned long owner_thread # thread running process_events(), while in_process
     cdef bint initialized
     cdef int64_t drain_ns           # drain_timeout in ns, 0 = no limit
-    cdef Py_ssize_t n_streams, n_listeners, n_user_deferred
+    cdef Py_ssize_t n_streams, n_listeners, n_user_deferred, n_timers
     cdef uint64_t n_sock_events, n_received_cmds
     cdef bint closed, in_process, stopping
     cdef readonly Py_ssize_t max_send_queue, max_msg_size, high_water, low_water
@@ -217,6 +217,7 @@ cdef class ReactRuntime:
     cdef bint _idle(self)
     cdef int _check_usable(self) except -1
     cdef int _close_in_child(self) except -1
+    cdef int _warn_unsent(self) except -1
     cdef object _process(self, double timeout, bint wait_when_idle)
     cdef int _poll(self, int timeout_ms) except -1
     cdef int _handle_stream_event(self, DispatchContext ctx, uint32_t ev) except -1

@@ -9,7 +9,8 @@ Layout of this module (one compilation unit, split by concern):
   _lifecycle.pxi   the state machine of a stream's life: every transition, finalize
   _limits.pxi      validation of every numeric option at the API boundary
   _commands.pxi    CmdSender and the cross-thread inbox (eventfd / completion-port wake-up)
-  _runtime.pxi     ReactRuntime: the loop, accept, connect, listen, timers, command execution
+  _runtime.pxi     ReactRuntime: the loop, accept, connect, listen, command execution
+  _timers.pxi      TimerHandle: rt.call_later / call_at, cmd_sender.send_call
   _iocp_loop.pxi   the IOCP backend (Windows)
 
 Rules the code keeps everywhere:
@@ -303,4 +304,5 @@ include "_reader.pxi"
 include "_sender.pxi"
 include "_commands.pxi"
 include "_runtime.pxi"
+include "_timers.pxi"
 include "_iocp_loop.pxi"

@@ -233,9 +233,17 @@ cdef int _finalize(ReactRuntime rt, DispatchContext ctx) except -1:
             except (KeyboardInterrupt, SystemExit) as exc:
                 held = held or exc
     reactor = ctx.reactor
-    reactor._close_error = ctx.close_error
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug("reactor %s closed (%s); %d bytes unsent", ctx.reactor_id, ctx.close_error,
+    err = ctx.close_error
+    reactor._close_error = err
+    # one log line per stream closed by an error: a reactio rule broken (a limit, a bad
+    # MessageResult) at ERROR, the peer's doing (reset, broken pipe) at INFO; callback
+    # exceptions were logged with their traceback when raised
+    if isinstance(err, ReactioError):
+        log.error("reactor %s (%s) closed: %s", ctx.reactor_id, type(reactor).__name__, err)
+    elif isinstance(err, OSError):
+        log.info("reactor %s (%s) closed: %s", ctx.reactor_id, type(reactor).__name__, err)
+    elif log.isEnabledFor(logging.DEBUG):
+        log.debug("reactor %s closed (%s); %d bytes unsent", ctx.reactor_id, err,
                   ctx.sender.tail - ctx.sender.head)
     ctx.sender._release_buffer()
     try:

@@ -104,8 +104,9 @@ def resolve_async(host: str, port: int, passive: bool, done) -> None:
 
 def open_listener(family: int, sockaddr, backlog: int, reuse_port: bool = False,
                   dual_stack: bool = False) -> int:
-    """A bound, listening, non-blocking socket; returns its fd (the caller owns it).  An IPv6
-    listener is IPv6-only unless ``dual_stack`` (then it accepts IPv4-mapped clients too)."""
+    """A bound, listening, non-blocking socket; returns its fd (the caller owns it).  An
+    AF_INET6 socket is IPv6-only unless ``dual_stack`` (then IPv4 clients are accepted too, as
+    IPv4-mapped addresses); ``dual_stack`` means nothing to an AF_INET socket."""
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         if os.name != "nt":
@@ -113,6 +114,7 @@ def open_listener(family: int, sockaddr, backlog: int, reuse_port: bool = False,
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
+            # set either way: the system default differs (Linux sysctl bindv6only, Windows)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
         sock.bind(sockaddr)
         sock.listen(backlog)

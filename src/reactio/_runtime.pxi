@@ -172,6 +172,25 @@ cdef class ReactRuntime:
             raise ReactorNotFoundError(f"no stream {reactor_id}")
         return _sock_address((<DispatchContext>obj).fd, True)
 
+    def call_later(self, seconds, callback, *args):
+        """Run ``callback(*args)`` on this runtime's thread after ``seconds`` (a finite number
+        >= 0); returns a TimerHandle.  Same clock and order as deferred commands; an exception
+        from the callback is logged and the loop goes on.  Use from the runtime's thread
+        (other threads: cmd_sender.send_call)."""
+        return self.call_at(rio_monotonic_ns() + _delay_ns(seconds, "call_later()"), callback,
+                            *args)
+
+    def call_at(self, monotonic_ns, callback, *args):
+        """Run ``callback(*args)`` at ``monotonic_ns`` (reactio.monotonic_ns() clock); returns
+        a TimerHandle."""
+        cdef int64_t when = _due_ns(monotonic_ns)
+        if self.closed:
+            raise RuntimeClosedError("the runtime is closed")
+        if self.in_process and PyThread_get_thread_ident() != self.owner_thread:
+            raise RuntimeError("call_at()/call_later() from another thread while the runtime "
+                               "runs: use cmd_sender.send_call (thread-safe)")
+        return _schedule_call(self, when, callback, args)
+
     def get_context(self, ReactorID reactor_id not None):
         """The DispatchContext of a live stream, or None."""
         obj = self._lookup(reactor_id)
@@ -239,7 +258,7 @@ cdef class ReactRuntime:
 
     cdef bint _idle(self):
         return (self.n_streams == 0 and self.n_listeners == 0 and self.n_user_deferred == 0
-                and not self.pending_connects and len(self.inbox.queue) == 0 and not self.ready)
+                and self.n_timers == 0 and not self.pending_connects and len(self.inbox.queue) == 0 and not self.ready)
 
     cdef int _check_usable(self) except -1:
         if self.fork_epoch != _fork_epoch:
@@ -389,11 +408,11 @@ cdef class ReactRuntime:
     # ------------------------------------------------------------------ errors and closing
 
     cdef int _callback_failed(self, DispatchContext ctx, exc) except -1:
-        if ctx.close_error is exc:
-            pass                # an error reactio raised itself after starting the close
-        elif isinstance(exc, ReactioError):
-            log.error("reactor %s (%s) closed: %s", ctx.reactor_id, type(ctx.reactor).__name__, exc)
-        else:
+        """A callback of this stream raised (or reactio raised inside one): close the stream
+        (abort for a broken limit).  A reactio rule broken (ReactioError) is logged once, when
+        the stream is finalized; anything else here, with its traceback."""
+        if ctx.close_error is not exc and not isinstance(exc, ReactioError):
+            # (an error reactio raised itself after starting the close is logged at finalize)
             log.error("reactor %s (%s): callback raised %s; closing it", ctx.reactor_id,
                       type(ctx.reactor).__name__, type(exc).__name__, exc_info=exc)
         _stream_event(self, ctx, EV_ABORT if isinstance(
@@ -463,6 +482,7 @@ cdef class ReactRuntime:
                 try:
                     for p in list(self.pending_connects):
                         self._connect_failed(<_PendingConnect>p, err)
+                    self._warn_unsent()
                     for obj in list(self.slots):
                         if type(obj) is DispatchContext:
                             ctx = <DispatchContext>obj
@@ -490,9 +510,13 @@ cdef class ReactRuntime:
                         self._complete(cmd.completion, err)
                     while self.timers:
                         cmd = <_Command>heapq.heappop(self.timers)[2]
-                        if cmd.kind < CMD_RESOLVED and not cmd.cancelled:
+                        if cmd.cancelled:
+                            continue
+                        if cmd.kind < CMD_RESOLVED:
                             self.n_user_deferred -= 1
                             self._complete(cmd.completion, err)
+                        elif cmd.kind == CMD_TIMER:
+                            (<TimerHandle>cmd.target).cancel()
                     break
                 except (KeyboardInterrupt, SystemExit) as exc:
                     interrupted = interrupted or exc
@@ -512,6 +536,34 @@ cdef class ReactRuntime:
                 self.epfd = -1
         if interrupted is not None:
             raise interrupted
+
+    cdef int _warn_unsent(self) except -1:
+        """close() drops what the kernel does not take in one last write: say how much."""
+        cdef Py_ssize_t nbytes = 0, nstreams = 0, queued
+        cdef DispatchContext ctx
+        for obj in self.slots:
+            if type(obj) is DispatchContext:
+                ctx = <DispatchContext>obj
+                if ctx.state < ST_CLOSED and ctx.sender is not None:
+                    _hold(ctx)
+                    try:
+                        if ctx.state == ST_OPEN or ctx.state == ST_DRAINING:
+                            ctx._flush()
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except BaseException:
+                        pass
+                    finally:
+                        ctx.holds -= 1
+                    queued = ctx.sender.tail - ctx.sender.head
+                    if queued > 0:
+                        nbytes += queued
+                        nstreams += 1
+        if nbytes:
+            log.warning("runtime close: %d unsent bytes of %d stream(s) dropped (close streams "
+                        "with send_close and run the loop until they are gone to deliver "
+                        "them)", nbytes, nstreams)
+        return 0
 
     cdef int _close_in_child(self) except -1:
         """close() in a child after fork(): the epoll set, the sockets and the eventfd are
@@ -777,6 +829,9 @@ cdef class ReactRuntime:
         family, sockaddr_ = p.infos[0]
         try:
             fd = _net.open_listener(family, sockaddr_, p.backlog, p.reuse_port, p.dual_stack)
+        except OSError as exc:      # (EADDRINUSE and the like: say which address)
+            return self._connect_failed(p, OSError(exc.errno, f"{exc.strerror} (listen on "
+                                                              f"{p.addr!r})"))
         except Exception as exc:
             return self._connect_failed(p, exc)
         lst = _Listener.__new__(_Listener)
@@ -901,9 +956,14 @@ cdef class ReactRuntime:
         return 0
 
     cdef int _connect_failed(self, _PendingConnect p, object exc) except -1:
+        """The connect (or listen) is over without a stream: no reactor callback runs; the
+        completion gets the error (logged at ERROR when there is no completion), and a
+        connect's reactor keeps it as close_error."""
         if p.done:
             return 0
         p.done = True
+        if p.reactor is not None:
+            (<Reactor>p.reactor)._close_error = exc
         self.pending_connects.discard(p)
         if p.ctx is not None:
             self._discard_connecting(p.ctx)
@@ -990,6 +1050,10 @@ cdef class ReactRuntime:
                 self._exec_resume_accept(<_Listener>cmd.target, cmd.a)
             elif cmd.kind == CMD_DRAIN_TIMEOUT:
                 self._exec_drain_timeout(<DispatchContext>cmd.target, cmd.a)
+            elif cmd.kind == CMD_TIMER:
+                _run_timer(self, <TimerHandle>cmd.target)
+            elif cmd.kind == CMD_CALL:
+                _run_call(self, cmd)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:
@@ -1059,6 +1123,10 @@ cdef class ReactRuntime:
 
     cdef int _complete(self, object completion, object result) except -1:
         if completion is None:
+            if isinstance(result, BaseException) and not isinstance(result, RuntimeClosedError):
+                # nobody else will hear of it (asyncio logs a never-retrieved exception too)
+                log.error("a command failed and no on_completion receives it: %s: %s",
+                          type(result).__name__, result)
             return 0
         try:
             completion(result)

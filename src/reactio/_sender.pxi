@@ -235,9 +235,17 @@ cdef class DispatchContext:
                     self._owe_completion(on_sent)
                 return 0
         if s.tail - s.head + (n - sent) > s.max_send_queue:
-            exc = SendQueueOverflowError(
-                f"reactor {self.reactor_id}: {s.tail - s.head + n - sent} bytes would be queued, "
-                f"over max_send_queue={s.max_send_queue} (the peer does not read)")
+            if n - sent > s.max_send_queue:
+                exc = SendQueueOverflowError(
+                    f"reactor {self.reactor_id}: one send of {n} bytes is larger than "
+                    f"max_send_queue={s.max_send_queue}; raise it (ReactRuntime(max_send_queue=...)"
+                    f" or the send_connect / listener keyword) or send in pieces, pausing on "
+                    f"on_pause_writing")
+            else:
+                exc = SendQueueOverflowError(
+                    f"reactor {self.reactor_id}: {s.tail - s.head + n - sent} bytes would be "
+                    f"queued, over max_send_queue={s.max_send_queue}: the peer does not read "
+                    f"as fast as this stream sends (pause on on_pause_writing)")
             _stream_event(self.rt, self, EV_ABORT, exc)
             raise exc
         s._append(data + sent, n - sent)

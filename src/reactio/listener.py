@@ -12,18 +12,24 @@ class TcpListenerHandler:
     The runtime reads these attributes when the listener starts: ``recv_buffer_min_size``
     (receive buffer / minimum read size of each accepted stream), ``max_send_queue`` and
     ``max_msg_size`` (None: the runtime's defaults), ``nodelay`` (TCP_NODELAY on accepted
-    streams), ``backlog`` and ``reuse_port``.
+    streams), ``backlog``, ``reuse_port`` and ``dual_stack``.
+
+    ``dual_stack``: an IPv6 listener (e.g. on ``"[::]:port"``) is IPv6-only by default
+    (IPV6_V6ONLY=1, whatever the system default); ``dual_stack=True`` sets IPV6_V6ONLY=0, so it
+    also accepts IPv4 clients, whose peer address is then the IPv4-mapped form
+    (``"::ffff:127.0.0.1"``).  It is ignored on an IPv4 listener.
     """
 
     def __init__(self, recv_buffer_min_size: int = 4096, *, max_send_queue: Optional[int] = None,
                  max_msg_size: Optional[int] = None, nodelay: bool = True, backlog: int = 1024,
-                 reuse_port: bool = False) -> None:
+                 reuse_port: bool = False, dual_stack: bool = False) -> None:
         self.recv_buffer_min_size = recv_buffer_min_size
         self.max_send_queue = max_send_queue
         self.max_msg_size = max_msg_size
         self.nodelay = nodelay
         self.backlog = backlog
         self.reuse_port = reuse_port
+        self.dual_stack = dual_stack
         self.reactor_id = None
 
     def on_start_listen(self, reactor_id, cmd_sender) -> None:

@@ -15,6 +15,7 @@ class TcpListenerHandler:
     nodelay: bool
     backlog: int
     reuse_port: bool
+    dual_stack: bool
     reactor_id: Optional[ReactorID]
     def __init__(
         self,
@@ -25,6 +26,7 @@ class TcpListenerHandler:
         nodelay: bool = True,
         backlog: int = 1024,
         reuse_port: bool = False,
+        dual_stack: bool = False,
     ) -> None: ...
     def on_start_listen(self, reactor_id: ReactorID, cmd_sender: CmdSender) -> None: ...
     def on_new_connection(self, peer_address: _SockAddr) -> Optional[Reactor]:
@@ -48,4 +50,5 @@ class DefaultTcpListenerHandler(TcpListenerHandler):
         nodelay: bool = True,
         backlog: int = 1024,
         reuse_port: bool = False,
+        dual_stack: bool = False,
     ) -> None: ...

@@ -139,7 +139,7 @@ class _ServiceStream(Reactor):
     def on_connected(self, ctx: DispatchContext, listener_id: Optional[ReactorID]) -> None:
         svc = self.service
         with svc._lock:
-            svc._streams.add(ctx.reactor_id)
+            svc._streams.add(self)
             if svc._on_connected is not None:
                 svc._on_connected(ctx, listener_id, svc.app_data)
 
@@ -164,7 +164,7 @@ class _ServiceStream(Reactor):
     def on_close(self, reactor_id: ReactorID, cmd_sender: Any) -> None:
         svc = self.service
         with svc._lock:
-            svc._streams.discard(reactor_id)
+            svc._streams.discard(self)
             if svc._on_closed is not None:
                 svc._on_closed(reactor_id, cmd_sender, svc.app_data)
 
@@ -198,7 +198,9 @@ class SimpleIoService:
         self._on_sock_msg = on_sock_msg
         self._on_command = on_command
         self._lock = threading.RLock()          # re-entrant: a handler may call apply_app_data
-        self._streams: set[ReactorID] = set()
+        # The open streams, as their _ServiceStream objects (one per stream): a ReactorID is
+        # unique within one runtime only, and a service may serve streams of several runtimes.
+        self._streams: set[_ServiceStream] = set()
 
     def new_reactor(self) -> Reactor:
         """A reactor for one more stream served by this service (for send_connect, or a

@@ -141,13 +141,14 @@ class ThreadedReactorMgr:
             threading.Thread(target=_run_worker, name=f"{name_prefix}-{w.index}", daemon=True,
                              args=(w, self._stopping, poll_timeout, runtime_options))
             for w in self._workers]
-        self._thread_index: dict[int, int] = {}     # thread ident -> runtime id
+        # Thread object -> runtime id.  Not thread idents: the OS reuses the ident of an ended
+        # thread, and an unrelated new thread would then pass for a runtime thread.
+        self._thread_index: dict[threading.Thread, int] = {
+            t: w.index for w, t in zip(self._workers, self._threads)}
         for t in self._threads:
             t.start()
-        for w, t in zip(self._workers, self._threads):
+        for w in self._workers:
             w.ready.wait()              # set by the thread itself, success or failure
-            assert t.ident is not None
-            self._thread_index[t.ident] = w.index
         failed = [w for w in self._workers if w.runtime is None]
         if failed:
             self.stop()
@@ -177,7 +178,7 @@ class ThreadedReactorMgr:
 
     def current_runtime_id(self) -> Optional[int]:
         """The runtime id of the calling thread, or None if it is not one of this manager's."""
-        return self._thread_index.get(threading.get_ident())
+        return self._thread_index.get(threading.current_thread())
 
     def threads(self) -> list[threading.Thread]:
         return list(self._threads)

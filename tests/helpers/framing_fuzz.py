@@ -5,7 +5,8 @@ strategy and the receive buffer size; the frames the reactor dispatches must be 
 a reference parser finds in the byte stream, and every call must show new_bytes /
 decoded_msg_size as documented.  A second machine makes the reactor return random, often
 invalid, MessageResults: the stream must close with the error the rules name, at the first
-invalid result, and never crash the runtime.
+invalid result, and never crash the runtime.  tests/fuzz/fuzz_framing.py drives that second
+machine (RandomResults, with CallContract) from atheris instead of hypothesis.
 """
 from __future__ import annotations
 
@@ -83,6 +84,59 @@ STYLES = ["expect_exact", "expect_unknown", "header_then_body", "one_call_per_fr
 
 # --------------------------------------------------------------------------- reactors
 
+class CallContract:
+    """The documented meaning of on_inbound_message's arguments (docs/framing.md), tracked from
+    the results the reactor returned: ``new_bytes`` counts the bytes not shown before (all of
+    buf after a drop), ``decoded_msg_size`` is the n of the last ExpectMsgSize(n) (0 after a
+    drop), and no call comes before the n bytes are buffered.  ``check_settled`` tells whether a
+    call is still owed once every byte sent has been buffered."""
+
+    def __init__(self):
+        self.prev_len = None          # len(buf) at the last ExpectMsgSize, None after a drop
+        self.last_expect = 0
+
+    def check_call(self, n, new_bytes, decoded):
+        """Violations (strings) of a call with len(buf) == n."""
+        out = []
+        want_new = n if self.prev_len is None else n - self.prev_len
+        if new_bytes != want_new:
+            out.append(f"new_bytes={new_bytes}, expected {want_new} (len {n})")
+        if decoded != self.last_expect:
+            out.append(f"decoded_msg_size={decoded}, expected {self.last_expect}")
+        if self.last_expect and n < self.last_expect:
+            out.append(f"called with {n} bytes before the {self.last_expect} expected")
+        if n <= 0:
+            out.append(f"called with an empty buf ({n} bytes)")
+        return out
+
+    def expected(self, n, buf_len):
+        """The reactor returned ExpectMsgSize(n) (a valid one) from a call with buf_len bytes."""
+        self.prev_len = buf_len
+        self.last_expect = n
+
+    def dropped(self):
+        """The reactor returned a valid DropMsgSize."""
+        self.prev_len = None
+        self.last_expect = 0
+
+    def check_settled(self, buffered):
+        """A violation (string) or None, when ``buffered`` unconsumed bytes are all in the
+        receive buffer and the runtime has had its chance to dispatch them: after a drop (or
+        before any call) every byte is shown at once; after ExpectMsgSize(0) any new byte is;
+        after ExpectMsgSize(n) the reactor is called as soon as n bytes are there."""
+        if self.prev_len is None:
+            if buffered:
+                return f"{buffered} bytes buffered after a drop, and no call"
+        elif self.last_expect == 0:
+            if buffered != self.prev_len:
+                return (f"{buffered} bytes buffered, but the last call (ExpectMsgSize(0)) showed "
+                        f"{self.prev_len} and none followed")
+        elif not self.prev_len <= buffered < self.last_expect:
+            return (f"{buffered} bytes buffered after ExpectMsgSize({self.last_expect}) from a "
+                    f"call with {self.prev_len} bytes, and no call")
+        return None
+
+
 class FuzzFramer(Reactor):
     """Dispatches reactio frames in one of several legitimate styles and checks, on every
     call, the documented meaning of new_bytes and decoded_msg_size."""
@@ -93,8 +147,7 @@ class FuzzFramer(Reactor):
         self.fast_dispatch = fast_dispatch
         self.frames = []
         self.violations = []
-        self.prev_len = None          # len(buf) of the last call, None after a drop
-        self.last_expect = 0
+        self.contract = CallContract()
         self.body_left = None         # header_then_body: body bytes still expected
         self.header = b""
         self.closed = None
@@ -106,23 +159,14 @@ class FuzzFramer(Reactor):
             ctx.reader.try_read_fast_read(ctx)
 
     def _check(self, buf, new_bytes, decoded):
-        n = len(buf)
-        want_new = n if self.prev_len is None else n - self.prev_len
-        if new_bytes != want_new:
-            self.violations.append(f"new_bytes={new_bytes}, expected {want_new} (len {n})")
-        if decoded != self.last_expect:
-            self.violations.append(f"decoded_msg_size={decoded}, expected {self.last_expect}")
-        if self.last_expect and n < self.last_expect:
-            self.violations.append(f"called with {n} bytes before the {self.last_expect} expected")
+        self.violations += self.contract.check_call(len(buf), new_bytes, decoded)
 
     def _expect(self, n, buf_len):
-        self.prev_len = buf_len
-        self.last_expect = n
+        self.contract.expected(n, buf_len)
         return ExpectMsgSize(n)
 
     def _drop(self, n):
-        self.prev_len = None
-        self.last_expect = 0
+        self.contract.dropped()
         return DropMsgSize(n)
 
     def on_inbound_message(self, buf, new_bytes, decoded, ctx):
@@ -209,80 +253,191 @@ def run_framing_example(wire, chunks, style, fast_dispatch, recv_min, timeout=30
 
 # --------------------------------------------------------------------------- misuse
 
-class RandomResults(Reactor):
-    """Returns results drawn by hypothesis; knows which of them break the rules."""
+class HypothesisChoices:
+    """RandomResults' choices drawn by hypothesis (``st.data()``)."""
 
-    def __init__(self, data, max_msg_size):
+    def __init__(self, data):
         self.data = data
+
+    def kind(self, kinds):
+        return self.data.draw(st.sampled_from(kinds), label="result kind")
+
+    def integer(self, lo, hi, label):
+        return self.data.draw(st.integers(lo, hi), label=label)
+
+    def boolean(self, label):
+        return self.data.draw(st.booleans(), label=label)
+
+
+# What RandomResults may return; repeats weight the valid kinds.  The invalid ones, and what
+# the stream must close with: drop_zero, drop_too_many, expect_not_more, none, int, tuple ->
+# MessageResultError; drop_over_max, expect_too_large -> MessageTooLargeError; raise_negative
+# (DropMsgSize(-n) raises MessageResultError in the callback), raise_overflow (a size past
+# ssize_t: OverflowError), raise_other (the reactor's own bug) -> that very exception.
+# close_then_drop closes the stream from the callback: no error, and no call after it.
+RESULT_KINDS = [
+    "drop_ok", "drop_ok", "drop_ok", "drop_all", "expect_ok", "expect_ok", "expect_zero",
+    "expect_zero", "drop_zero", "drop_too_many", "drop_over_max", "expect_not_more",
+    "expect_too_large", "none", "int", "tuple", "raise_negative", "raise_overflow",
+    "raise_other", "close_then_drop"]
+
+
+class RandomResults(Reactor):
+    """Returns results picked by ``choices`` (HypothesisChoices, or the atheris target's);
+    knows which of them break the rules and what the stream must then close with.  Every call
+    is checked against CallContract, and against the bytes sent when ``sent`` (a bytearray the
+    driver appends to before each write) is given: buf must be exactly the unconsumed bytes,
+    in order.  Violations are collected, not raised (raising would only close the stream)."""
+
+    def __init__(self, choices, max_msg_size, sent=None, fast_dispatch=False):
+        self.choices = choices
         self.max_msg_size = max_msg_size
-        self.first_invalid = None         # (description, expected exception type)
-        self.calls_after_invalid = 0
+        self.sent = sent
+        self.fast_dispatch = fast_dispatch
+        self.contract = CallContract()
+        self.consumed = 0                 # bytes dropped by valid DropMsgSize results
+        self.first_invalid = None         # (kind, expected exception type or instance)
+        self.closed_itself = False        # close_then_drop was returned
+        self.calls_after_invalid = 0      # calls after an invalid result or a close
         self.calls = 0
+        self.kinds = {}                   # kind -> times returned
+        self.violations = []
         self.closed = None
+        self.close_calls = 0
+
+    def on_readable(self, ctx):
+        if self.fast_dispatch:
+            ctx.reader.try_read_fast_dispatch(ctx)
+        else:
+            ctx.reader.try_read_fast_read(ctx)
+
+    def _check(self, buf, new_bytes, decoded):
+        if self.closed is not None:
+            self.violations.append("on_inbound_message after on_close")
+        if self.first_invalid is not None or self.closed_itself:
+            self.calls_after_invalid += 1
+        self.violations += self.contract.check_call(len(buf), new_bytes, decoded)
+        if self.sent is not None:
+            want = self.sent[self.consumed:self.consumed + len(buf)]
+            if len(want) != len(buf):
+                self.violations.append(f"buf has {len(buf)} bytes at offset {self.consumed}, "
+                                       f"but only {len(self.sent)} were sent")
+            elif buf != want:
+                self.violations.append(f"buf at offset {self.consumed} ({len(buf)} bytes) is "
+                                       "not the bytes sent there")
+
+    def _invalid(self, kind, expected):
+        if self.first_invalid is None:
+            self.first_invalid = (kind, expected)
 
     def on_inbound_message(self, buf, new_bytes, decoded, ctx):
-        if self.first_invalid is not None:
-            self.calls_after_invalid += 1
+        self._check(buf, new_bytes, decoded)
         self.calls += 1
         avail = len(buf)
-        kind = self.data.draw(st.sampled_from([
-            "drop_ok", "drop_ok", "expect_ok", "expect_zero", "drop_zero", "drop_too_many",
-            "drop_over_max", "expect_not_more", "expect_too_large", "none", "int", "tuple",
-            "raise_negative", "raise_other"]), label="result kind")
-        bad = None
+        kind = self.choices.kind(RESULT_KINDS)
         top = min(avail, self.max_msg_size)
         if kind == "drop_over_max" and avail <= self.max_msg_size:
             kind = "drop_ok"
-        elif avail > self.max_msg_size and self.data.draw(st.booleans(), label="over max"):
+        elif avail > self.max_msg_size and self.choices.boolean("over max"):
             kind = "drop_over_max"          # rare otherwise: the buffer seldom gets this full
-        if kind == "drop_ok":
-            r = DropMsgSize(self.data.draw(st.integers(1, top), label="drop"))
-        elif kind == "drop_over_max":
-            r, bad = DropMsgSize(self.data.draw(st.integers(self.max_msg_size + 1, avail))), \
-                reactio.MessageTooLargeError
-        elif kind == "expect_ok":
-            if avail + 1 > self.max_msg_size:
-                r = DropMsgSize(top)
-            else:
-                r = ExpectMsgSize(self.data.draw(st.integers(avail + 1, self.max_msg_size),
-                                                 label="expect"))
-        elif kind == "expect_zero":
-            r = ExpectMsgSize(0)
-        elif kind == "drop_zero":
-            r, bad = DropMsgSize(0), reactio.MessageResultError
-        elif kind == "drop_too_many":
-            r, bad = DropMsgSize(avail + self.data.draw(st.integers(1, 10**6))), \
-                reactio.MessageResultError
-        elif kind == "expect_not_more":
-            r, bad = ExpectMsgSize(self.data.draw(st.integers(1, avail))), \
-                reactio.MessageResultError
-        elif kind == "expect_too_large":
-            r, bad = ExpectMsgSize(self.max_msg_size + self.data.draw(st.integers(1, 10**9))), \
-                reactio.MessageTooLargeError
-        elif kind == "none":
-            r, bad = None, reactio.MessageResultError
-        elif kind == "int":
-            r, bad = avail, reactio.MessageResultError
-        elif kind == "tuple":
-            r, bad = (True, avail), reactio.MessageResultError
-        elif kind == "raise_negative":
-            self.first_invalid = (kind, reactio.MessageResultError)
-            return DropMsgSize(-self.data.draw(st.integers(1, 10**6)))     # raises
-        else:
-            self.first_invalid = (kind, LookupError)
+        if kind == "expect_ok" and avail + 1 > self.max_msg_size:
+            kind = "drop_all"
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        if kind in ("drop_ok", "drop_all", "close_then_drop"):
+            n = top if kind != "drop_ok" else self.choices.integer(1, top, "drop")
+            self.contract.dropped()
+            self.consumed += n
+            if kind == "close_then_drop":
+                self.closed_itself = True
+                ctx.close()
+            return DropMsgSize(n)
+        if kind == "expect_ok":
+            n = self.choices.integer(avail + 1, self.max_msg_size, "expect")
+            self.contract.expected(n, avail)
+            return ExpectMsgSize(n)
+        if kind == "expect_zero":
+            self.contract.expected(0, avail)
+            return ExpectMsgSize(0)
+        if kind == "drop_over_max":
+            self._invalid(kind, reactio.MessageTooLargeError)
+            return DropMsgSize(self.choices.integer(self.max_msg_size + 1, avail, "drop"))
+        if kind == "drop_zero":
+            self._invalid(kind, reactio.MessageResultError)
+            return DropMsgSize(0)
+        if kind == "drop_too_many":
+            self._invalid(kind, reactio.MessageResultError)
+            return DropMsgSize(avail + self.choices.integer(1, 2**62 - avail, "excess"))
+        if kind == "expect_not_more":
+            self._invalid(kind, reactio.MessageResultError)
+            return ExpectMsgSize(self.choices.integer(1, avail, "expect"))
+        if kind == "expect_too_large":
+            self._invalid(kind, reactio.MessageTooLargeError)
+            return ExpectMsgSize(max(avail, self.max_msg_size)
+                                 + self.choices.integer(1, 2**62, "excess"))
+        if kind in ("none", "int", "tuple"):
+            self._invalid(kind, reactio.MessageResultError)
+            return {"none": None, "int": avail, "tuple": (True, avail)}[kind]
+        try:
+            if kind == "raise_negative":
+                DropMsgSize(-self.choices.integer(1, 2**62, "negative"))
+            elif kind == "raise_overflow":
+                ExpectMsgSize(2**63 + self.choices.integer(0, 2**62, "past ssize_t"))
             raise LookupError("the reactor's own bug")
-        if bad is not None and self.first_invalid is None:
-            self.first_invalid = (kind, bad)
-        return r
+        except Exception as exc:
+            self._invalid(kind, exc)        # the stream must close with this very exception
+            raise
 
     def on_close(self, reactor_id, cmd_sender):
+        self.close_calls += 1
         self.closed = ("closed", self.close_error)
+
+    def close_violations(self, peer_reset=False):
+        """What is wrong with the way the stream closed (call it after on_close).  The peer
+        ended the stream with a FIN, or with a reset when ``peer_reset``, unless the reactor's
+        result closed it first."""
+        out = []
+        if self.close_calls != 1:
+            out.append(f"on_close ran {self.close_calls} times")
+        if self.calls_after_invalid:
+            out.append(f"{self.calls_after_invalid} calls after {self.first_invalid or 'close'}")
+        err = self.close_error
+        outstanding = None if self.sent is None else len(self.sent) - self.consumed
+        if self.first_invalid is not None:
+            kind, expected = self.first_invalid
+            if isinstance(expected, BaseException):
+                if err is not expected:
+                    out.append(f"{kind}: closed with {err!r}, not the exception raised "
+                               f"({expected!r})")
+            elif not isinstance(err, expected):
+                out.append(f"{kind}: closed with {err!r}, expected {expected.__name__}")
+        elif self.closed_itself:
+            if err is not None:
+                out.append(f"closed from its callback, but with {err!r}")
+        elif isinstance(err, reactio.MessageTooLargeError):
+            # the buffer filled up while the reactor waited for more: legitimate only when
+            # that many bytes were outstanding
+            if "max_msg_size" not in str(err) or (outstanding is not None
+                                                  and outstanding < self.max_msg_size):
+                out.append(f"{err!r} with {outstanding} bytes outstanding, "
+                           f"max_msg_size={self.max_msg_size}")
+        elif peer_reset:
+            if not isinstance(err, ConnectionResetError):
+                out.append(f"the peer reset the stream, but it closed with {err!r}")
+        elif err is not None:
+            out.append(f"the peer closed its side (FIN), but the stream closed with {err!r}")
+        elif outstanding is not None:
+            # every byte sent was read before the FIN: the last dispatch must have happened
+            settled = self.contract.check_settled(outstanding)
+            if settled:
+                out.append(f"at the FIN: {settled}")
+        return out
 
 
 def run_misuse_example(data, chunks_bytes, max_msg_size=2000):
     rt = reactio.ReactRuntime(max_msg_size=max_msg_size)
     try:
-        reactor = RandomResults(data, max_msg_size)
+        sent = bytearray()
+        reactor = RandomResults(HypothesisChoices(data), max_msg_size, sent)
         got = []
         rt.cmd_sender.send_listen("127.0.0.1:0", DefaultTcpListenerHandler(
             lambda c, p: reactor, 256), Deferred.IMMEDIATE, got.append)
@@ -292,6 +447,7 @@ def run_misuse_example(data, chunks_bytes, max_msg_size=2000):
         peer = socket.create_connection(("127.0.0.1", port), timeout=10)
         peer.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for chunk in chunks_bytes:
+            sent += chunk
             try:
                 peer.sendall(chunk)
             except OSError:

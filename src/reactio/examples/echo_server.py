@@ -5,7 +5,8 @@ its own round-trip latencies per batch.
     python -m reactio.examples.echo_server --addr 127.0.0.1:0 --once   # any port, one client
 
 Prints ``listening on HOST:PORT`` once the listener is up (with port 0 that is how a script
-learns the port).  Runs until Ctrl-C or SIGTERM (exit status 0), or, with ``--once``, until
+learns the port); an IPv6 host is in brackets, ``listening on [::1]:PORT``, so that the
+address can be given as it is to ``echo_client --addr``.  Runs until Ctrl-C or SIGTERM (exit status 0), or, with ``--once``, until
 its first connection closes (reactio's behaviour: the listener closes when it accepts).
 """
 from __future__ import annotations
@@ -60,7 +61,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 rt.stop()
                 return
             host, port = rt.local_address(result)[:2]
-            print(f"listening on {host}:{port}", flush=True)
+            # "[v6addr]:port" is the form every reactio address parser accepts for IPv6
+            shown_host = f"[{host}]" if ":" in host else host
+            print(f"listening on {shown_host}:{port}", flush=True)
             if not args.quiet:
                 print(format_stats_header(), flush=True)
 
