@@ -32,6 +32,8 @@
 #   REACTIO_FT_MIRROR        the Debian mirror (default: the host's own, from /etc/apt)
 #   REACTIO_FT_JOBS          make -j (default: nproc)
 #   REACTIO_FT_TIMEOUT       pytest-timeout per test (default: pyproject's 60 s; TSan: 600 s)
+#   REACTIO_FT_FULL          1 (default): tests/test_freethreaded.py at full counts (8 senders x
+#                            100,000 commands ...); 0: the small counts of the default suite
 #
 # Needs: Debian or Ubuntu as root (apt-get installs debootstrap and util-linux here); the
 # chroot's apt and pip reach Debian's mirror and PyPI.  Runs in a private mount namespace:
@@ -238,7 +240,9 @@ setup_venv() {
   if stamp_ok "venv-$flavour" "$key" && [ -x "$R$VENV/bin/python" ]; then return; fi
   log "venv $VENV: ${VENV_PKGS[*]}"
   in_root sh -c "rm -rf $VENV && $PY -m venv $VENV"
-  logged "pip-$flavour" in_root "$VENV/bin/python" -m pip install -q "${VENV_PKGS[@]}"
+  # wheels only: the newest hypothesis releases come as sdists whose build downloads a Rust
+  # toolchain, and nothing here should compile a dependency anyway
+  logged "pip-$flavour" in_root "$VENV/bin/python" -m pip install -q --only-binary=:all: "${VENV_PKGS[@]}"
   stamp_set "venv-$flavour" "$key"
 }
 
@@ -293,7 +297,7 @@ run_tests() {
   in_root mkdir -p /tmp/tsan
   set +e
   in_root PYTHON_GIL=0 REACTIO_FT_GILCHECK="$report" PYTHONPATH="$SCRATCH/tools" \
-    REACTIO_FT_STRESS_SCALE="${REACTIO_FT_STRESS_SCALE:-1}" "$TSAN_ENV" \
+    REACTIO_FT_FULL="${REACTIO_FT_FULL:-1}" "$TSAN_ENV" \
     sh -c "cd $SCRATCH && exec python -X faulthandler -m pytest -p ft_gilcheck -p no:cacheprovider \
       -rfEs ${timeout:+-o timeout=$timeout} \"\$@\"" pytest \
       ${sel[@]+"${sel[@]}"} ${pytest_args[@]+"${pytest_args[@]}"} 2>&1 | tee "$W/logs/last-run-$flavour.log"
