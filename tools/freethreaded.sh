@@ -237,7 +237,8 @@ assert not sys._is_gil_enabled(), "the GIL is enabled at start-up"' \
 
 setup_venv() {
   local key="$PYVER ${VENV_PKGS[*]}"
-  if stamp_ok "venv-$flavour" "$key" && [ -x "$R$VENV/bin/python" ]; then return; fi
+  # (bin/python links to the chroot's own /opt path: look for pyvenv.cfg from outside)
+  if stamp_ok "venv-$flavour" "$key" && [ -f "$R$VENV/pyvenv.cfg" ]; then return; fi
   log "venv $VENV: ${VENV_PKGS[*]}"
   in_root sh -c "rm -rf $VENV && $PY -m venv $VENV"
   # wheels only: the newest hypothesis releases come as sdists whose build downloads a Rust
