@@ -15,7 +15,9 @@
 #                 hypothesis, Cython>=3.1, setuptools>=77)
 #   --build-only  set up and build reactio, then stop (the free-threaded compile check)
 #   --tsan        the same with an interpreter configured --with-thread-sanitizer too (its own
-#                 prefix, venv and scratch copy; reactio is built with -fsanitize=thread)
+#                 prefix, venv and scratch copy; reactio is a debug build with -fsanitize=thread;
+#                 small test counts; reports are collected, summarized in
+#                 $REACTIO_FT_DIR/logs/tsan/summary.txt, and do not fail the run)
 #
 # The GIL check (tools/ft_gilcheck.py, loaded with -p, independent of tests/conftest.py):
 # sys._is_gil_enabled() must be False after `import reactio` and at the end of the session,
@@ -219,7 +221,8 @@ setup_source() {
 setup_interpreter() {
   local flags key
   flags="--disable-gil --prefix=$PREFIX --with-ensurepip=install"
-  [ "$flavour" = ft-tsan ] && flags="$flags --with-thread-sanitizer"
+  # (TSan: no test modules, so the slower instrumented build and install do less)
+  [ "$flavour" = ft-tsan ] && flags="$flags --with-thread-sanitizer --disable-test-modules"
   key="$PYVER $flags"
   if stamp_ok "interp-$flavour" "$key" && [ -x "$R$PY" ]; then return; fi
   log "building CPython $PYVER ($flags), make -j$JOBS"
@@ -257,11 +260,13 @@ build_reactio() {
   log "copying the working tree to $SCRATCH (chroot)"
   in_root sh -c "mkdir -p $SCRATCH && rsync -a --delete --filter=':- .gitignore' --exclude=/.git \
     /mnt/tree/ $SCRATCH/"
-  local cflags=
-  [ "$flavour" = ft-tsan ] && cflags="-fsanitize=thread -g -O1"
-  log "building reactio (REACTIO_FREETHREADING=$knob) into $VENV"
-  logged "reactio-build-$flavour" in_root REACTIO_FREETHREADING="$knob" CFLAGS="$cflags" \
-    LDFLAGS="${cflags:+-fsanitize=thread}" \
+  # TSan: the interpreter's own CFLAGS (sysconfig) already carry -fsanitize=thread; a debug
+  # build of reactio (-O0 -g3, invariant checks on) gives reports with line numbers
+  local debug=${REACTIO_DEBUG:-0} cflags=
+  if [ "$flavour" = ft-tsan ]; then debug=1; cflags=-fsanitize=thread; fi
+  log "building reactio (REACTIO_FREETHREADING=$knob${cflags:+, REACTIO_DEBUG=1 $cflags}) into $VENV"
+  logged "reactio-build-$flavour" in_root REACTIO_FREETHREADING="$knob" REACTIO_DEBUG="$debug" \
+    CFLAGS="$cflags" LDFLAGS="$cflags" \
     sh -c "cd $SCRATCH && python -m pip install -v --no-build-isolation --no-deps . \
       && python -m pip show reactio >/dev/null"
   # Does the module declare that it runs without the GIL?  (no PYTHON_GIL here)
@@ -292,13 +297,13 @@ run_tests() {
   local timeout=${REACTIO_FT_TIMEOUT:-}
   [ -z "$timeout" ] && [ "$flavour" = ft-tsan ] && timeout=600
   local report=/tmp/reactio-ft-gilcheck.txt
-  in_root rm -f "$report"
+  in_root rm -rf "$report" /tmp/tsan
   log "pytest (PYTHON_GIL=0): ${sel[*]} ${pytest_args[*]:-}"
   local rc=0
   in_root mkdir -p /tmp/tsan
   set +e
   in_root PYTHON_GIL=0 REACTIO_FT_GILCHECK="$report" PYTHONPATH="$SCRATCH/tools" \
-    REACTIO_FT_FULL="${REACTIO_FT_FULL:-1}" "$TSAN_ENV" \
+    REACTIO_FT_FULL="${REACTIO_FT_FULL:-$FULL_DEFAULT}" "$TSAN_ENV" \
     sh -c "cd $SCRATCH && exec python -X faulthandler -m pytest -p ft_gilcheck -p no:cacheprovider \
       -rfEs ${timeout:+-o timeout=$timeout} \"\$@\"" pytest \
       ${sel[@]+"${sel[@]}"} ${pytest_args[@]+"${pytest_args[@]}"} 2>&1 | tee "$W/logs/last-run-$flavour.log"
@@ -311,18 +316,55 @@ run_tests() {
     "after-import=False at-end=False") log "GIL check: disabled after import reactio and at the end" ;;
     *) log "GIL check FAILED: $verdict"; [ $rc -eq 0 ] && rc=3 ;;
   esac
+  [ "$flavour" = ft-tsan ] && tsan_summary
   log "done (pytest exit code $rc; reactio declares free-threading: $([ "$DECLARED" = 1 ] && echo yes || echo no);" \
       "output in $W/logs/last-run-$flavour.log)"
   return "$rc"
 }
 
+# ThreadSanitizer reports (one file per process in /tmp/tsan): how many, and which of them
+# have a frame in reactio's own code; the reports themselves go to $W/logs/tsan/.
+tsan_summary() {
+  local out=$W/logs/tsan f n_all=0 n_core=0
+  rm -rf "$out"; mkdir -p "$out"
+  cp "$R"/tmp/tsan/report.* "$out"/ 2>/dev/null || true
+  # split each file into reports; keep one per distinct top frame pair
+  python3 - "$out" > "$out/summary.txt" <<'PYEOF'
+import collections, glob, os, re, sys
+out = sys.argv[1]
+reports = []
+for path in sorted(glob.glob(os.path.join(out, "report.*"))):
+    text = open(path, errors="replace").read()
+    reports += [r for r in text.split("==================") if "WARNING: ThreadSanitizer" in r]
+kinds = collections.Counter()
+ours = collections.OrderedDict()
+for r in reports:
+    kind = re.search(r"WARNING: ThreadSanitizer: ([^(\n]+)", r).group(1).strip()
+    kinds[kind] += 1
+    frames = re.findall(r"#\d+ (\S+) (\S+)", r)
+    if any("_core" in loc or "reactio" in loc for _, loc in frames):
+        top = tuple(f"{fn} {loc.rsplit('/', 1)[-1]}" for fn, loc in frames
+                    if "_core" in loc or "reactio" in loc)[:3]
+        ours.setdefault((kind, top), r)
+print(f"{len(reports)} reports: {dict(kinds)}")
+print(f"{len(ours)} distinct with a frame in reactio:")
+for (kind, top), r in ours.items():
+    print(f"--- {kind}: " + " <- ".join(top))
+print()
+for (kind, top), r in ours.items():
+    print("=" * 70)
+    print(r.strip())
+PYEOF
+  log "TSan: $(head -n 2 "$out/summary.txt" | tr '\n' ' ') (details: $out/summary.txt)"
+}
+
 # ---------------------------------------------------------------- main
 if [ "$flavour" = ft-tsan ]; then
-  PREFIX=/opt/py313t-tsan VENV=/opt/venv313t-tsan
+  PREFIX=/opt/py313t-tsan VENV=/opt/venv313t-tsan FULL_DEFAULT=0
   # CPython's own suppressions for the free-threaded build; races are reported, not fatal
   TSAN_ENV="TSAN_OPTIONS=halt_on_error=0 exitcode=0 report_signal_unsafe=0 second_deadlock_stack=1 suppressions=/src/cpython/Tools/tsan/suppressions_free_threading.txt log_path=/tmp/tsan/report"
 else
-  PREFIX=/opt/py313t VENV=/opt/venv313t
+  PREFIX=/opt/py313t VENV=/opt/venv313t FULL_DEFAULT=1
   TSAN_ENV="REACTIO_FT_FLAVOUR=ft"
 fi
 PY=$PREFIX/bin/python3.13t
