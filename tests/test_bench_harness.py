@@ -11,7 +11,10 @@ import time
 
 import pytest
 
-from reactio.bench.pipeline import parse_strace_summary
+if sys.platform == "win32":     # the harness imports Linux-only modules (resource)
+    pytest.skip("the harness is Linux-only", allow_module_level=True)
+
+from reactio.bench.pipeline import parse_strace_summary  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(240),
               pytest.mark.skipif(sys.platform == "win32", reason="the harness is Linux-only"),

@@ -151,8 +151,8 @@ def build_cython(page: Page, tmp_root: Path) -> Path:
 
 def test_every_page_has_examples():
     names = {p.path.name for p in PAGES}
-    for concept in ("reactor.md", "framing.md", "commands.md", "listeners.md", "simpleio.md",
-                    "threaded.md", "cython.md", "bench.md"):
+    for concept in ("reactor.md", "framing.md", "commands.md", "timers.md", "listeners.md",
+                    "simpleio.md", "threaded.md", "cython.md", "bench.md"):
         assert concept in names, f"docs/{concept} is missing"
         page = next(p for p in PAGES if p.path.name == concept)
         assert page.python_blocks(), f"docs/{concept} has no python example"

@@ -5,8 +5,8 @@ while the flood runs.
 
 Three processes, so that no two of them share an interpreter lock: the echo server (one
 runtime, tests/helpers/fair_echo_server.py), the flooder (tests/helpers/flooder.py, writing
-as fast as it can and discarding the echoes) and the bystander (this test, plain blocking
-socket)."""
+as fast as it can, at the lowest CPU priority, and discarding the echoes) and the bystander
+(this test, plain blocking socket).  Skipped under wine (timings there mean nothing)."""
 from __future__ import annotations
 
 import json
@@ -23,7 +23,22 @@ import reactio
 
 HELPERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers")
 
-pytestmark = pytest.mark.timeout(60)
+
+def _under_wine() -> bool:
+    if sys.platform != "win32":
+        return False
+    import ctypes
+    try:
+        return hasattr(ctypes.WinDLL("ntdll"), "wine_get_version")
+    except OSError:
+        return False
+
+
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.skipif(_under_wine(), reason="a timed assertion: wine is not Windows, its "
+                       "timings mean nothing (tools/windows-test.sh); runs on real Windows"),
+]
 
 ROUND_TRIPS = 200
 P99_BOUND_NS = 20_000_000
@@ -82,7 +97,8 @@ def _measure_under_flood(port, bystander, msg):
         assert _read_json(flooder) == {"flooding": True}
         samples = []
         starved = None
-        end = time.monotonic() + MEASURE_DEADLINE
+        start = time.monotonic()
+        end = start + MEASURE_DEADLINE
         while len(samples) < ROUND_TRIPS and time.monotonic() < end:
             bystander.settimeout(max(0.05, end - time.monotonic()))
             try:
@@ -94,6 +110,7 @@ def _measure_under_flood(port, bystander, msg):
     finally:
         flood = _finish(flooder)
     assert not flood.get("peer_closed"), f"the flood was cut short: {flood}"
+    assert flood.get("sent", 0) >= 2 << 20, f"no flood to speak of: {flood}"
     if starved is not None:
         return False, f"{starved}; {len(samples)} answered; flood {flood}"
     ordered = sorted(samples)

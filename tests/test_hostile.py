@@ -24,7 +24,7 @@ from reactio import (DefaultTcpListenerHandler, Deferred, DropMsgSize, ExpectMsg
                      ReactRuntime, Reactor)
 from reactio.errors import ReactorClosedError
 
-from conftest import (Completion, EchoReactor, SinkReactor, connect, frame, full_backlog_port,
+from conftest import (Completion, EchoReactor, frame, full_backlog_port,
                       listen, listen_factory, pump_until, raw_client, recv_exact_nb)
 
 HELPERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers")
@@ -307,7 +307,7 @@ def test_max_msg_size_near_maxsize_is_refused_at_the_call(rt, where):
     assert rt.process_events(0) is False, "something was registered after all"
 
 
-def test_max_msg_size_2_40_works(rt):
+def test_max_msg_size_2_40_works():
     """Defect 5, the other side: a large but sane limit (2**40) works everywhere."""
     big = 1 << 40
     rt2 = ReactRuntime(max_msg_size=big)
@@ -349,9 +349,9 @@ def test_huge_drain_timeout_means_no_limit(drain_timeout):
             rt.process_events(0.01)                 # a bogus timer would fire now
         received = read_until_eof_nb(rt, peer)      # ConnectionResetError on a reset
         assert len(received) == len(payload) and received == payload
+        peer.close()                                # the EOF the server's close waits for
         pump_until(rt, lambda: holder.closes == 1)
         assert holder.err is None, repr(holder.err)
-        peer.close()
     finally:
         rt.close()
 
@@ -428,7 +428,9 @@ def test_close_of_a_connecting_stream_completes_its_connect(abort):
                                        connect_done)
             for _ in range(3):
                 rt.process_events(0.01)
-            assert not connect_done.done
+            if connect_done.done and isinstance(connect_done.results[0], reactio.ReactorID):
+                pytest.skip("the kernel accepted into a full backlog; no connect in progress")
+            assert not connect_done.done, connect_done.results
             rid = reactio.ReactorID(0, 1)           # the first slot of a fresh runtime
             close_done = Completion()
             rt.cmd_sender.send_close(rid, None, close_done, abort=abort)
@@ -505,8 +507,9 @@ def test_new_without_init_never_crashes(name):
     proc = run_helper("new_abuse.py", name, timeout=50)
     if proc.returncode != 0:
         last = proc.stderr.strip().splitlines()[-1:] or ["?"]
-        pytest.fail(f"{name}: the interpreter died with exit code {proc.returncode}; "
-                    f"last call: {last[0]}")
+        code = proc.returncode
+        how = f"exit code {code:#x}" if code > 255 else f"exit code {code}"
+        pytest.fail(f"{name}: the interpreter died ({how}); last call: {last[0]}")
     report = last_json(proc)
     if "skip" in report:
         pytest.skip(report["skip"])

@@ -29,7 +29,7 @@ EMBED_SHA256=8a4dbddadc63ca9700370bc95e5a8e27a03c00c7ac6ab3877102bd9bb4c4f5fa
 WIN_PKGS=(pytest pytest-timeout hypothesis colorama)   # colorama: pytest needs it on Windows
 APT_PKGS=(gcc-mingw-w64-x86-64 wine wine64 unzip)
 CC=x86_64-w64-mingw32-gcc
-CYTHON_DIRECTIVES=boundscheck=False,wraparound=False,initializedcheck=False,cdivision=True,embedsignature=True,binding=False
+CYTHON_DIRECTIVES=boundscheck=False,wraparound=False,initializedcheck=False,cdivision=True,embedsignature=True,embedsignature.format=clinic,binding=False
 
 mode=test
 pytest_args=()
@@ -275,6 +275,13 @@ run_core_tests() {
   run_winpy -m pytest -q -p no:cacheprovider ${targets[@]+"${targets[@]}"} -rs \
     ${pytest_args[@]+"${pytest_args[@]}"} || rc=$?
   report_skips
+  # wine turns a crash of python.exe into its debugger and exit status 0: a run without
+  # pytest's closing line, or with a fatal exception, did not pass
+  if [ "$rc" = 0 ] && { ! grep -qE '[0-9]+ (passed|failed|errors?)( |,|$)' "$W/last-run.log" \
+      || grep -qE 'Windows fatal exception|Unhandled page fault' "$W/last-run.log"; }; then
+    log "ERROR: python.exe died before pytest finished (see the log above)"
+    rc=70
+  fi
   log "done (pytest exit code $rc)"
   return "$rc"
 }

@@ -64,17 +64,8 @@ cdef class _Inbox:
         self.queue.append(cmd)
         if (self.polling or self.external) and not self.wake_pending:
             self.wake_pending = True
-            self.wake()
+            _be_wake(self)
         return 0
-
-    cdef int wake(self) except -1:
-        cdef int rc
-        if REACTIO_IOCP:
-            return _iocp_wake(self.port)
-        while True:
-            rc = rio_write_u64(self.evfd, 1)
-            if rc >= 0 or rio_errno() != EINTR:
-                return 0
 
 
 @cython.final
@@ -120,8 +111,7 @@ cdef class CmdSender:
         on_completion gets the listener's ReactorID (rt.local_address(id) tells a port-0
         listener's port) or the error (OSError with errno EADDRINUSE, PermissionError, ...)."""
         cdef _Inbox inbox = self._inbox()
-        cdef _PendingConnect p = _PendingConnect.__new__(_PendingConnect)
-        p.is_listen = True
+        cdef _PendingListen p = _PendingListen.__new__(_PendingListen)
         p.opts = _stream_options(getattr(handler, "recv_buffer_min_size", 4096),
                                  getattr(handler, "max_send_queue", None),
                                  getattr(handler, "max_msg_size", None),
@@ -162,3 +152,101 @@ cdef class CmdSender:
     @property
     def closed(self):
         return self.inbox is None or self.inbox.closed
+
+
+# ---------------------------------------------------------------------------- execution
+
+cdef int _run_commands(ReactRuntime rt) except -1:
+    """Run the commands queued when the drain starts (later ones wait for the next round, so a
+    command that sends commands cannot starve the sockets).  Deferred commands go through the
+    timer heap even when already due, so they always run in due order."""
+    cdef Py_ssize_t i, n
+    cdef _Command cmd
+    cdef bint deferred = False
+    q = rt.inbox.queue
+    n = len(q)
+    for i in range(n):
+        if not q:
+            break
+        cmd = <_Command>q.popleft()
+        if cmd.kind < CMD_RESOLVED:
+            rt.n_received_cmds += 1
+        if cmd.due_ns != 0:
+            rt.n_user_deferred += 1
+            _schedule(rt, cmd, cmd.due_ns)
+            deferred = True
+            continue
+        _execute(rt, cmd)
+    if deferred:
+        _run_timers(rt)
+    return 0
+
+
+cdef int _execute(ReactRuntime rt, _Command cmd) except -1:
+    try:
+        if cmd.kind == CMD_USER:
+            _exec_user(rt, cmd)
+        elif cmd.kind == CMD_CLOSE:
+            _exec_close(rt, cmd)
+        elif cmd.kind == CMD_CONNECT or cmd.kind == CMD_LISTEN:
+            _start_pending(rt, <_Pending>cmd.target, cmd.completion)
+        elif cmd.kind == CMD_CALL:
+            _run_call(rt, cmd)
+        elif cmd.kind == CMD_RESOLVED:
+            _resolved(rt, <_Pending>cmd.target, cmd.a)
+        elif cmd.kind == CMD_TIMER:
+            _run_timer(rt, <TimerHandle>cmd.target)
+        elif cmd.kind == CMD_CONNECT_TIMEOUT:
+            _exec_connect_timeout(rt, <_PendingConnect>cmd.target)
+        elif cmd.kind == CMD_RESUME_ACCEPT:
+            _exec_resume_accept(rt, <_Listener>cmd.target, cmd.a)
+        elif cmd.kind == CMD_DRAIN_TIMEOUT:
+            _exec_drain_timeout(rt, <DispatchContext>cmd.target, cmd.a)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        log.error("command %d failed inside reactio: %s", cmd.kind, exc, exc_info=exc)
+        _complete(cmd.completion, exc)
+    return 0
+
+
+cdef int _exec_user(ReactRuntime rt, _Command cmd) except -1:
+    cdef DispatchContext ctx
+    obj = _lookup(rt, <ReactorID>cmd.target)
+    if obj is None:
+        return _complete(cmd.completion, ReactorNotFoundError(
+            f"no reactor {cmd.target}: it was closed or the id is stale"))
+    if type(obj) is _Listener:
+        return _complete(cmd.completion, ReactorNotFoundError(
+            f"{cmd.target} is a listener; user commands go to stream reactors"))
+    ctx = <DispatchContext>obj
+    if ctx.state != ST_OPEN:
+        return _complete(cmd.completion, ReactorClosedError(f"reactor {cmd.target} is not open"))
+    try:
+        failed = _call_reactor(rt, ctx, CB_COMMAND, cmd.a)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        _complete(cmd.completion, exc)     # exactly once, even when unwinding
+        raise
+    return _complete(cmd.completion, ctx.reactor_id if failed is None else failed)
+
+
+cdef int _exec_close(ReactRuntime rt, _Command cmd) except -1:
+    obj = _lookup(rt, <ReactorID>cmd.target)
+    if obj is None:
+        return _complete(cmd.completion, ReactorNotFoundError(
+            f"no reactor {cmd.target}: it was closed or the id is stale"))
+    try:
+        if type(obj) is _Listener:
+            _close_listener(rt, <_Listener>obj)
+        else:       # (a connect in progress ends too: its completion gets the error)
+            _stream_event(rt, <DispatchContext>obj, EV_ABORT if cmd.a else EV_CLOSE, None)
+    finally:        # on_close may unwind with KeyboardInterrupt: the completion still runs
+        _complete(cmd.completion, cmd.target)
+    return 0
+
+
+cdef int _exec_drain_timeout(ReactRuntime rt, DispatchContext ctx, ReactorID rid) except -1:
+    if _lookup(rt, rid) is not ctx:
+        return 0
+    ctx.drain_timer = None
+    return _stream_event(rt, ctx, EV_TIMEOUT, None)

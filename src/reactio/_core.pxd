@@ -48,10 +48,9 @@ cdef class MsgReader:
     cdef Py_ssize_t arrived
     cdef int arrived_status
     cdef bint io_pending           # IOCP: a WSARecv owns the free space; do not touch it
-    # the memoryview last handed to on_inbound_message, reused for the next message at the same
-    # place and size when nobody else holds it (no allocation, no GC pressure per message)
+    # the memoryview handed to on_inbound_message, pointed at the next message (any place, any
+    # size) when nobody else holds it: no allocation, no GC pressure per message
     cdef object view
-    cdef Py_ssize_t view_off, view_len
 
     cdef object _view(self, char *data, Py_ssize_t size)
 
@@ -109,7 +108,7 @@ cdef class DispatchContext:
     cdef int holds                  # callbacks / runtime operations on this stream in progress:
                                     # finalize waits until it is 0
     cdef bint in_ready              # on ReactRuntime.ready: send completions are owed
-    cdef uint32_t events            # epoll interest currently registered
+    cdef int want                   # WANT_READ | WANT_WRITE, as registered with the backend
     cdef bint abort                 # close with RST, dropping queued bytes
     cdef bint default_readable      # on_readable not overridden: call the reader directly
     cdef object close_error
@@ -118,12 +117,15 @@ cdef class DispatchContext:
     cdef object py_on_inbound       # the Python function overriding on_inbound_message, or None
     cdef object drain_timer         # _Command: the drain_timeout of a graceful close
     cdef bint peer_eof              # the peer shut its write side (recv returned 0)
+    cdef bint corked                # a multi-message read is being dispatched: hold replies
 
     # Send: 0 = all bytes written, 1 = some bytes queued.  Raises on a closed or broken
     # connection and when the queue would exceed max_send_queue (the connection is then closed).
     cdef int send_raw(self, const char *data, Py_ssize_t n, object on_sent=*) except -1
     cdef int _flush(self) except -1
-    cdef int _set_events(self, uint32_t events) except -1
+    cdef int _after_queueing(self) except -1
+    cdef int _uncork(self) except -1
+    cdef int _set_want(self, int want) except -1
     cdef int _flush_completions(self) except -1
     cdef int _owe_completion(self, object on_sent) except -1
     cdef int _watermark_callback(self, bint pause) except -1
@@ -148,7 +150,6 @@ cdef class _Inbox:
     cdef bint closed
     cdef void *port                 # IOCP: the completion port to post wake-ups to
     cdef int push(self, object cmd) except -1
-    cdef int wake(self) except -1
 
 
 cdef class CmdSender:
@@ -172,18 +173,26 @@ cdef class _Listener:
     cdef void *iocp_ops             # IOCP: rio_op[ACCEPTS_PER_LISTENER]
 
 
-cdef class _PendingConnect:
-    """A connect or a listen waiting for its name lookup (and a connect for its handshake)."""
-    cdef bint is_listen
-    cdef object addr, reactor, handler, completion, infos, last_error
-    cdef int backlog
-    cdef bint reuse_port, dual_stack
-    cdef int64_t timeout_ns         # connect: 0 = no limit
-    cdef Py_ssize_t idx
+cdef class _Pending:
+    """A connect or a listen from its command until it has a stream / listener or failed: the
+    command's payload, validated by the sender."""
+    cdef object addr, completion, infos
     cdef _StreamOptions opts
     cdef bint done
-    cdef DispatchContext ctx
+
+
+cdef class _PendingConnect(_Pending):
+    cdef object reactor, last_error
+    cdef int64_t timeout_ns         # 0 = no limit
+    cdef Py_ssize_t idx             # next address of infos to try
+    cdef DispatchContext ctx        # the attempt in progress
     cdef _Command timer
+
+
+cdef class _PendingListen(_Pending):
+    cdef object handler
+    cdef int backlog
+    cdef bint reuse_port, dual_stack
 
 
 cdef class ReactRuntime:
@@ -201,7 +210,7 @@ cdef class ReactRuntime:
     cdef list timers                # heap of (due_ns, seq, _Command)
     cdef uint64_t timer_seq
     cdef Py_ssize_t n_cancelled_timers
-    cdef set pending_connects       # _PendingConnect: resolving, connecting, or binding
+    cdef set pending_connects       # _Pending: resolving, connecting, or binding
     cdef list ready                 # DispatchContext with send completions owed (in_ready)
     cdef list iocp_rearm            # IOCP: DispatchContext whose next WSARecv waits a turn
     cdef unsigned long fork_epoch   # _fork_epoch when made: a forked child may not use it
@@ -216,43 +225,4 @@ cdef class ReactRuntime:
 
     cdef bint _idle(self)
     cdef int _check_usable(self) except -1
-    cdef int _close_in_child(self) except -1
-    cdef int _warn_unsent(self) except -1
     cdef object _process(self, double timeout, bint wait_when_idle)
-    cdef int _poll(self, int timeout_ms) except -1
-    cdef int _handle_stream_event(self, DispatchContext ctx, uint32_t ev) except -1
-    cdef int _readable(self, DispatchContext ctx) except -1
-    cdef int _callback_failed(self, DispatchContext ctx, exc) except -1
-    cdef int _run_ready(self) except -1
-    cdef int _close_listener(self, _Listener lst) except -1
-    cdef object _lookup(self, ReactorID rid)
-    cdef ReactorID _alloc_slot(self, object obj)
-    cdef void _free_slot(self, uint32_t slot)
-    cdef DispatchContext _new_stream(self, int fd, Reactor reactor, _StreamOptions opts,
-                                     _PendingConnect connecting)
-    cdef object _connected(self, DispatchContext ctx, object listener_id)
-    cdef int _accept(self, _Listener lst) except -1
-    cdef int _adopt(self, _Listener lst, int fd, object peer) except -1
-    cdef int _start_connect(self, _Command cmd) except -1
-    cdef int _start_listen(self, _Command cmd) except -1
-    cdef int _resolve(self, _PendingConnect p) except -1
-    cdef int _resolved(self, _PendingConnect p, object result) except -1
-    cdef int _bind(self, _PendingConnect p) except -1
-    cdef int _try_next_address(self, _PendingConnect p) except -1
-    cdef int _connect_ready(self, DispatchContext ctx) except -1
-    cdef int _connect_succeeded(self, DispatchContext ctx, _PendingConnect p) except -1
-    cdef int _pause_accepts(self, _Listener lst) except -1
-    cdef int _unregister(self, int fd, bint abort) except -1
-    cdef int _discard_connecting(self, DispatchContext ctx) except -1
-    cdef int _connect_failed(self, _PendingConnect p, object exc) except -1
-    cdef int _schedule(self, _Command cmd, int64_t due_ns) except -1
-    cdef int _cancel(self, _Command cmd) except -1
-    cdef int _run_timers(self) except -1
-    cdef int _run_commands(self) except -1
-    cdef int _execute(self, object command) except -1
-    cdef int _exec_user(self, _Command cmd) except -1
-    cdef int _exec_close(self, _Command cmd) except -1
-    cdef int _exec_connect_timeout(self, _PendingConnect p) except -1
-    cdef int _exec_resume_accept(self, _Listener lst, ReactorID rid) except -1
-    cdef int _exec_drain_timeout(self, DispatchContext ctx, ReactorID rid) except -1
-    cdef int _complete(self, object completion, object result) except -1

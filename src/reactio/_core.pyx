@@ -1,17 +1,22 @@
-# cython: language_level=3
+# cython: language_level=3, auto_pickle=False
 """reactio's hot loop: the runtime, reactor slots, framed reading, queued sending, commands and
 timers.
 
-Layout of this module (one compilation unit, split by concern):
+Layout of this module (one compilation unit, split by concern; docs/internals.md is the map):
   _core.pyx        values handed to users (ReactorID, MessageResult, Deferred) and Reactor
-  _reader.pxi      MsgReader: receive buffer, read strategies, the framing dispatch loop
-  _sender.pxi      MsgSender + DispatchContext: direct writes, the send queue, watermarks
-  _lifecycle.pxi   the state machine of a stream's life: every transition, finalize
   _limits.pxi      validation of every numeric option at the API boundary
-  _commands.pxi    CmdSender and the cross-thread inbox (eventfd / completion-port wake-up)
-  _runtime.pxi     ReactRuntime: the loop, accept, connect, listen, command execution
-  _timers.pxi      TimerHandle: rt.call_later / call_at, cmd_sender.send_call
-  _iocp_loop.pxi   the IOCP backend (Windows)
+  _lifecycle.pxi   the state machine of a stream's life: every transition, finalize
+  _reader.pxi      MsgReader: receive buffer, bounded read strategies, the framing dispatch loop
+  _sender.pxi      MsgSender + DispatchContext: direct writes, the send queue, watermarks
+  _commands.pxi    CmdSender, the cross-thread inbox, and running commands
+  _streams.pxi     new streams, accepted connections, listeners, callback failures
+  _connect.pxi     connects and listens: resolution, address by address, bind
+  _runtime.pxi     ReactRuntime: the public API, process_events, close
+  _slots.pxi       slots: ReactorID allocation, lookup, release
+  _timers.pxi      the timer heap, TimerHandle (call_later / call_at), send_call
+  _backend.pxi     the backend interface: the only place that picks epoll or IOCP
+  _epoll_loop.pxi  the epoll backend (Linux)
+  _iocp_loop.pxi   the IOCP backend (Windows); _iocp_accept.pxi its AcceptEx listeners
 
 Rules the code keeps everywhere:
   * a callback's exception closes only its reactor; KeyboardInterrupt/SystemExit propagate;
@@ -27,7 +32,7 @@ from cpython.buffer cimport (PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release,
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.list cimport PyList_GET_ITEM
-from cpython.ref cimport Py_REFCNT
+from cpython.ref cimport PyObject
 from cpython.memoryview cimport PyMemoryView_FromObject
 from libc.stdint cimport INT64_MAX, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
@@ -43,6 +48,7 @@ import operator
 import logging
 import os
 import types
+import warnings
 
 from reactio import _net
 from reactio.errors import (CommandNotHandledError, MessageResultError, MessageTooLargeError,
@@ -81,9 +87,6 @@ DEFAULT_MAX_SEND_QUEUE = 16 * 1024 * 1024
 DEFAULT_MAX_MSG_SIZE = 16 * 1024 * 1024
 DEFAULT_HIGH_WATER = 64 * 1024
 DEFAULT_LOW_WATER = 16 * 1024
-
-
-BACKEND = "iocp" if REACTIO_IOCP else "epoll"     # which event backend this build runs on
 
 
 def monotonic_ns():
@@ -147,6 +150,11 @@ cdef class MessageResult:
 
     def __hash__(self):
         return hash((self.size, self.is_drop))
+
+    def __reduce__(self):
+        # (auto_pickle is off module-wide: live objects -- reactors, contexts, runtimes --
+        # cannot be pickled; a result can, and unpickles to the cached instance)
+        return (DropMsgSize if self.is_drop else ExpectMsgSize, (self.size,))
 
 
 cdef enum:
@@ -225,7 +233,10 @@ cdef tuple _SEND_RESULTS = (SendOrQueResult.COMPLETE, SendOrQueResult.IN_QUEUE)
 # ----------------------------------------------------------------------------------- Reactor
 
 cdef class Reactor:
-    """One TCP stream's protocol: framing (on_inbound_message) and handling.
+    """Reactor()
+--
+
+One TCP stream's protocol: framing (on_inbound_message) and handling.
 
     Subclass it in Python (override with ``def``) or in Cython (``cimport reactio._core`` and
     override the cpdef methods, or the cdef ``on_inbound_raw`` for zero-object dispatch).  An
@@ -303,6 +314,12 @@ include "_lifecycle.pxi"
 include "_reader.pxi"
 include "_sender.pxi"
 include "_commands.pxi"
+include "_streams.pxi"
+include "_connect.pxi"
 include "_runtime.pxi"
+include "_slots.pxi"
 include "_timers.pxi"
+include "_backend.pxi"
+include "_epoll_loop.pxi"
 include "_iocp_loop.pxi"
+include "_iocp_accept.pxi"

@@ -2,6 +2,7 @@
 # socket calls of the hot path.  Declared through reactio_sys.h so that the same generated C
 # compiles on Windows, where these names are ENOSYS stubs (see reactio_sys.h).
 from libc.stdint cimport uint32_t, uint64_t, int64_t
+from cpython.ref cimport PyObject
 
 cdef extern from "reactio_sys.h" nogil:
     const int REACTIO_IOCP          # 1 on Windows: the IOCP backend is compiled in
@@ -95,6 +96,7 @@ cdef extern from "reactio_sys.h" nogil:
     int rio_close(rio_sock_t s)
 
     bint rio_memoryview_released(object view)
+    bint rio_memoryview_retarget(PyObject *mv, PyObject *owner, char *buf, Py_ssize_t len)
 
     # --- errno and clocks
     int rio_errno()

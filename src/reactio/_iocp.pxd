@@ -235,3 +235,29 @@ cdef extern from "reactio_sys.h" nogil:
     enum:
         SO_UPDATE_ACCEPT_CONTEXT
         SO_UPDATE_CONNECT_CONTEXT
+
+
+# reactio_sys.h's own IOCP helpers (both platforms compile them; used by _iocp_loop.pxi)
+cdef extern from "reactio_sys.h" nogil:
+    # One outstanding operation; ov must stay the first member (a dequeued LPOVERLAPPED is the
+    # op).  Defined in reactio_sys.h for both platforms.
+    ctypedef struct rio_op:
+        OVERLAPPED ov
+        int kind
+        int pending
+        void *owner                 # PyObject*, a strong reference while pending
+        size_t sock                 # AcceptEx: the accepting socket
+        Py_ssize_t requested        # WSARecv: bytes asked for
+        char addrs[128]             # AcceptEx output: local + remote address, 16 bytes slack each
+    enum:
+        RIO_ACCEPT_ADDR_LEN         # sizeof(struct sockaddr_in6) + 16
+    # AcceptEx / ConnectEx / GetAcceptExSockaddrs through function pointers fetched once.
+    int rio_AcceptEx(SOCKET listener, SOCKET accepted, rio_op *op, DWORD *got)
+    int rio_ConnectEx(SOCKET s, const sockaddr *addr, int addrlen, rio_op *op)
+    int rio_accepted_peer(SOCKET listener, SOCKET accepted, rio_op *op,
+                          sockaddr_storage *peer)
+    int rio_set_nonblocking(SOCKET s)
+    int rio_bind_any(SOCKET s, int family)
+    int rio_sockaddr_from(int family, const char *host, unsigned short port,
+                          unsigned long flowinfo, unsigned long scope_id,
+                          sockaddr_storage *out)

@@ -12,7 +12,7 @@
 #   connect  ConnectEx on a socket bound to the wildcard address.
 #   wake-up  PostQueuedCompletionStatus with a NULL OVERLAPPED.
 #
-# Lifetime rule: an rio_op (OVERLAPPED first) belongs to the kernel from the call that starts it
+# Lifetime rule: a rio_op (OVERLAPPED first) belongs to the kernel from the call that starts it
 # until its packet is dequeued.  While pending, the op holds a strong reference to its owner
 # (DispatchContext or _Listener), which owns the op memory and the buffers, so nothing the
 # kernel may still write is freed -- not on close (CancelIoEx + closesocket only make the packet
@@ -24,30 +24,6 @@
 from cpython.ref cimport Py_DECREF, Py_INCREF, PyObject
 from libc.string cimport memset
 
-cdef extern from "reactio_sys.h" nogil:
-    # One outstanding operation; ov must stay the first member (a dequeued LPOVERLAPPED is the
-    # op).  Defined in reactio_sys.h for both platforms.
-    ctypedef struct rio_op:
-        w.OVERLAPPED ov
-        int kind
-        int pending
-        void *owner                 # PyObject*, a strong reference while pending
-        size_t sock                 # AcceptEx: the accepting socket
-        Py_ssize_t requested        # WSARecv: bytes asked for
-        char addrs[128]             # AcceptEx output: local + remote address, 16 bytes slack each
-    enum:
-        RIO_ACCEPT_ADDR_LEN         # sizeof(struct sockaddr_in6) + 16
-    # AcceptEx / ConnectEx / GetAcceptExSockaddrs through function pointers fetched once.
-    int rio_AcceptEx(w.SOCKET listener, w.SOCKET accepted, rio_op *op, w.DWORD *got)
-    int rio_ConnectEx(w.SOCKET s, const w.sockaddr *addr, int addrlen, rio_op *op)
-    int rio_accepted_peer(w.SOCKET listener, w.SOCKET accepted, rio_op *op,
-                          w.sockaddr_storage *peer)
-    int rio_set_nonblocking(w.SOCKET s)
-    int rio_bind_any(w.SOCKET s, int family)
-    int rio_sockaddr_from(int family, const char *host, unsigned short port,
-                          unsigned long flowinfo, unsigned long scope_id,
-                          w.sockaddr_storage *out)
-
 cdef enum:
     OP_RECV = 1
     OP_SEND = 2
@@ -57,11 +33,11 @@ cdef enum:
     WAIT_SLICE_MS = 100     # GetQueuedCompletionStatusEx is not interrupted by Ctrl-C
 
 
-cdef inline rio_op *_stream_op(DispatchContext ctx, int kind):
-    return &(<rio_op *>ctx.iocp_ops)[0 if kind == OP_RECV else 1]
+cdef inline w.rio_op *_stream_op(DispatchContext ctx, int kind):
+    return &(<w.rio_op *>ctx.iocp_ops)[0 if kind == OP_RECV else 1]
 
 
-cdef inline int _op_start(ReactRuntime rt, rio_op *op, object owner, int kind) except -1:
+cdef inline int _op_start(ReactRuntime rt, w.rio_op *op, object owner, int kind) except -1:
     memset(&op.ov, 0, sizeof(op.ov))
     op.kind = kind
     op.pending = 1
@@ -71,7 +47,7 @@ cdef inline int _op_start(ReactRuntime rt, rio_op *op, object owner, int kind) e
     return 0
 
 
-cdef inline object _op_finish(ReactRuntime rt, rio_op *op):
+cdef inline object _op_finish(ReactRuntime rt, w.rio_op *op):
     """The op's packet came (or it ended at once): the owner reference goes back to us."""
     owner = <object>op.owner       # a new reference for this frame
     Py_DECREF(owner)               # the op's own reference
@@ -81,7 +57,7 @@ cdef inline object _op_finish(ReactRuntime rt, rio_op *op):
     return owner
 
 
-cdef inline int _op_error(w.SOCKET s, rio_op *op):
+cdef inline int _op_error(w.SOCKET s, w.rio_op *op):
     """0, or the WSA error of a dequeued operation."""
     cdef w.DWORD n = 0, flags = 0
     if w.WSAGetOverlappedResult(s, &op.ov, &n, w.FALSE, &flags):
@@ -103,6 +79,38 @@ cdef int _iocp_init(ReactRuntime rt) except -1:
     return 0
 
 
+cdef int _iocp_release(ReactRuntime rt) except -1:
+    """The runtime is dropped: close the port unless the kernel still owns operations on it."""
+    if rt.port != NULL and rt.n_pending_ops == 0:
+        w.CloseHandle(<w.HANDLE>rt.port)
+        rt.port = NULL
+    return 0
+
+
+cdef int _iocp_teardown(ReactRuntime rt) except -1:
+    """close(): wait (bounded) for the packets of cancelled operations, then close the port."""
+    _iocp_drain(rt)
+    if rt.n_pending_ops == 0:
+        w.CloseHandle(<w.HANDLE>rt.port)
+    rt.port = NULL
+    rt.inbox.port = NULL
+    return 0
+
+
+cdef int _iocp_add_stream(ReactRuntime rt, DispatchContext ctx) except -1:
+    ctx.iocp_ops = calloc(2, sizeof(w.rio_op))
+    if ctx.iocp_ops == NULL:
+        raise MemoryError()
+    return _iocp_register(rt, ctx.fd, ctx.reactor_id)
+
+
+cdef int _iocp_add_listener(ReactRuntime rt, _Listener lst) except -1:
+    lst.iocp_ops = calloc(ACCEPTS_PER_LISTENER, sizeof(w.rio_op))
+    if lst.iocp_ops == NULL:
+        raise MemoryError()
+    return _iocp_register(rt, lst.fd, lst.reactor_id)
+
+
 cdef int _iocp_wake(void *port) except -1:
     w.PostQueuedCompletionStatus(<w.HANDLE>port, 0, <w.ULONG_PTR>WAKE_KEY, NULL)
     return 0
@@ -120,13 +128,15 @@ cdef int _iocp_register(ReactRuntime rt, int fd, ReactorID rid) except -1:
 
 
 cdef int _iocp_poll(ReactRuntime rt, int timeout_ms) except -1:
+    # (one function: the sliced wait, the wake-up handshake and the batch with its held
+    # Ctrl-C share their locals and their order matters)
     cdef w.OVERLAPPED_ENTRY *ents = <w.OVERLAPPED_ENTRY *>rt.events
     cdef w.ULONG n = 0, i
     cdef w.BOOL ok
     cdef w.DWORD wait, err
     cdef int64_t deadline = 0
     cdef _Inbox inbox = rt.inbox
-    cdef rio_op *op
+    cdef w.rio_op *op
     if timeout_ms > 0:
         deadline = rio_monotonic_ns() + <int64_t>timeout_ms * 1000000
     while True:
@@ -158,13 +168,18 @@ cdef int _iocp_poll(ReactRuntime rt, int timeout_ms) except -1:
     # level-triggered epoll, a packet is never delivered twice.  So a KeyboardInterrupt or
     # SystemExit from a callback is held until the whole batch is done.
     interrupt = None
+    # The owners stay referenced until the whole batch is handled: a stream's receive and send
+    # may both complete in one batch, and dropping the stream after the first would free the
+    # second's rio_op (its iocp_ops) before it is read.
+    owners = []
     for i in range(n):
-        op = <rio_op *>ents[i].lpOverlapped
+        op = <w.rio_op *>ents[i].lpOverlapped
         if op == NULL:
             inbox.wake_pending = False
             continue
         rt.n_sock_events += 1
         owner = _op_finish(rt, op)
+        owners.append(owner)
         try:
             if op.kind == OP_ACCEPT:
                 _iocp_accept_done(rt, <_Listener>owner, op)
@@ -181,7 +196,7 @@ cdef int _iocp_poll(ReactRuntime rt, int timeout_ms) except -1:
     return 0
 
 
-cdef int _iocp_stream_done(ReactRuntime rt, DispatchContext ctx, rio_op *op,
+cdef int _iocp_stream_done(ReactRuntime rt, DispatchContext ctx, w.rio_op *op,
                            w.DWORD nbytes) except -1:
     cdef int err
     if ctx.state == ST_CLOSED:
@@ -201,14 +216,14 @@ cdef int _iocp_stream_done(ReactRuntime rt, DispatchContext ctx, rio_op *op,
         _release(rt, ctx)
         raise
     except BaseException as exc:
-        rt._callback_failed(ctx, exc)
+        _callback_failed(rt, ctx, exc)
     _release(rt, ctx)
     return 0
 
 
 cdef int _iocp_recv_data(ReactRuntime rt, DispatchContext ctx, w.DWORD nbytes, int err) except -1:
     cdef MsgReader r = ctx.reader
-    cdef rio_op *op = _stream_op(ctx, OP_RECV)
+    cdef w.rio_op *op = _stream_op(ctx, OP_RECV)
     if err != 0:
         if err != w.WSA_OPERATION_ABORTED:
             _stream_event(rt, ctx, EV_ABORT, _net.os_error(err, "WSARecv"))
@@ -228,7 +243,7 @@ cdef int _iocp_recv_data(ReactRuntime rt, DispatchContext ctx, w.DWORD nbytes, i
         r.arrived_status = READ_AGAIN
     else:
         r.arrived_status = READ_MORE
-    rt._readable(ctx)
+    _stream_readable(rt, ctx)
     return 0
 
 
@@ -236,7 +251,7 @@ cdef int _iocp_arm_recv(ReactRuntime rt, DispatchContext ctx) except -1:
     """Post a WSARecv into the free space of the receive buffer; completions that happen at
     once (no packet) are dispatched here, in a loop."""
     cdef MsgReader r = ctx.reader
-    cdef rio_op *op = _stream_op(ctx, OP_RECV)
+    cdef w.rio_op *op = _stream_op(ctx, OP_RECV)
     cdef w.WSABUF buf
     cdef w.DWORD got = 0, flags = 0
     cdef Py_ssize_t room, total = 0
@@ -293,7 +308,7 @@ cdef int _iocp_rearm_deferred(ReactRuntime rt) except -1:
             _release(rt, ctx)
             raise
         except BaseException as exc:
-            rt._callback_failed(ctx, exc)
+            _callback_failed(rt, ctx, exc)
         _release(rt, ctx)
     return 0
 
@@ -301,7 +316,7 @@ cdef int _iocp_rearm_deferred(ReactRuntime rt) except -1:
 cdef int _iocp_arm_send(ReactRuntime rt, DispatchContext ctx) except -1:
     """Send the queue's head with an overlapped WSASend (the IOCP stand-in for EPOLLOUT)."""
     cdef MsgSender s = ctx.sender
-    cdef rio_op *op = _stream_op(ctx, OP_SEND)
+    cdef w.rio_op *op = _stream_op(ctx, OP_SEND)
     cdef w.WSABUF buf
     cdef w.DWORD got = 0
     cdef Py_ssize_t n
@@ -340,18 +355,18 @@ cdef int _iocp_send_done(ReactRuntime rt, DispatchContext ctx, w.DWORD nbytes, i
 
 
 cdef int _iocp_connect(ReactRuntime rt, DispatchContext ctx, int family, object sockaddr_) except -1:
-    cdef rio_op *op = _stream_op(ctx, OP_CONNECT)
+    cdef w.rio_op *op = _stream_op(ctx, OP_CONNECT)
     cdef w.sockaddr_storage ss
     cdef int rc, err
     host = sockaddr_[0].encode("ascii")
     flow = sockaddr_[2] if len(sockaddr_) > 2 else 0
     scope = sockaddr_[3] if len(sockaddr_) > 3 else 0
-    if rio_sockaddr_from(family, host, sockaddr_[1], flow, scope, &ss) != 0:
+    if w.rio_sockaddr_from(family, host, sockaddr_[1], flow, scope, &ss) != 0:
         raise ValueError(f"bad address {sockaddr_!r}")
-    if rio_bind_any(<w.SOCKET><size_t>ctx.fd, family) != 0:
+    if w.rio_bind_any(<w.SOCKET><size_t>ctx.fd, family) != 0:
         raise _net.os_error(w.WSAGetLastError(), "bind before ConnectEx")
     _op_start(rt, op, ctx, OP_CONNECT)
-    rc = rio_ConnectEx(<w.SOCKET><size_t>ctx.fd, <w.sockaddr *>&ss,
+    rc = w.rio_ConnectEx(<w.SOCKET><size_t>ctx.fd, <w.sockaddr *>&ss,
                        sizeof(w.sockaddr_in6) if family == AF_INET6 else sizeof(w.sockaddr_in),
                        op)
     if rc:
@@ -365,82 +380,14 @@ cdef int _iocp_connect(ReactRuntime rt, DispatchContext ctx, int family, object 
 
 
 cdef int _iocp_connect_done(ReactRuntime rt, DispatchContext ctx, int err) except -1:
-    cdef _PendingConnect p = ctx.connect
-    if p is None or ctx.state != ST_CONNECTING:
+    if ctx.connect is None or ctx.state != ST_CONNECTING:
         return 0
     if err != 0:
         # (a connect cancelled by its timeout or by close() was reported there, and the
         # stream is no longer CONNECTING; an abort of a live connect is an error like others)
-        p.last_error = _net.os_error(err, f"connect to {p.addr!r}")
-        rt._discard_connecting(ctx)
-        return rt._try_next_address(p)
+        return _connect_attempt_failed(rt, ctx, err)
     w.setsockopt(<w.SOCKET><size_t>ctx.fd, w.SOL_SOCKET, w.SO_UPDATE_CONNECT_CONTEXT, NULL, 0)
-    return rt._connect_succeeded(ctx, p)
-
-
-cdef int _iocp_post_accepts(ReactRuntime rt, _Listener lst) except -1:
-    cdef rio_op *op
-    cdef int k, err
-    cdef w.DWORD got = 0
-    cdef w.SOCKET s
-    for k in range(ACCEPTS_PER_LISTENER):
-        op = &(<rio_op *>lst.iocp_ops)[k]
-        while not op.pending and not lst.closed and not lst.paused:
-            s = w.WSASocketW(lst.family, w.SOCK_STREAM, w.IPPROTO_TCP, NULL, 0,
-                             w.WSA_FLAG_OVERLAPPED | w.WSA_FLAG_NO_HANDLE_INHERIT)
-            if s == w.INVALID_SOCKET:
-                err = w.WSAGetLastError()
-                log.warning("listener %s: cannot create a socket to accept on: %s; pausing "
-                            "accepts for 100 ms", lst.reactor_id, os.strerror(err))
-                rt._pause_accepts(lst)
-                return 0
-            op.sock = s
-            _op_start(rt, op, lst, OP_ACCEPT)
-            if rio_AcceptEx(<w.SOCKET><size_t>lst.fd, s, op, &got):
-                _op_finish(rt, op)
-                _iocp_accepted(rt, lst, op, 0)
-                continue
-            err = w.WSAGetLastError()
-            if err == w.WSA_IO_PENDING:
-                break
-            _op_finish(rt, op)
-            _iocp_accepted(rt, lst, op, err)
-            if err != w.WSAECONNRESET:
-                # AcceptEx itself failed (resources): retry later rather than go silent
-                log.warning("listener %s: AcceptEx failed: %s; pausing accepts for 100 ms",
-                            lst.reactor_id, os.strerror(err))
-                rt._pause_accepts(lst)
-                return 0
-    return 0
-
-
-cdef int _iocp_accept_done(ReactRuntime rt, _Listener lst, rio_op *op) except -1:
-    cdef int err = _op_error(<w.SOCKET><size_t>lst.fd, op) if not lst.closed else w.WSA_OPERATION_ABORTED
-    try:
-        _iocp_accepted(rt, lst, op, err)
-    finally:                        # (on_new_connection may unwind with Ctrl-C)
-        if not lst.closed:
-            _iocp_post_accepts(rt, lst)
-    return 0
-
-
-cdef int _iocp_accepted(ReactRuntime rt, _Listener lst, rio_op *op, int err) except -1:
-    cdef w.sockaddr_storage peer
-    cdef w.SOCKET s = op.sock
-    op.sock = w.INVALID_SOCKET
-    if err != 0 or lst.closed:
-        w.closesocket(s)
-        if err != 0 and err != w.WSA_OPERATION_ABORTED:
-            log.info("listener %s: accept failed: %s (connection dropped)", lst.reactor_id,
-                     os.strerror(err))
-        return 0
-    if rio_accepted_peer(<w.SOCKET><size_t>lst.fd, s, op, &peer) != 0 or rio_set_nonblocking(s) != 0:
-        log.info("listener %s: accepted socket unusable: %s", lst.reactor_id,
-                 os.strerror(w.WSAGetLastError()))
-        w.closesocket(s)
-        return 0
-    rt._adopt(lst, <int>s, _sockaddr_to_tuple(<sockaddr *>&peer))
-    return 0
+    return _connect_succeeded(rt, ctx)
 
 
 cdef int _iocp_close_socket(ReactRuntime rt, int fd, bint abort) except -1:
@@ -461,20 +408,22 @@ cdef int _iocp_drain(ReactRuntime rt) except -1:
     leaked, never freed."""
     cdef w.OVERLAPPED_ENTRY *ents = <w.OVERLAPPED_ENTRY *>rt.events
     cdef w.ULONG n = 0, i
-    cdef rio_op *op
+    cdef w.rio_op *op
     cdef int64_t deadline = rio_monotonic_ns() + 2000000000
     while rt.n_pending_ops > 0 and rio_monotonic_ns() < deadline:
         with nogil:
             if not w.GetQueuedCompletionStatusEx(<w.HANDLE>rt.port, ents, rt.max_events, &n,
                                                  50, w.FALSE):
                 n = 0
+        owners = []     # (as in _iocp_poll: alive until the batch is done)
         for i in range(n):
-            op = <rio_op *>ents[i].lpOverlapped
+            op = <w.rio_op *>ents[i].lpOverlapped
             if op != NULL:
-                _op_finish(rt, op)      # drops the owner reference the op held
                 if op.kind == OP_ACCEPT and op.sock != w.INVALID_SOCKET:
                     w.closesocket(op.sock)
                     op.sock = w.INVALID_SOCKET
+                owners.append(_op_finish(rt, op))   # the op's own reference, now ours
+        owners = None
     if rt.n_pending_ops > 0:
         log.error("runtime close: %d overlapped operations did not complete; their memory is "
                   "left allocated", rt.n_pending_ops)

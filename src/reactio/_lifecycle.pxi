@@ -48,7 +48,8 @@ cdef inline void _closing(DispatchContext ctx, object err, bint abort):
 
 cdef int _stream_event(ReactRuntime rt, DispatchContext ctx, int ev, object err) except -1:
     """Apply one event to a stream: the transition table of docs/internals.md.  ``err`` is the
-    reason (kept as close_error if none is set yet)."""
+    reason (kept as close_error if none is set yet).  (Longer than most functions on purpose:
+    it is the table, and the table is read in one place.)"""
     cdef int st = ctx.state
     cdef int r
     if st >= ST_CLOSING:
@@ -65,7 +66,7 @@ cdef int _stream_event(ReactRuntime rt, DispatchContext ctx, int ev, object err)
                     ctx.close_error = err
                 if ctx.sender.head != ctx.sender.tail:
                     _start_draining(rt, ctx)
-                elif ctx.peer_eof or REACTIO_IOCP:
+                elif ctx.peer_eof or not READS_INLINE:
                     # (IOCP: a pending WSARecv owns the socket's input; close() cancels it)
                     _closing(ctx, None, False)
                 else:
@@ -86,7 +87,7 @@ cdef int _stream_event(ReactRuntime rt, DispatchContext ctx, int ev, object err)
                     _closing(ctx, None, False)
             elif st == ST_DRAINING:
                 # level-triggered: an EOF stays readable forever, so reading must stop here
-                ctx._set_events(EPOLLOUT)
+                ctx._set_want(WANT_WRITE)
             elif st == ST_HALF_CLOSED:
                 _closing(ctx, None, False)
         elif ev == EV_DRAINED:
@@ -118,13 +119,13 @@ cdef int _check_stream(ReactRuntime rt, DispatchContext ctx) except -1:
         if ctx.fd != -1 or ctx.connect is not None:
             raise AssertionError(f"closed stream {ctx.reactor_id} keeps fd {ctx.fd}")
         return 0
-    if rt._lookup(ctx.reactor_id) is not ctx or ctx.fd < 0:
+    if _lookup(rt, ctx.reactor_id) is not ctx or ctx.fd < 0:
         raise AssertionError(f"live stream {ctx.reactor_id} lost its slot or its socket")
     if (st == ST_CONNECTING) != (ctx.connect is not None):
         raise AssertionError(f"stream {ctx.reactor_id}: state {st} with connect {ctx.connect}")
     if st == ST_HALF_CLOSED and ctx.sender.head != ctx.sender.tail:
         raise AssertionError(f"half-closed stream {ctx.reactor_id} has queued bytes")
-    if not REACTIO_IOCP and ctx.peer_eof and ST_OPEN < st < ST_CLOSING and ctx.events & EPOLLIN:
+    if ctx.peer_eof and ST_OPEN < st < ST_CLOSING and ctx.want & WANT_READ:
         raise AssertionError(f"stream {ctx.reactor_id} polls for input after the peer's EOF")
     if rt.n_streams < 0 or rt.nfree > rt.nslots:
         raise AssertionError(f"runtime counters: {rt.n_streams} streams, {rt.nfree} free "
@@ -137,7 +138,7 @@ cdef int _start_draining(ReactRuntime rt, DispatchContext ctx) except -1:
     input until the peer's EOF."""
     cdef _Command timer
     ctx.state = ST_DRAINING
-    ctx._set_events(EPOLLOUT if ctx.peer_eof else EPOLLIN | EPOLLOUT)
+    ctx._set_want(WANT_WRITE if ctx.peer_eof else WANT_READ | WANT_WRITE)
     if rt.drain_ns > 0:
         _set_stream_timer(rt, ctx, rt.drain_ns)
     return 0
@@ -147,17 +148,17 @@ cdef int _half_close(ReactRuntime rt, DispatchContext ctx) except -1:
     """DRAINING -> HALF_CLOSED: everything is sent; send our FIN and wait for the peer's."""
     shutdown(ctx.fd, SHUT_WR)
     ctx.state = ST_HALF_CLOSED
-    ctx._set_events(EPOLLIN)
+    ctx._set_want(WANT_READ)
     return _set_stream_timer(rt, ctx, LINGER_NS)
 
 
 cdef int _set_stream_timer(ReactRuntime rt, DispatchContext ctx, int64_t delay_ns) except -1:
     cdef _Command timer
     if ctx.drain_timer is not None:
-        rt._cancel(<_Command>ctx.drain_timer)
+        _cancel(rt, <_Command>ctx.drain_timer)
     timer = _new_command(CMD_DRAIN_TIMEOUT, ctx, ctx.reactor_id, None, None, None)
     ctx.drain_timer = timer
-    return rt._schedule(timer, rio_monotonic_ns() + delay_ns)
+    return _schedule(rt, timer, rio_monotonic_ns() + delay_ns)
 
 
 cdef int _discard_input(DispatchContext ctx) except -2:
@@ -202,11 +203,11 @@ cdef int _finalize(ReactRuntime rt, DispatchContext ctx) except -1:
                              f"holds {ctx.holds}")
     ctx.state = ST_CLOSED
     if ctx.drain_timer is not None:
-        rt._cancel(<_Command>ctx.drain_timer)
+        _cancel(rt, <_Command>ctx.drain_timer)
         ctx.drain_timer = None
-    rt._unregister(ctx.fd, ctx.abort)
+    _be_close_socket(rt, ctx.fd, ctx.abort)
     ctx.fd = -1
-    rt._free_slot(ctx.reactor_id.slot)
+    _free_slot(rt, ctx.reactor_id.slot)
     ctx.reader._release_buffer()
     if p is not None:
         ctx.connect = None
@@ -214,24 +215,9 @@ cdef int _finalize(ReactRuntime rt, DispatchContext ctx) except -1:
         err = ctx.close_error
         if err is None:
             err = ReactorClosedError(f"reactor {ctx.reactor_id} was closed while connecting")
-        return rt._connect_failed(p, err)
+        return _connect_failed(rt, p, err)
     rt.n_streams -= 1
-    held = None     # KeyboardInterrupt/SystemExit from a completion: raised after on_close
-    q = ctx.sender.completions
-    if q:
-        try:
-            ctx._flush_completions()
-        except (KeyboardInterrupt, SystemExit) as exc:
-            held = exc
-        err = ctx.close_error
-        if err is None or not isinstance(err, BaseException):
-            err = ReactorClosedError(f"reactor {ctx.reactor_id} closed before the bytes were sent")
-        while q:
-            _, cb = q.popleft()
-            try:
-                rt._complete(cb, err)
-            except (KeyboardInterrupt, SystemExit) as exc:
-                held = held or exc
+    held = _settle_completions(ctx)
     reactor = ctx.reactor
     err = ctx.close_error
     reactor._close_error = err
@@ -261,6 +247,30 @@ cdef int _finalize(ReactRuntime rt, DispatchContext ctx) except -1:
     return 0
 
 
+cdef object _settle_completions(DispatchContext ctx):
+    """A finalized stream's send completions: those whose bytes reached the kernel succeed,
+    the rest get the close error.  Returns a KeyboardInterrupt/SystemExit one of them raised
+    (to be raised after on_close), else None."""
+    held = None
+    q = ctx.sender.completions
+    if not q:
+        return None
+    try:
+        ctx._flush_completions()
+    except (KeyboardInterrupt, SystemExit) as exc:
+        held = exc
+    err = ctx.close_error
+    if err is None or not isinstance(err, BaseException):
+        err = ReactorClosedError(f"reactor {ctx.reactor_id} closed before the bytes were sent")
+    while q:
+        _, cb = q.popleft()
+        try:
+            _complete(cb, err)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            held = held or exc
+    return held
+
+
 # Reactor callbacks run through _call_reactor: the stream is held, an exception closes this
 # stream only (logged), KeyboardInterrupt / SystemExit propagate once the stream is settled.
 cdef enum:
@@ -286,13 +296,13 @@ cdef object _call_reactor(ReactRuntime rt, DispatchContext ctx, int which, objec
             ctx.reactor.on_resume_writing(ctx)
     except CommandNotHandledError as exc:
         if which != CB_COMMAND:
-            rt._callback_failed(ctx, exc)
+            _callback_failed(rt, ctx, exc)
         failed = exc
     except (KeyboardInterrupt, SystemExit):
         _release(rt, ctx)
         raise
     except BaseException as exc:
-        rt._callback_failed(ctx, exc)
+        _callback_failed(rt, ctx, exc)
         failed = exc
     _release(rt, ctx)
     return failed

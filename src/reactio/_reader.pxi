@@ -34,7 +34,7 @@ cdef inline bint _turn_over(Py_ssize_t total, int64_t *deadline) noexcept:
         deadline[0] = now + READ_SLICE_NS
         return False
     return now >= deadline[0]
-# A buffer that grew past this (and past min_reserve) is given back once it is empty.
+# A buffer that grew to this (and past min_reserve) is given back once it is empty.
 cdef Py_ssize_t KEEP_BUFFER = 64 * 1024
 
 
@@ -84,18 +84,16 @@ cdef class MsgReader:
             self.start = self.end = self.unseen = 0
 
     cdef object _view(self, char *data, Py_ssize_t size):
+        """The memoryview a Python reactor gets: the reader's one view, pointed at these bytes
+        when nobody else holds it (no allocation per message), else a new one."""
         cdef _RecvStore store = self.store
-        cdef Py_ssize_t off = data - store.data
-        v = self.view
-        if (v is not None and self.view_off == off and self.view_len == size
-                and Py_REFCNT(v) == 1 and not rio_memoryview_released(v)):
-            return v
-        store.view_start = off
+        if self.view is not None and rio_memoryview_retarget(
+                <PyObject *>self.view, <PyObject *>store, data, size):
+            return self.view
+        store.view_start = data - store.data
         store.view_len = size
         v = PyMemoryView_FromObject(store)
         self.view = v
-        self.view_off = off
-        self.view_len = size
         return v
 
     def bytes_in_buffer(self):
@@ -229,6 +227,7 @@ cdef class MsgReader:
             self._after_read(ctx, r)
         finally:
             self.busy = False
+            ctx.corked = False      # (an exception ended the dispatch: the close drains the queue)
         return 0
 
     cdef int fast_dispatch(self, DispatchContext ctx) except -1:
@@ -263,6 +262,7 @@ cdef class MsgReader:
             self._after_read(ctx, r)
         finally:
             self.busy = False
+            ctx.corked = False      # (an exception ended the dispatch: the close drains the queue)
         return 0
 
     cdef int _after_read(self, DispatchContext ctx, Py_ssize_t status) except -1:
@@ -312,6 +312,8 @@ cdef class MsgReader:
                 self.start += n
                 self.decoded = 0
                 self.unseen = self.end - self.start     # the next message's bytes count as new
+                if self.start < self.end:
+                    ctx.corked = True   # more messages in this read: their replies go together
             else:
                 if n != 0 and n <= avail:
                     raise MessageResultError(
@@ -323,9 +325,11 @@ cdef class MsgReader:
                 self.decoded = n
                 self.unseen = 0
                 break
+        if ctx.corked:
+            ctx._uncork()
         if self.start == self.end:
             self.start = self.end = self.unseen = 0
-            if (self.store is not None and self.store.cap > KEEP_BUFFER
+            if (self.store is not None and self.store.cap >= KEEP_BUFFER
                     and self.store.cap > self.min_reserve):
                 self._release_buffer()      # a burst made it grow: give the memory back
         return 0

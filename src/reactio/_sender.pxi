@@ -1,8 +1,16 @@
 # MsgSender and DispatchContext: a send writes straight to the socket when nothing is queued and
-# queues only what the kernel did not take; the runtime flushes the queue when the socket is
-# writable (EPOLLOUT, or the completion of an IOCP WSASend).  Write interest is registered by
+# queues only what the kernel did not take -- except while a read holding several messages is
+# dispatched (DispatchContext.corked): the replies after the first are queued and leave in one
+# send() when that dispatch ends (or every CORK_BYTES), so N pipelined requests cost 2 sends,
+# not N, and a lone message (ping-pong) still goes out at once, from inside send_or_que; the runtime flushes the queue when the socket is
+# writable (the backend's write readiness, or the completion of an IOCP WSASend).  Write interest is registered by
 # whoever queues (any callback, any command), so queued bytes always drain.  Send completions
 # (on_sent) run in send order, never inside the send_or_que call that registered them.
+
+
+# Replies held back during one dispatch leave when they reach this many bytes: one send() of
+# 16 KiB is cheap, and the queue stays well under the default high watermark (64 KiB).
+cdef Py_ssize_t CORK_BYTES = 16 * 1024
 
 
 @cython.final
@@ -204,6 +212,8 @@ cdef class DispatchContext:
             _stream_event(self.rt, self, EV_ABORT if abort else EV_CLOSE, None)
 
     cdef int send_raw(self, const char *data, Py_ssize_t n, object on_sent=None) except -1:
+        # (one function on purpose: it is the hot path of every reply, and the queue-overflow
+        # and error branches are cold code that costs nothing when not taken)
         cdef MsgSender s = self.sender
         cdef Py_ssize_t sent = 0
         cdef ssize_t r
@@ -212,7 +222,7 @@ cdef class DispatchContext:
             raise ReactorClosedError(f"reactor {self.reactor_id} is not open; cannot send")
         if n < 0:
             raise ValueError(f"send_raw: a negative size ({n})")
-        if s.tail == s.head:
+        if s.tail == s.head and not self.corked:
             while sent < n:
                 r = send(self.fd, data + sent, n - sent, MSG_NOSIGNAL)
                 if r >= 0:
@@ -254,12 +264,34 @@ cdef class DispatchContext:
             if s.completions is None:
                 s.completions = collections.deque()
             s.completions.append((s.total_queued, on_sent))
-        if not (self.events & EPOLLOUT):
-            self._set_events(self.events | EPOLLOUT)
+        if self.corked:
+            if s.tail - s.head < CORK_BYTES:
+                return 1        # leaves with the others when the dispatch of this read ends
+            self._flush()
+            if s.head == s.tail or self.state != ST_OPEN:
+                return 1
+        return self._after_queueing()
+
+    cdef int _after_queueing(self) except -1:
+        """Bytes wait in the queue: have the backend report writability, and pause the
+        reactor above the high watermark.  Returns 1 (IN_QUEUE)."""
+        cdef MsgSender s = self.sender
+        if not (self.want & WANT_WRITE):
+            self._set_want(self.want | WANT_WRITE)
         if not s.paused and s.tail - s.head > s.high_water:
             s.paused = True
             self._watermark_callback(True)
         return 1
+
+    cdef int _uncork(self) except -1:
+        """The dispatch of a read that held back replies is over: send them (one send()),
+        what the kernel does not take stays queued."""
+        self.corked = False
+        if self.sender.head != self.sender.tail and self.state == ST_OPEN:
+            self._flush()
+            if self.sender.head != self.sender.tail and self.state == ST_OPEN:
+                self._after_queueing()
+        return 0
 
     cdef int _watermark_callback(self, bint pause) except -1:
         """on_pause_writing / on_resume_writing.  Their exceptions close this stream, not the
@@ -280,11 +312,12 @@ cdef class DispatchContext:
         return 0
 
     cdef int _flush(self) except -1:
-        """Write queued bytes until EAGAIN.  Runs on EPOLLOUT and while draining for close."""
+        """Write queued bytes until EAGAIN.  Runs when the socket is writable and while
+        draining for close."""
         cdef MsgSender s = self.sender
         cdef ssize_t r
         cdef int err
-        if REACTIO_IOCP and s.inflight_buf != NULL:
+        if _be_flush_blocked(self):
             return 0            # a WSASend owns the queue's head; its completion flushes
         while s.head < s.tail:
             r = send(self.fd, s.buf + s.head, s.tail - s.head, MSG_NOSIGNAL)
@@ -302,14 +335,14 @@ cdef class DispatchContext:
             self._flush_completions()
         if s.head == s.tail:
             s.head = s.tail = 0
-            if s.cap > KEEP_BUFFER:
+            if s.cap >= KEEP_BUFFER:
                 s._release_buffer()     # a burst made it grow: give the memory back
             if self.state == ST_DRAINING:
                 _stream_event(self.rt, self, EV_DRAINED, None)
-            elif self.events & EPOLLOUT and self.state == ST_OPEN:
-                self._set_events(self.events & ~EPOLLOUT)
-        elif REACTIO_IOCP:
-            _iocp_arm_send(self.rt, self)
+            elif self.want & WANT_WRITE and self.state == ST_OPEN:
+                self._set_want(self.want & ~WANT_WRITE)
+        else:
+            _be_after_flush(self.rt, self)
         if s.paused and s.tail - s.head <= s.low_water and self.state == ST_OPEN:
             s.paused = False
             self._watermark_callback(False)
@@ -325,26 +358,24 @@ cdef class DispatchContext:
         while budget > 0 and q and <uint64_t>q[0][0] <= s.total_sent:
             budget -= 1
             cb = q.popleft()[1]
-            self.rt._complete(cb, self.reactor_id)
+            _complete(cb, self.reactor_id)
         if q and <uint64_t>q[0][0] <= s.total_sent and not self.in_ready and self.state != ST_CLOSED:
             self.in_ready = True
             self.rt.ready.append(self)
         return 0
 
-    cdef int _set_events(self, uint32_t events) except -1:
-        cdef epoll_event ev
-        if events == self.events:
+    cdef int _set_want(self, int want) except -1:
+        """What the stream waits for (WANT_READ | WANT_WRITE).  Set before the backend is told:
+        a backend may complete a send at once (IOCP) and flush, which reads it."""
+        cdef int before = self.want
+        if want == before:
             return 0
-        if REACTIO_IOCP:        # completions, not interest: EPOLLOUT means "send the queue"
-            self.events = events
-            if events & EPOLLOUT:
-                _iocp_arm_send(self.rt, self)
-            return 0
-        ev.events = events
-        ev.data.u64 = _poll_key(self.reactor_id)
-        if epoll_ctl(self.rt.epfd, EPOLL_CTL_MOD, self.fd, &ev) != 0:
-            raise _net.os_error(rio_errno(), "epoll_ctl(MOD)")
-        self.events = events
+        self.want = want
+        try:
+            _be_set_want(self, want)
+        except BaseException:
+            self.want = before
+            raise
         return 0
 
 

@@ -24,7 +24,7 @@ cdef class TimerHandle:
         self.is_cancelled = True
         self.callback = self.args = None
         self.rt.n_timers -= 1
-        self.rt._cancel(self.cmd)
+        _cancel(self.rt, self.cmd)
         self.cmd = None
 
     def cancelled(self):
@@ -46,7 +46,7 @@ cdef TimerHandle _schedule_call(ReactRuntime rt, int64_t when, object callback, 
     h.args = args
     h.cmd = _new_command(CMD_TIMER, h, None, None, None, None)
     rt.n_timers += 1
-    rt._schedule(h.cmd, when)
+    _schedule(rt, h.cmd, when)
     return h
 
 
@@ -72,7 +72,7 @@ cdef int _run_call(ReactRuntime rt, _Command cmd) except -1:
     try:
         result = cmd.a()
     except (KeyboardInterrupt, SystemExit) as exc:
-        rt._complete(cmd.completion, exc)
+        _complete(cmd.completion, exc)
         raise
     except BaseException as exc:
         if cmd.completion is None:
@@ -80,4 +80,43 @@ cdef int _run_call(ReactRuntime rt, _Command cmd) except -1:
                       type(exc).__name__, exc_info=exc)
             return 0
         result = exc
-    return rt._complete(cmd.completion, result)
+    return _complete(cmd.completion, result)
+
+
+# ---------------------------------------------------------------------------- the heap
+# (due_ns, seq, _Command): deferred commands, runtime timers and the runtime's own timeouts.
+# A cancelled entry stays until it is popped or the heap is rebuilt (more than half cancelled).
+
+cdef int _schedule(ReactRuntime rt, _Command cmd, int64_t due_ns) except -1:
+    cmd.due_ns = due_ns
+    rt.timer_seq += 1
+    heapq.heappush(rt.timers, (due_ns, rt.timer_seq, cmd))
+    return 0
+
+
+cdef int _cancel(ReactRuntime rt, _Command cmd) except -1:
+    if not cmd.cancelled:
+        cmd.cancelled = True
+        cmd.target = cmd.a = cmd.b = cmd.completion = None  # the heap entry stays a while
+        rt.n_cancelled_timers += 1
+        if rt.n_cancelled_timers > 64 and rt.n_cancelled_timers * 2 > len(rt.timers):
+            rt.timers = [t for t in rt.timers if not (<_Command>t[2]).cancelled]
+            heapq.heapify(rt.timers)
+            rt.n_cancelled_timers = 0
+    return 0
+
+
+cdef int _run_timers(ReactRuntime rt) except -1:
+    cdef int64_t now = rio_monotonic_ns()
+    cdef _Command cmd
+    cdef list timers = rt.timers
+    while timers and <int64_t>timers[0][0] <= now:
+        cmd = <_Command>heapq.heappop(timers)[2]
+        if cmd.cancelled:
+            rt.n_cancelled_timers -= 1
+            continue
+        if cmd.kind < CMD_RESOLVED:
+            rt.n_user_deferred -= 1
+        _execute(rt, cmd)
+        timers = rt.timers        # a cancel inside a command may have rebuilt it
+    return 0

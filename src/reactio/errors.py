@@ -36,3 +36,8 @@ class SendQueueOverflowError(ReactioError, BufferError):
 
 class CommandNotHandledError(ReactioError, NotImplementedError):
     """A user command reached a reactor that does not override ``on_command``."""
+
+
+class DuplicateReactorNameError(ReactioError, ValueError):
+    """ThreadedReactorMgr.add_reactor_uid: the name is already registered (the existing entry
+    is kept)."""

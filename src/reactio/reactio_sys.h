@@ -283,6 +283,29 @@ static inline int rio_memoryview_released(PyObject *view) {
 #endif
 }
 
+/* Point an unshared memoryview of `owner`'s buffer at another part of it: the Python reactor's
+ * per-message view is reused instead of allocated.  Only when nobody else can see the change:
+ * one reference (the reader's), not released, nothing exported from it, a 1-D byte view whose
+ * managed buffer is `owner`'s export.  A slice or copy the user kept is a separate object with
+ * its own Py_buffer, unaffected.  Returns 1 when retargeted, 0 when a new view is needed. */
+static inline int rio_memoryview_retarget(PyObject *mv, PyObject *owner, char *buf, Py_ssize_t len) {
+#ifdef _Py_MEMORYVIEW_RELEASED
+    PyMemoryViewObject *m = (PyMemoryViewObject *)mv;
+    if (Py_REFCNT(mv) != 1 || m->exports != 0 || (m->flags & _Py_MEMORYVIEW_RELEASED)
+            || m->mbuf == NULL || m->mbuf->master.obj != owner || m->view.ndim != 1
+            || m->view.itemsize != 1 || m->view.shape == NULL)
+        return 0;
+    m->view.buf = buf;
+    m->view.len = len;
+    m->view.shape[0] = len;
+    m->hash = -1;
+    return 1;
+#else
+    (void)mv; (void)owner; (void)buf; (void)len;
+    return 0;   /* unknown layout: never reuse a view */
+#endif
+}
+
 /* True for errors that mean "no data now, try when the poller says so". */
 static inline int rio_would_block(int e) { return e == EAGAIN || e == EAGAIN_ALT; }
 

@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any, Callable, NamedTuple, Optional
 
 from reactio._core import CmdSender, Deferred, ReactorID, ReactRuntime
-from reactio.errors import ReactioError, RuntimeClosedError
+from reactio.errors import DuplicateReactorNameError, RuntimeClosedError
 
 __all__ = ["ThreadedReactorMgr", "ReactorUID", "DuplicateReactorNameError"]
 
@@ -44,10 +44,6 @@ class ReactorUID(NamedTuple):
     """A reactor's address across the manager's runtimes."""
     runtime_id: int
     reactor_id: ReactorID
-
-
-class DuplicateReactorNameError(ReactioError, ValueError):
-    """add_reactor_uid: the name is already registered (the existing entry is kept)."""
 
 
 class _Worker:

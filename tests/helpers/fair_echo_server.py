@@ -5,8 +5,7 @@ flood and the measured client never share its interpreter lock:
 
 One ReactRuntime, one listener on 127.0.0.1:0 serving reactio frames with the examples'
 EchoReactor.  Prints {"port": P}, runs until stdin is closed, then prints
-{"closed_with_error": [...]} (streams that closed with an error, e.g. a send queue overflow
-that would have silenced the flood) and exits 0.
+{"closed_with_error": [...]} (streams that closed with an error, for the record) and exits 0.
 """
 import json
 import sys

@@ -24,7 +24,6 @@ import struct
 import sys
 import time
 
-import reactio
 from reactio import DefaultTcpListenerHandler, ReactRuntime
 from reactio.examples.pingpong import EchoReactor
 

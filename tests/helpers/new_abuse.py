@@ -23,6 +23,28 @@ import reactio
 import reactio._core as core
 
 
+def die_on_crash():
+    """Windows: a crash ends this process with its exception code (0xC0000005 for an access
+    violation) instead of starting a debugger that waits for ever (wine does)."""
+    if sys.platform != "win32":
+        return
+    import ctypes
+    from ctypes import wintypes
+    k32 = ctypes.windll.kernel32
+    k32.GetCurrentProcess.restype = wintypes.HANDLE
+    k32.TerminateProcess.argtypes = [wintypes.HANDLE, wintypes.UINT]
+
+    @ctypes.WINFUNCTYPE(ctypes.c_long, ctypes.c_void_p)
+    def die(pointers):
+        code = ctypes.cast(pointers, ctypes.POINTER(ctypes.POINTER(wintypes.DWORD)))[0][0]
+        k32.TerminateProcess(k32.GetCurrentProcess(), code)
+        return 1
+
+    die_on_crash.keep = die
+    k32.SetErrorMode(0x0001 | 0x0002)
+    k32.SetUnhandledExceptionFilter(die)
+
+
 def public_cdef_classes():
     """Every public class of reactio / reactio._core that is an extension (cdef) type."""
     found = {}
@@ -103,6 +125,7 @@ def call_method(obj, name, args):
 
 
 def main():
+    die_on_crash()
     name = sys.argv[1]
     classes = public_cdef_classes()
     cls = classes[name]
@@ -137,7 +160,7 @@ def main():
             attempt(f"{name}.{prop} (get, same object)", lambda p=prop: getattr(obj, p))
     for dname, fn in DUNDERS.items():
         attempt(f"{name}: {dname}(obj) (same object)", lambda fn=fn: fn(obj))
-    del obj, args_list
+    obj = args_list = None
     gc.collect()
     gc.collect()
     print(json.dumps({"calls": calls, "methods": methods, "properties": props,

@@ -11,6 +11,8 @@ import math
 from types import ModuleType
 from typing import Any, Dict, List, Tuple
 
+SUPTITLE_FONTSIZE = 9
+
 
 class PlotError(Exception):
     pass
@@ -73,11 +75,32 @@ def plot_pingpong(result: Dict[str, Any], path: str, title: str = "") -> None:
         ax.set_title(f"pingpong, {block['size']} B messages")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")
+    _finish(fig, title, path)
+    plt.close(fig)
+
+
+def _wrap_title(title: str, width_in: float, fontsize: float = SUPTITLE_FONTSIZE) -> str:
+    """The machine line is longer than a one-chart figure is wide (a long CPU model name, an
+    uninstalled uvloop), and a suptitle is neither wrapped nor shrunk: break it at its
+    ", " separators into lines that fit ``width_in`` inches."""
+    # an average glyph of DejaVu Sans is about 0.6 em wide; keep a margin for the edges
+    budget = max(20, int(width_in * 72 / (fontsize * 0.6)) - 4)
+    lines: List[str] = []
+    for part in title.split(", "):
+        if lines and len(lines[-1]) + 2 + len(part) <= budget:
+            lines[-1] += ", " + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
+
+
+def _finish(fig: Any, title: str, path: str) -> None:
+    """The machine line as a suptitle that fits the figure, a layout that makes room for it,
+    and the file."""
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(_wrap_title(title, fig.get_figwidth()), fontsize=SUPTITLE_FONTSIZE)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _nines_label(k: int) -> str:
@@ -104,12 +127,12 @@ def plot_scale(result: Dict[str, Any], path: str, title: str = "") -> None:
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
     ax.set_xlabel("connections (one message in flight on each)")
     ax.set_ylabel("messages / s")
+    # 1.5M rather than 1.5 with a detached "1e6" over the axis
+    ax.yaxis.set_major_formatter(ticker.EngFormatter(sep=""))
+    ax.set_ylim(bottom=0)
     p = result["params"]
     ax.set_title(f"echo throughput, {p['size']} B messages, pin {p['pin']}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _finish(fig, title, path)
     plt.close(fig)

@@ -1,0 +1,150 @@
+# The backend interface: what the shared code asks of an event backend, and the only place that
+# chooses one (REACTIO_IOCP is a compile-time constant of reactio_sys.h, so the C compiler keeps
+# one branch).  A backend is one file: _epoll_loop.pxi (Linux, readiness) or _iocp_loop.pxi
+# (Windows, completions).  A new backend (kqueue, io_uring, a test double recording calls)
+# implements these functions and adds its branch here; shared files never test the platform.
+#
+#   init / release / teardown   make the poller and the wake-up; free them (dealloc) or, at
+#                               close(), free them after outstanding I/O is done
+#   wake(inbox)                 wake a loop blocked in poll (another thread's command)
+#   poll(rt, timeout_ms)        wait with the GIL released, then handle every event: streams
+#                               through _stream_readable / ctx._flush / _stream_event,
+#                               connects through _connect_succeeded / _connect_attempt_failed,
+#                               listeners through _adopt / _pause_accepts
+#   add_stream(rt, ctx)         watch a new stream for ctx.want (WANT_READ | WANT_WRITE)
+#   set_want(ctx, want)         change what it waits for
+#   stream_opened(rt, ctx)      after on_connected (IOCP: post the first receive)
+#   connect_socket / connect_registered   a socket whose connect starts now / once registered
+#   add_listener, listener_started, pause_accepts, resume_accepts
+#   close_socket(rt, fd, abort) stop watching and close (abort: RST)
+#   flush_blocked(ctx)          True while the backend owns the queue's head (IOCP WSASend)
+#   after_flush(rt, ctx)        bytes are left queued after a flush (IOCP: send them)
+#   READS_INLINE                the runtime may recv() on a socket itself (IOCP: a posted
+#                               WSARecv owns the input)
+
+# The most events taken per wait: epoll_wait() refuses more than INT_MAX / sizeof(struct
+# epoll_event); the IOCP entry is larger, so this bound holds for both.
+cdef int MAX_EVENTS = 2147483647 // max(sizeof(epoll_event), sizeof(w.OVERLAPPED_ENTRY))
+
+cdef bint READS_INLINE = not REACTIO_IOCP
+
+BACKEND = "iocp" if REACTIO_IOCP else "epoll"     # which event backend this build runs on
+
+
+cdef inline int _be_init(ReactRuntime rt) except -1:
+    if REACTIO_IOCP:
+        return _iocp_init(rt)
+    return _epoll_init(rt)
+
+
+cdef inline int _be_release(ReactRuntime rt) except -1:
+    if REACTIO_IOCP:
+        return _iocp_release(rt)
+    return _epoll_release(rt)
+
+
+cdef inline int _be_teardown(ReactRuntime rt) except -1:
+    if REACTIO_IOCP:
+        return _iocp_teardown(rt)
+    return _epoll_release(rt)
+
+
+cdef inline int _be_wake(_Inbox inbox) except -1:
+    if REACTIO_IOCP:
+        return _iocp_wake(inbox.port)
+    return _epoll_wake(inbox)
+
+
+cdef inline int _be_poll(ReactRuntime rt, int timeout_ms) except -1:
+    if REACTIO_IOCP:
+        return _iocp_poll(rt, timeout_ms)
+    return _epoll_poll(rt, timeout_ms)
+
+
+cdef inline object _be_fileno(ReactRuntime rt):
+    if REACTIO_IOCP:
+        raise NotImplementedError("an IOCP runtime has no pollable descriptor; drive it from a "
+                                  "thread (reactio.aio does)")
+    if rt.epfd < 0:
+        raise RuntimeClosedError("the runtime is closed")
+    return rt.epfd
+
+
+cdef inline int _be_add_stream(ReactRuntime rt, DispatchContext ctx) except -1:
+    if REACTIO_IOCP:
+        return _iocp_add_stream(rt, ctx)
+    return _epoll_ctl(rt, EPOLL_CTL_ADD, ctx.fd, _epoll_bits(ctx.want), _poll_key(ctx.reactor_id))
+
+
+cdef inline int _be_set_want(DispatchContext ctx, int want) except -1:
+    if REACTIO_IOCP:
+        if want & WANT_WRITE:
+            _iocp_arm_send(ctx.rt, ctx)
+        return 0
+    return _epoll_ctl(ctx.rt, EPOLL_CTL_MOD, ctx.fd, _epoll_bits(want), _poll_key(ctx.reactor_id))
+
+
+cdef inline int _be_stream_opened(ReactRuntime rt, DispatchContext ctx) except -1:
+    if REACTIO_IOCP:
+        return _iocp_arm_recv(rt, ctx)
+    return 0
+
+
+cdef inline object _be_connect_socket(int family, object sockaddr_, bint nodelay):
+    if REACTIO_IOCP:
+        return _net.new_socket(family, nodelay)     # ConnectEx needs it registered first
+    return _net.start_connect(family, sockaddr_, nodelay)[0]
+
+
+cdef inline int _be_connect_registered(ReactRuntime rt, DispatchContext ctx, int family,
+                                       object sockaddr_) except -1:
+    if REACTIO_IOCP:
+        return _iocp_connect(rt, ctx, family, sockaddr_)
+    return 0        # EPOLLOUT (or ERR/HUP) reports the outcome, even an immediate one
+
+
+cdef inline int _be_add_listener(ReactRuntime rt, _Listener lst) except -1:
+    if REACTIO_IOCP:
+        return _iocp_add_listener(rt, lst)
+    return _epoll_ctl(rt, EPOLL_CTL_ADD, lst.fd, EPOLLIN, _poll_key(lst.reactor_id))
+
+
+cdef inline int _be_listener_started(ReactRuntime rt, _Listener lst) except -1:
+    if REACTIO_IOCP:
+        return _iocp_post_accepts(rt, lst)
+    return 0
+
+
+cdef inline int _be_pause_accepts(ReactRuntime rt, _Listener lst) except -1:
+    if REACTIO_IOCP:
+        return 0        # no AcceptEx is posted again until resume
+    _epoll_ctl(rt, EPOLL_CTL_MOD, lst.fd, 0, _poll_key(lst.reactor_id))
+    return 0
+
+
+cdef inline int _be_resume_accepts(ReactRuntime rt, _Listener lst) except -1:
+    if REACTIO_IOCP:
+        return _iocp_post_accepts(rt, lst)
+    try:
+        _epoll_ctl(rt, EPOLL_CTL_MOD, lst.fd, EPOLLIN, _poll_key(lst.reactor_id))
+    except OSError as exc:
+        log.error("listener %s: cannot resume accepting: %s", lst.reactor_id, exc)
+    return 0
+
+
+cdef inline int _be_close_socket(ReactRuntime rt, int fd, bint abort) except -1:
+    if REACTIO_IOCP:
+        return _iocp_close_socket(rt, fd, abort)
+    return _epoll_close_socket(rt, fd, abort)
+
+
+cdef inline bint _be_flush_blocked(DispatchContext ctx) noexcept:
+    if REACTIO_IOCP:
+        return ctx.sender.inflight_buf != NULL
+    return False
+
+
+cdef inline int _be_after_flush(ReactRuntime rt, DispatchContext ctx) except -1:
+    if REACTIO_IOCP:
+        return _iocp_arm_send(rt, ctx)
+    return 0        # write interest stays on until the queue is empty

@@ -1,0 +1,159 @@
+# The epoll backend (Linux): readiness, level-triggered.  A stream's key is its ReactorID
+# (_poll_key), read interest is on while it reads, write interest while bytes are queued; the
+# eventfd of the inbox wakes a blocked wait; events land in a preallocated array.  What an
+# event means for a stream is decided in _lifecycle.pxi / _streams.pxi: this file only decodes.
+
+cdef int _epoll_init(ReactRuntime rt) except -1:
+    rt.events = malloc(sizeof(epoll_event) * rt.max_events)
+    if rt.events == NULL:
+        raise MemoryError()
+    rt.epfd = epoll_create1(EPOLL_CLOEXEC)
+    if rt.epfd < 0:
+        raise _net.os_error(rio_errno(), "epoll_create1")
+    rt.inbox.evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+    if rt.inbox.evfd < 0:
+        raise _net.os_error(rio_errno(), "eventfd")
+    return _epoll_ctl(rt, EPOLL_CTL_ADD, rt.inbox.evfd, EPOLLIN, WAKE_KEY)
+
+
+cdef int _epoll_release(ReactRuntime rt) except -1:
+    if rt.inbox.evfd >= 0:
+        rio_close_fd(rt.inbox.evfd)
+        rt.inbox.evfd = -1
+    if rt.epfd >= 0:
+        rio_close_fd(rt.epfd)
+        rt.epfd = -1
+    return 0
+
+
+cdef int _epoll_wake(_Inbox inbox) except -1:
+    cdef int rc
+    while True:
+        rc = rio_write_u64(inbox.evfd, 1)
+        if rc >= 0 or rio_errno() != EINTR:
+            return 0
+
+
+cdef inline uint32_t _epoll_bits(int want) noexcept:
+    return (EPOLLIN if want & WANT_READ else 0) | (EPOLLOUT if want & WANT_WRITE else 0)
+
+
+cdef int _epoll_ctl(ReactRuntime rt, int op, int fd, uint32_t bits, uint64_t key) except -1:
+    cdef epoll_event ev
+    ev.events = bits
+    ev.data.u64 = key
+    if epoll_ctl(rt.epfd, op, fd, &ev) != 0:
+        raise _net.os_error(rio_errno(), "epoll_ctl")
+    return 0
+
+
+cdef int _epoll_close_socket(ReactRuntime rt, int fd, bint abort) except -1:
+    """Stop watching a socket and close it (with a reset when abort)."""
+    cdef linger lg
+    cdef epoll_event ev
+    epoll_ctl(rt.epfd, EPOLL_CTL_DEL, fd, &ev)
+    if abort:
+        lg.l_onoff = 1
+        lg.l_linger = 0
+        rio_setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg))
+    rio_close(fd)
+    return 0
+
+
+cdef int _epoll_poll(ReactRuntime rt, int timeout_ms) except -1:
+    cdef epoll_event *evs = <epoll_event *>rt.events
+    cdef int n, i, err
+    cdef uint64_t key, counter
+    cdef uint32_t slot
+    cdef _Inbox inbox = rt.inbox
+    cdef list slots = rt.slots
+    cdef DispatchContext ctx
+    if timeout_ms != 0:
+        inbox.polling = True
+        if inbox.queue or rt.ready:
+            timeout_ms = 0
+    with nogil:
+        n = epoll_wait(rt.epfd, evs, rt.max_events, timeout_ms)
+    inbox.polling = False
+    if n < 0:
+        err = rio_errno()
+        if err == EINTR:
+            PyErr_CheckSignals()     # raises KeyboardInterrupt for Ctrl-C
+            return 0
+        raise _net.os_error(err, "epoll_wait")
+    for i in range(n):
+        key = evs[i].data.u64
+        if key == WAKE_KEY:
+            rio_read_u64(inbox.evfd, &counter)
+            inbox.wake_pending = False
+            continue
+        rt.n_sock_events += 1
+        slot = <uint32_t>(key & 0xFFFFFFFFULL)
+        if slot >= rt.nslots or rt.gens[slot] != <uint32_t>(key >> 32):
+            continue        # the reactor closed earlier in this batch
+        obj = <object>PyList_GET_ITEM(slots, slot)
+        if type(obj) is DispatchContext:
+            ctx = <DispatchContext>obj
+            _hold(ctx)
+            try:
+                _epoll_stream_event(rt, ctx, evs[i].events)
+            except (KeyboardInterrupt, SystemExit):
+                _release(rt, ctx)
+                raise
+            except BaseException as exc:
+                _callback_failed(rt, ctx, exc)
+            _release(rt, ctx)
+        else:
+            _epoll_accept(rt, <_Listener>obj)
+    return 0
+
+
+cdef int _epoll_stream_event(ReactRuntime rt, DispatchContext ctx, uint32_t ev) except -1:
+    """One event of a held stream."""
+    cdef int st = ctx.state
+    cdef int err = 0
+    cdef socklen_t n = sizeof(err)
+    if st == ST_OPEN:
+        if ev & EPOLLOUT:
+            # also with an empty queue: drops the write interest, delivers owed completions
+            ctx._flush()
+        if ctx.state == ST_OPEN and ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
+            _stream_readable(rt, ctx)
+    elif st == ST_CONNECTING:
+        if rio_getsockopt(ctx.fd, SOL_SOCKET, SO_ERROR, &err, &n) != 0:
+            err = rio_errno()
+        if err != 0:
+            return _connect_attempt_failed(rt, ctx, err)
+        return _connect_succeeded(rt, ctx)
+    elif st == ST_DRAINING or st == ST_HALF_CLOSED:
+        if ev & (EPOLLIN | EPOLLERR | EPOLLHUP) and not ctx.peer_eof:
+            _closing_input(rt, ctx)
+        if ctx.state == ST_DRAINING:
+            ctx._flush()
+    return 0
+
+
+cdef int _epoll_accept(ReactRuntime rt, _Listener lst) except -1:
+    cdef sockaddr_storage ss
+    cdef socklen_t n
+    cdef int fd, err, i
+    for i in range(64):         # bounded: other sockets get their turn
+        if lst.closed:
+            return 0
+        n = sizeof(ss)
+        fd = accept4(lst.fd, <sockaddr *>&ss, &n, SOCK_NONBLOCK | SOCK_CLOEXEC)
+        if fd < 0:
+            err = rio_errno()
+            if err == EINTR:
+                continue
+            if rio_would_block(err):
+                return 0
+            if err == EMFILE or err == ENFILE or err == ENOBUFS or err == ENOMEM:
+                log.warning("listener %s: accept failed: %s; pausing accepts for 100 ms",
+                            lst.reactor_id, os.strerror(err))
+                return _pause_accepts(rt, lst)
+            log.info("listener %s: accept failed: %s (connection dropped)",
+                     lst.reactor_id, os.strerror(err))
+            continue
+        _adopt(rt, lst, fd, _sockaddr_to_tuple(<sockaddr *>&ss))
+    return 0
