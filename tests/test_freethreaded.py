@@ -518,7 +518,7 @@ def test_listener_handler_shared_by_runtimes_counts_each_connection_once(kind):
 
 # A core bug found by the test below, on GIL builds too: with the Cython directive
 # binding=False the default arguments of the inner function ``done(result, p=p, sender=sender)``
-# in ReactRuntime._resolve (_runtime.pxi) are stored in module globals, shared by every
+# in _resolve (_connect.pxi) are stored in module globals, shared by every
 # instance of it, so each lookup in flight posts the *last* started connect (and to the last
 # runtime's sender).  docs/internals-threading.md has the fix; strict: remove the marks then.
 RESOLVE_BUG = ("core: _resolve's done() defaults are module globals under binding=False; "

@@ -31,6 +31,8 @@
 #   REACTIO_FREETHREADING=1  build reactio with the Cython directive freethreading_compatible
 #                            (setup.py knob), so that the module declares it needs no GIL; the
 #                            probe then must find the GIL still disabled
+#   REACTIO_FT_PATCH=FILE    apply this patch (-p1) to the scratch copy before building: try a
+#                            core change under 3.13t without touching the working tree
 #   REACTIO_FT_MIRROR        the Debian mirror (default: the host's own, from /etc/apt)
 #   REACTIO_FT_JOBS          make -j (default: nproc)
 #   REACTIO_FT_TIMEOUT       pytest-timeout per test (default: pyproject's 60 s; TSan: 600 s)
@@ -52,7 +54,7 @@ VENV_PKGS=(pytest pytest-timeout hypothesis 'Cython>=3.1' 'setuptools>=77')
 # Build dependencies of the interpreter (what python3.13's own build-deps need for the modules
 # the tests use), plus what the suite's own tools need: a C compiler for the bench harness's
 # clients, valgrind (tests/test_cost.py) and strace (bench pipeline), rsync for the scratch copy.
-CHROOT_PKGS=(build-essential pkg-config ca-certificates dpkg-dev xz-utils rsync
+CHROOT_PKGS=(build-essential pkg-config ca-certificates dpkg-dev xz-utils rsync patch
              libssl-dev zlib1g-dev libffi-dev libbz2-dev liblzma-dev libsqlite3-dev
              libreadline-dev libncurses-dev uuid-dev libgdbm-dev libexpat1-dev libzstd-dev
              valgrind strace procps)
@@ -255,11 +257,23 @@ setup_venv() {
 # build products between runs, so an unchanged tree is not re-cythonized.  Each flavour and
 # each value of REACTIO_FREETHREADING has its own copy (the directive changes the C code).
 build_reactio() {
-  local knob=${REACTIO_FREETHREADING:-0}
-  SCRATCH=/work/$flavour-directive$knob
+  local knob=${REACTIO_FREETHREADING:-0} patch=${REACTIO_FT_PATCH:-} sum=
+  if [ -n "$patch" ]; then
+    [ -r "$patch" ] || die "REACTIO_FT_PATCH=$patch: no such file"
+    sum=$(sha256sum "$patch" | cut -c1-12)
+    cp "$patch" "$R/tmp/reactio-ft.patch"
+  fi
+  SCRATCH=/work/$flavour-directive$knob${sum:+-patch$sum}
   log "copying the working tree to $SCRATCH (chroot)"
   in_root sh -c "mkdir -p $SCRATCH && rsync -a --delete --filter=':- .gitignore' --exclude=/.git \
     /mnt/tree/ $SCRATCH/"
+  if [ -n "$patch" ]; then
+    # applied to the scratch copy only (its own copy per patch: rsync restores the tree's
+    # files, with their older times, on the next run)
+    log "applying $patch to the scratch copy"
+    in_root sh -c "cd $SCRATCH && patch -p1 -s -N -r - < /tmp/reactio-ft.patch" \
+      || die "$patch does not apply to the working tree"
+  fi
   # TSan: the interpreter's own CFLAGS (sysconfig) already carry -fsanitize=thread; a debug
   # build of reactio (-O0 -g3, invariant checks on) gives reports with line numbers
   local debug=${REACTIO_DEBUG:-0} cflags=
