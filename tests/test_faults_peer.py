@@ -70,11 +70,16 @@ def test_half_close_dispatches_every_whole_frame_and_flushes_big_replies(rt):
     peer = raw_client(port)
     frames = [frame(bytes([i]) * 60_000, i) for i in range(100)]
     wire = b"".join(frames)
-    writer = threading.Thread(target=lambda: (peer.sendall(wire + frames[0][:30_000]),
-                                              peer.shutdown(socket.SHUT_WR)))
+    # The writer has its own socket object (same connection): recv_exact_nb makes ``peer``
+    # non-blocking, and a sendall() still running on that object would then fail with
+    # BlockingIOError (seen on free-threaded 3.13t, where the two threads truly overlap).
+    out = peer.dup()
+    writer = threading.Thread(target=lambda: (out.sendall(wire + frames[0][:30_000]),
+                                              out.shutdown(socket.SHUT_WR)))
     writer.start()
     echoed = recv_exact_nb(rt, peer, len(wire), timeout=20)
     writer.join()
+    out.close()
     assert echoed == wire
     pump_until(rt, lambda: server.closed)
     assert server.closed[0][1] is None

@@ -85,8 +85,10 @@ def resolve_async(host: str, port: int, passive: bool, done) -> None:
     (family, sockaddr) or the exception (socket.gaierror for an unknown name)."""
     global _resolver
     with _resolver_lock:
-        if _resolver is None:
-            _resolver = concurrent.futures.ThreadPoolExecutor(
+        # the pool is read once, under the lock: every runtime thread may get here at once
+        pool = _resolver
+        if pool is None:
+            pool = _resolver = concurrent.futures.ThreadPoolExecutor(
                 max_workers=4, thread_name_prefix="reactio-resolver")
 
     def work():
@@ -101,7 +103,7 @@ def resolve_async(host: str, port: int, passive: bool, done) -> None:
             result = exc
         done(result)
 
-    _resolver.submit(work)
+    pool.submit(work)
 
 
 def open_listener(family: int, sockaddr, backlog: int, reuse_port: bool = False,

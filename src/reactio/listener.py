@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
 from typing import Any, Callable, Optional
 
 from reactio._core import Reactor
@@ -67,7 +68,12 @@ class DefaultTcpListenerHandler(TcpListenerHandler):
         self.reactor_factory = reactor_factory
         self.param = param
         self.count = 0
+        # One handler may listen on several runtimes (reuse_port), whose threads accept at
+        # the same time: without the GIL ``count += 1`` could give a count twice.
+        self._count_lock = threading.Lock()
 
     def on_new_connection(self, peer_address) -> Optional[Reactor]:
-        self.count += 1
-        return self.reactor_factory(self.count, self.param)
+        with self._count_lock:
+            self.count += 1
+            count = self.count
+        return self.reactor_factory(count, self.param)

@@ -116,6 +116,7 @@ class SimpleIoListener(TcpListenerHandler):
         super().__init__(recv_buffer_min_size, **options)
         self.reactor_creator = reactor_creator
         self.count = 0
+        self._count_lock = threading.Lock()     # (one listener may run on several runtimes)
 
     @classmethod
     def with_io_service(cls, service: "SimpleIoService", **options: Any) -> "SimpleIoListener":
@@ -123,8 +124,10 @@ class SimpleIoListener(TcpListenerHandler):
         return cls(service.recv_buffer_min_size, lambda count: service.new_reactor(), **options)
 
     def on_new_connection(self, peer_address: Any) -> Optional[Reactor]:
-        self.count += 1
-        return self.reactor_creator(self.count)
+        with self._count_lock:
+            self.count += 1
+            count = self.count
+        return self.reactor_creator(count)
 
 
 class _ServiceStream(Reactor):

@@ -129,6 +129,7 @@ class ThreadedReactorMgr:
         if nthreads <= 0:
             raise ValueError(f"nthreads must be positive, not {nthreads}")
         self._stopping = threading.Event()
+        self._stop_lock = threading.Lock()      # exactly one stop() sends the stop commands
         self._joined = False
         self._names: dict[str, ReactorUID] = {}
         self._names_lock = threading.Lock()
@@ -230,9 +231,10 @@ class ThreadedReactorMgr:
     def stop(self) -> None:
         """Ask every runtime thread to leave run_forever() and close its runtime.  Returns at
         once; thread-safe, idempotent, callable from a reactor on one of the runtimes."""
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
+        with self._stop_lock:
+            if self._stopping.is_set():
+                return
+            self._stopping.set()
         for w in self._workers:
             rt = w.runtime
             if rt is None:
