@@ -521,11 +521,11 @@ def test_listener_handler_shared_by_runtimes_counts_each_connection_once(kind):
 # in _resolve (_connect.pxi) are stored in module globals, shared by every
 # instance of it, so each lookup in flight posts the *last* started connect (and to the last
 # runtime's sender).  docs/internals-threading.md has the fix; strict: remove the marks then.
-RESOLVE_BUG = ("core: _resolve's done() defaults are module globals under binding=False; "
-               "concurrent name lookups reach the wrong connect (docs/internals-threading.md)")
+# (These two found a bug of 0.1.0: the resolver's callback was a closure whose default
+# arguments, under binding=False, were shared by every call, so concurrent name lookups reached
+# the wrong connect.)
 
 
-@pytest.mark.xfail(strict=True, reason=RESOLVE_BUG)
 def test_concurrent_name_lookups_each_reach_their_own_connect():
     """One runtime, 8 connects by name started in one batch, to a listening port and to a
     closed one in turn: each completion gets its own outcome."""
@@ -554,7 +554,6 @@ def test_concurrent_name_lookups_each_reach_their_own_connect():
         rt.close()
 
 
-@pytest.mark.xfail(strict=True, reason=RESOLVE_BUG)
 def test_name_lookups_from_many_runtimes_at_once():
     """8 runtimes connect to "localhost:port" at the same moment (names are resolved on the
     shared resolver pool): every connect completes once, and there is one pool."""

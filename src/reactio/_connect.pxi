@@ -37,16 +37,19 @@ cdef int _start_pending(ReactRuntime rt, _Pending p, object completion) except -
         return _connect_failed(rt, p, exc)
     if infos is not None:
         return _resolved(rt, p, infos)
-    sender = rt.cmd_sender
-
-    def done(result, p=p, sender=sender):
-        try:
-            sender._post_internal(CMD_RESOLVED, p, result)
-        except RuntimeClosedError:
-            pass        # close() already failed this command's completion
-
-    _net.resolve_async(host, port, type(p) is _PendingListen, done)
+    # (a partial, not a closure with default arguments: under binding=False those defaults
+    # are shared by every call, and concurrent lookups reached the wrong connect)
+    _net.resolve_async(host, port, type(p) is _PendingListen,
+                       functools.partial(_deliver_resolution, rt.cmd_sender, p))
     return 0
+
+
+def _deliver_resolution(CmdSender sender, _Pending p, result):
+    """On the resolver's thread: hand the lookup's result to the runtime's loop."""
+    try:
+        sender._post_internal(CMD_RESOLVED, p, result)
+    except RuntimeClosedError:
+        pass        # close() already failed this command's completion
 
 
 cdef int _resolved(ReactRuntime rt, _Pending p, object result) except -1:

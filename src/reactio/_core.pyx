@@ -43,6 +43,7 @@ from reactio cimport _iocp as w
 
 import collections
 import enum
+import functools
 import heapq
 import operator
 import logging
