@@ -121,6 +121,7 @@ cdef class DispatchContext:
 
     # Send: 0 = all bytes written, 1 = some bytes queued.  Raises on a closed or broken
     # connection and when the queue would exceed max_send_queue (the connection is then closed).
+    # Trusts n like memcpy: n < 0 raises ValueError, an n past the end of data is not caught.
     cdef int send_raw(self, const char *data, Py_ssize_t n, object on_sent=*) except -1
     cdef int _flush(self) except -1
     cdef int _after_queueing(self) except -1
