@@ -20,7 +20,7 @@ from support.env import HAS_IPV6
 from support.fds import runtime_descriptors
 from support.reactors import EchoReactor
 from support.runtime import Completion, listen_factory, pump_until, stream_ids
-from support.sockets import closed_port, raw_client, recv_exact_nb
+from support.sockets import closed_port, held_closed_ports, raw_client, recv_exact_nb
 from support.subproc import HELPERS
 from support.wire import frame
 
@@ -35,19 +35,18 @@ def test_connect_to_closed_ports_many_at_once(rt):
     peer = raw_client(port)
     pump_until(rt, lambda: rt.count_streams() == 1)
     base = runtime_descriptors()
-    ports = []
-    for _ in range(50):
-        ports.append(closed_port())
     hosts = ["127.0.0.1"] + (["::1"] if HAS_IPV6 else [])
     results = {}
-    for host in hosts:
-        for p in ports:
-            rt.cmd_sender.send_connect((host, p), 1024, EchoReactor(), None,
-                                       lambda r, k=(host, p): results.setdefault(k, []).append(r))
-    peer.sendall(frame(b"meanwhile"))
-    assert recv_exact_nb(rt, peer, 19) == frame(b"meanwhile")
-    # (patient: under wine on a loaded machine the 100 refusals once took over 5 s)
-    pump_until(rt, lambda: len(results) == len(hosts) * len(ports), timeout=20)
+    with held_closed_ports(50, ipv6=HAS_IPV6) as ports:
+        for host in hosts:
+            for p in ports:
+                rt.cmd_sender.send_connect(
+                    (host, p), 1024, EchoReactor(), None,
+                    lambda r, k=(host, p): results.setdefault(k, []).append(r))
+        peer.sendall(frame(b"meanwhile"))
+        assert recv_exact_nb(rt, peer, 19) == frame(b"meanwhile")
+        # (patient: under wine on a loaded machine the 100 refusals once took over 5 s)
+        pump_until(rt, lambda: len(results) == len(hosts) * len(ports), timeout=20)
     rt.process_events(0.01)
     assert all(len(v) == 1 and isinstance(v[0], ConnectionRefusedError)
                for v in results.values()), results

@@ -87,6 +87,33 @@ def closed_port() -> int:
 
 
 @contextlib.contextmanager
+def held_closed_ports(count: int, ipv6: bool = False):
+    """``count`` loopback ports bound (not listening) for as long as the block runs, on
+    127.0.0.1 and, with ``ipv6``, on ::1 too: connects to them are refused, and no other
+    process can start listening there meanwhile (a released port can be taken at once)."""
+    held = []
+    ports = []
+    try:
+        while len(ports) < count:
+            s4 = socket.socket()
+            held.append(s4)
+            s4.bind(("127.0.0.1", 0))
+            port = s4.getsockname()[1]
+            if ipv6:
+                s6 = socket.socket(socket.AF_INET6)
+                held.append(s6)
+                try:
+                    s6.bind(("::1", port))
+                except OSError:
+                    continue        # taken on ::1: try another number
+            ports.append(port)
+        yield ports
+    finally:
+        for s in held:
+            s.close()
+
+
+@contextlib.contextmanager
 def full_backlog_port():
     """The port of a listener that never accepts and whose backlog is full: the kernel drops
     SYNs to it, so a connect can only end by its timeout."""
