@@ -47,11 +47,31 @@ from hypothesis.stateful import (RuleBasedStateMachine, invariant, precondition,
                                  run_state_machine_as_test)
 
 import reactio
-from crash_exit import die_on_crash  # (tests/helpers/ is this script's sys.path[0])
 from reactio import (DefaultTcpListenerHandler, Deferred, DropMsgSize, ExpectMsgSize,
                      ReactRuntime, ReactorID)
 from reactio.errors import ReactorClosedError, ReactorNotFoundError
 
+
+def die_on_crash():
+    """Windows: a crash ends this process with its exception code (0xC0000005 for an access
+    violation) instead of starting a debugger that waits for ever (wine does)."""
+    if sys.platform != "win32":
+        return
+    import ctypes
+    from ctypes import wintypes
+    k32 = ctypes.windll.kernel32
+    k32.GetCurrentProcess.restype = wintypes.HANDLE
+    k32.TerminateProcess.argtypes = [wintypes.HANDLE, wintypes.UINT]
+
+    @ctypes.WINFUNCTYPE(ctypes.c_long, ctypes.c_void_p)
+    def die(pointers):
+        code = ctypes.cast(pointers, ctypes.POINTER(ctypes.POINTER(wintypes.DWORD)))[0][0]
+        k32.TerminateProcess(k32.GetCurrentProcess(), code)
+        return 1
+
+    die_on_crash.keep = die
+    k32.SetErrorMode(0x0001 | 0x0002)
+    k32.SetUnhandledExceptionFilter(die)
 
 LINUX = sys.platform.startswith("linux")
 HEADER = struct.Struct("<Hq")
