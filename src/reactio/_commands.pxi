@@ -1,13 +1,20 @@
 # Commands: the only way into a runtime from other reactors and other threads.
 #
-# Wake-up protocol (all steps run with the GIL held, so each is atomic against the others):
-#   loop:    polling = True; if the queue is non-empty, wait 0 ms; release the GIL; epoll_wait
-#   sender:  append; if polling and not wake_pending: wake_pending = True; write(eventfd)
-#   loop:    on the eventfd's event read it and clear wake_pending; then drain the queue.
-# A command appended before `polling` is set is seen by the queue check; one appended after it
-# writes the eventfd.  Either way epoll_wait does not sleep on a queued command.  A runtime
-# driven by another event loop through fileno() sets `external`: every command then wakes the
-# eventfd (unless a wake-up is already pending), since that loop may sleep at any time.
+# Wake-up protocol.  The inbox's lock (a PyMutex on a free-threaded build; under the GIL the
+# GIL itself, which none of these steps releases) orders the steps:
+#   loop:    under the lock: polling = True; then if the queue is non-empty, wait 0 ms;
+#            epoll_wait without the GIL; under the lock: polling = False
+#   sender:  under the lock: refuse if closed; append; if polling and not wake_pending:
+#            wake_pending = True; write(eventfd)
+#   loop:    on the eventfd's event read it and, under the lock, clear wake_pending; then
+#            drain the queue.
+# A sender's section comes before the loop's "polling = True" (then its command is in the
+# queue the loop checks next) or after it (then it sees polling and writes the eventfd).
+# Either way epoll_wait does not sleep on a queued command.  A runtime driven by another event
+# loop through fileno() sets `external`: every command then wakes the eventfd (unless a
+# wake-up is already pending), since that loop may sleep at any time.  close() retires the
+# inbox under the lock: no command is accepted after its queue drain, and no sender is
+# writing the eventfd when it is closed (docs/internals-threading.md, C1/C2).
 
 cdef enum:
     CMD_CONNECT = 1
@@ -56,15 +63,44 @@ cdef class _Inbox:
         self.fork_epoch = _fork_epoch
 
     cdef int push(self, object cmd) except -1:
-        if self.closed:
-            raise RuntimeClosedError("the runtime is closed; the command was not sent")
         if self.fork_epoch != _fork_epoch:
             raise RuntimeError("this runtime was made before fork(); its commands cannot be "
                                "sent from the child process")
-        self.queue.append(cmd)
-        if (self.polling or self.external) and not self.wake_pending:
-            self.wake_pending = True
-            _be_wake(self)
+        rio_mutex_lock(&self.lock)
+        try:
+            if self.closed:
+                raise RuntimeClosedError("the runtime is closed; the command was not sent")
+            self.queue.append(cmd)
+            if (self.polling or self.external) and not self.wake_pending:
+                self.wake_pending = True
+                _be_wake(self)      # under the lock: retire() cannot close the eventfd meanwhile
+        finally:
+            rio_mutex_unlock(&self.lock)
+        return 0
+
+    cdef int wake_if_waiting(self, bint external_only_with_commands) except -1:
+        """Wake a loop that waits (stop()) or, once _external_poll(True), the other loop when
+        commands wait; nothing once retired."""
+        cdef bint wake
+        rio_mutex_lock(&self.lock)
+        try:
+            if external_only_with_commands:
+                wake = self.external and len(self.queue) != 0
+            else:
+                wake = self.polling or self.external
+            if wake and not self.closed and not self.wake_pending:
+                self.wake_pending = True
+                _be_wake(self)
+        finally:
+            rio_mutex_unlock(&self.lock)
+        return 0
+
+    cdef int retire(self) except -1:
+        """No command is accepted from now on, and no sender touches evfd/port any more
+        (close(), __dealloc__, a child after fork)."""
+        rio_mutex_lock(&self.lock)
+        self.closed = True
+        rio_mutex_unlock(&self.lock)
         return 0
 
 
@@ -154,7 +190,58 @@ cdef class CmdSender:
 
     @property
     def closed(self):
-        return self.inbox is None or self.inbox.closed
+        return self.inbox is None or rio_load_int(&self.inbox.closed) != 0
+
+
+# ---------------------------------------------------------------------------- ownership
+# What only the loop thread may do is refused on other threads while the runtime runs.
+
+cdef inline int _claim(ReactRuntime rt, bint closing) except -1:
+    """Become the runtime's loop thread (process_events, close): one thread at a time,
+    claimed by compare-and-swap (C4 of docs/internals-threading.md) and given back with
+    rio_store_int(&rt.in_process, 0).  1: close() finds the runtime closed already."""
+    cdef int free_ = 0
+    if not rio_cas_int(&rt.in_process, &free_, 1):
+        return _refuse_claim(rt, closing)
+    if rio_load_int(&rt.closed):        # (read under the claim: close() holds it too)
+        rio_store_int(&rt.in_process, 0)
+        if closing:
+            return 1
+        raise RuntimeClosedError("the runtime is closed")
+    rio_store_ulong(&rt.owner_thread, PyThread_get_thread_ident())
+    return 0
+
+
+cdef int _refuse_claim(ReactRuntime rt, bint closing) except -1:
+    if PyThread_get_thread_ident() != rio_load_ulong(&rt.owner_thread):
+        if closing:
+            raise RuntimeError("close() from another thread while the runtime runs in its own: "
+                               "stop() it (thread-safe) and close it from its thread")
+        raise RuntimeError("the runtime is running in another thread: a runtime is used from "
+                           "one thread; reach it through its cmd_sender")
+    if closing:
+        raise RuntimeError("close() called from a callback; use stop() or send_close()")
+    raise RuntimeError("process_events()/run() called re-entrantly from a callback: return "
+                       "from the callback instead (use a deferred command, or stop() to leave "
+                       "run_forever())")
+
+
+cdef inline bint _runs_elsewhere(ReactRuntime rt) noexcept:
+    """The runtime is running on another thread: what only its loop thread may do is refused
+    (cheap: an atomic load, and the thread id only while it runs)."""
+    return (rio_load_int(&rt.in_process) != 0
+            and PyThread_get_thread_ident() != rio_load_ulong(&rt.owner_thread))
+
+
+cdef int _refuse_foreign_thread(DispatchContext ctx) except -1:
+    """A stream belongs to its runtime's thread while the runtime runs (free-threaded and debug
+    builds check it: there a send from another thread races the loop's own writes)."""
+    if _runs_elsewhere(ctx.rt):
+        raise RuntimeError(f"reactor {ctx.reactor_id} used from another thread while its runtime "
+                           "runs: a stream is used from its runtime's thread; reach it through "
+                           "cmd_sender (send_user_cmd, send_call)")
+    return 0
+
 
 
 # ---------------------------------------------------------------------------- execution
@@ -173,9 +260,9 @@ cdef int _run_commands(ReactRuntime rt) except -1:
             break
         cmd = <_Command>q.popleft()
         if cmd.kind < CMD_RESOLVED:
-            rt.n_received_cmds += 1
+            rio_bump_u64(&rt.n_received_cmds, 1)
         if cmd.due_ns != 0:
-            rt.n_user_deferred += 1
+            rio_bump_ssize(&rt.n_user_deferred, 1)
             _schedule(rt, cmd, cmd.due_ns)
             deferred = True
             continue

@@ -91,7 +91,7 @@ cdef int _bind(ReactRuntime rt, _PendingListen p) except -1:
         lst.fd = -1             # closed here; __dealloc__ must not close the number again
         lst.closed = True
         return _connect_failed(rt, p, exc)
-    rt.n_listeners += 1
+    rio_bump_ssize(&rt.n_listeners, 1)
     p.done = True
     rt.pending_connects.discard(p)
     try:
@@ -154,7 +154,7 @@ cdef int _connect_succeeded(ReactRuntime rt, DispatchContext ctx) except -1:
         _cancel(rt, p.timer)
     ctx.connect = None
     ctx.state = ST_OPEN
-    rt.n_streams += 1
+    rio_bump_ssize(&rt.n_streams, 1)
     try:
         ctx._set_want(WANT_READ)
     except Exception as exc:

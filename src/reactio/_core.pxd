@@ -142,15 +142,21 @@ cdef class _Command:
 
 
 cdef class _Inbox:
-    cdef object queue               # collections.deque: append/popleft are atomic under the GIL
+    # The one object shared by a runtime's thread and every sender (docs/internals-threading.md):
+    # `lock` (a PyMutex on a free-threaded build, nothing under the GIL) guards polling,
+    # external, wake_pending, closed, evfd/port and each append.
+    cdef object queue               # collections.deque: appended under lock, popped by the loop
     cdef unsigned long fork_epoch   # _fork_epoch when made: a forked child may not use it
     cdef int evfd
+    cdef unsigned char lock         # rio_mutex (reactio_sys.h)
     cdef bint polling               # the loop is (about to be) blocked in epoll_wait
     cdef bint external              # another event loop polls fileno(): always wake
     cdef bint wake_pending          # an eventfd write is in flight
-    cdef bint closed
+    cdef int closed                 # set once, under lock (retire); read anywhere
     cdef void *port                 # IOCP: the completion port to post wake-ups to
     cdef int push(self, object cmd) except -1
+    cdef int wake_if_waiting(self, bint external_only_with_commands) except -1
+    cdef int retire(self) except -1
 
 
 cdef class CmdSender:
@@ -215,12 +221,14 @@ cdef class ReactRuntime:
     cdef list ready                 # DispatchContext with send completions owed (in_ready)
     cdef list iocp_rearm            # IOCP: DispatchContext whose next WSARecv waits a turn
     cdef unsigned long fork_epoch   # _fork_epoch when made: a forked child may not use it
-    cdef unsigned long owner_thread # thread running process_events(), while in_process
+    cdef unsigned long owner_thread # thread running process_events(), while in_process (atomic)
     cdef bint initialized
     cdef int64_t drain_ns           # drain_timeout in ns, 0 = no limit
     cdef Py_ssize_t n_streams, n_listeners, n_user_deferred, n_timers
     cdef uint64_t n_sock_events, n_received_cmds
-    cdef bint closed, in_process, stopping
+    cdef int closed                 # written by the loop thread, read anywhere (atomic)
+    cdef int in_process             # claimed by compare-and-swap: one loop thread at a time
+    cdef int stopping               # set by stop() on any thread, taken by run_forever
     cdef readonly Py_ssize_t max_send_queue, max_msg_size, high_water, low_water
     cdef readonly double drain_timeout
 

@@ -8,6 +8,27 @@ cdef extern from "reactio_sys.h" nogil:
     const int REACTIO_IOCP          # 1 on Windows: the IOCP backend is compiled in
     const int REACTIO_CHECK_INVARIANTS  # 1 in a debug build: assert the stream invariants
 
+    # --- cross-thread state (docs/internals-threading.md): real on a free-threaded build,
+    # plain accesses under the GIL otherwise (RIO_FREE_THREADED 0)
+    const int RIO_FREE_THREADED
+    const int RIO_CHECK_THREADS     # refuse a stream's methods from a foreign thread (C10)
+    void rio_mutex_lock(unsigned char *m)
+    void rio_mutex_unlock(unsigned char *m)
+    int rio_load_int(int *p)
+    void rio_store_int(int *p, int v)
+    int rio_exchange_int(int *p, int v)
+    int rio_cas_int(int *p, int *expected, int v)
+    unsigned long rio_load_ulong(unsigned long *p)
+    void rio_store_ulong(unsigned long *p, unsigned long v)
+    Py_ssize_t rio_load_ssize(Py_ssize_t *p)
+    void rio_bump_ssize(Py_ssize_t *p, Py_ssize_t d)
+    uint64_t rio_load_u64(uint64_t *p)
+    void rio_bump_u64(uint64_t *p, uint64_t d)
+    Py_ssize_t rio_add_ssize(Py_ssize_t *p, Py_ssize_t d)
+    Py_ssize_t rio_load_ssize_acquire(Py_ssize_t *p)
+    void *rio_load_ptr_acquire(void *p)
+    int rio_cas_ptr(void *p, void *expected, void *v)
+
     # --- sys/epoll.h
     ctypedef union epoll_data_t:
         void *ptr

@@ -17,6 +17,7 @@ cdef int _epoll_init(ReactRuntime rt) except -1:
 
 
 cdef int _epoll_release(ReactRuntime rt) except -1:
+    # (after inbox.retire(): no sender writes the eventfd any more)
     if rt.inbox.evfd >= 0:
         rio_close_fd(rt.inbox.evfd)
         rt.inbox.evfd = -1
@@ -69,7 +70,9 @@ cdef int _epoll_poll(ReactRuntime rt, int timeout_ms) except -1:
     cdef list slots = rt.slots
     cdef DispatchContext ctx
     if timeout_ms != 0:
+        rio_mutex_lock(&inbox.lock)         # (the handshake of _commands.pxi)
         inbox.polling = True
+        rio_mutex_unlock(&inbox.lock)
         if inbox.queue or rt.ready:
             timeout_ms = 0
     if timeout_ms == 0:     # a poll never blocks: keep the GIL (no hand-off per busy-poll)
@@ -77,7 +80,10 @@ cdef int _epoll_poll(ReactRuntime rt, int timeout_ms) except -1:
     else:
         with nogil:
             n = epoll_wait(rt.epfd, evs, rt.max_events, timeout_ms)
-    inbox.polling = False
+    if inbox.polling:       # (only this thread writes it)
+        rio_mutex_lock(&inbox.lock)
+        inbox.polling = False
+        rio_mutex_unlock(&inbox.lock)
     if n < 0:
         err = rio_errno()
         if err == EINTR:
@@ -88,9 +94,11 @@ cdef int _epoll_poll(ReactRuntime rt, int timeout_ms) except -1:
         key = evs[i].data.u64
         if key == WAKE_KEY:
             rio_read_u64(inbox.evfd, &counter)
+            rio_mutex_lock(&inbox.lock)
             inbox.wake_pending = False
+            rio_mutex_unlock(&inbox.lock)
             continue
-        rt.n_sock_events += 1
+        rio_bump_u64(&rt.n_sock_events, 1)
         slot = <uint32_t>(key & 0xFFFFFFFFULL)
         if slot >= rt.nslots or rt.gens[slot] != <uint32_t>(key >> 32):
             continue        # the reactor closed earlier in this batch

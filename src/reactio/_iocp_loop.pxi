@@ -93,7 +93,7 @@ cdef int _iocp_teardown(ReactRuntime rt) except -1:
     if rt.n_pending_ops == 0:
         w.CloseHandle(<w.HANDLE>rt.port)
     rt.port = NULL
-    rt.inbox.port = NULL
+    rt.inbox.port = NULL        # (after inbox.retire(): no sender posts to it any more)
     return 0
 
 
@@ -145,13 +145,18 @@ cdef int _iocp_poll(ReactRuntime rt, int timeout_ms) except -1:
         else:
             wait = timeout_ms
         if wait != 0:
+            rio_mutex_lock(&inbox.lock)     # (the handshake of _commands.pxi)
             inbox.polling = True
+            rio_mutex_unlock(&inbox.lock)
             if inbox.queue or rt.ready or rt.iocp_rearm:
                 wait = 0
         with nogil:
             ok = w.GetQueuedCompletionStatusEx(<w.HANDLE>rt.port, ents, rt.max_events, &n,
                                                wait, w.FALSE)
-        inbox.polling = False
+        if inbox.polling:   # (only this thread writes it)
+            rio_mutex_lock(&inbox.lock)
+            inbox.polling = False
+            rio_mutex_unlock(&inbox.lock)
         if not ok:
             err = w.GetLastError()
             if err != w.WAIT_TIMEOUT:
@@ -175,9 +180,11 @@ cdef int _iocp_poll(ReactRuntime rt, int timeout_ms) except -1:
     for i in range(n):
         op = <w.rio_op *>ents[i].lpOverlapped
         if op == NULL:
+            rio_mutex_lock(&inbox.lock)
             inbox.wake_pending = False
+            rio_mutex_unlock(&inbox.lock)
             continue
-        rt.n_sock_events += 1
+        rio_bump_u64(&rt.n_sock_events, 1)
         owner = _op_finish(rt, op)
         owners.append(owner)
         try:

@@ -217,7 +217,7 @@ cdef int _finalize(ReactRuntime rt, DispatchContext ctx) except -1:
         if err is None:
             err = ReactorClosedError(f"reactor {ctx.reactor_id} was closed while connecting")
         return _connect_failed(rt, p, err)
-    rt.n_streams -= 1
+    rio_bump_ssize(&rt.n_streams, -1)
     held = _settle_completions(ctx)
     reactor = ctx.reactor
     err = ctx.close_error

@@ -53,10 +53,11 @@ cdef class _RecvStore:
 
     def __getbuffer__(self, Py_buffer *view, int flags):
         PyBuffer_FillInfo(view, self, self.data + self.view_start, self.view_len, 0, flags)
-        self.exports += 1
+        rio_add_ssize(&self.exports, 1)
 
     def __releasebuffer__(self, Py_buffer *view):
-        self.exports -= 1
+        # any thread: wherever the last reference to a view (or a slice of it) is dropped
+        rio_add_ssize(&self.exports, -1)
 
 
 @cython.final
@@ -168,7 +169,7 @@ cdef class MsgReader:
             newcap = limit
         if newcap <= s.cap:
             return s.cap - self.end
-        if s.exports == 0:
+        if rio_load_ssize_acquire(&s.exports) == 0:
             p = <char *>realloc(s.data, newcap)
             if p == NULL:
                 raise MemoryError()

@@ -82,7 +82,7 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
                     rio_close((<_Listener>obj).fd)
                     (<_Listener>obj).fd = -1
             if self.inbox is not None:
-                self.inbox.closed = True
+                self.inbox.retire()
             _be_release(self)
         free(self.events)
         free(self.gens)
@@ -103,26 +103,29 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
 
     # ------------------------------------------------------------------ counters and lookups
 
+    # (any thread: one writer, the loop thread, and relaxed atomic reads; C5 of
+    # docs/internals-threading.md)
+
     def count_reactors(self):
-        """Live streams and listeners."""
-        return self.n_streams + self.n_listeners
+        """Live streams and listeners (from another thread: two reads, not one snapshot)."""
+        return rio_load_ssize(&self.n_streams) + rio_load_ssize(&self.n_listeners)
 
     def count_streams(self):
-        return self.n_streams
+        return rio_load_ssize(&self.n_streams)
 
     def count_deferred_queue(self):
         """User commands waiting for their Deferred time."""
-        return self.n_user_deferred
+        return rio_load_ssize(&self.n_user_deferred)
 
     def count_sock_events(self):
-        return self.n_sock_events
+        return rio_load_u64(&self.n_sock_events)
 
     def count_received_commands(self):
-        return self.n_received_cmds
+        return rio_load_u64(&self.n_received_cmds)
 
     @property
     def closed(self):
-        return self.closed
+        return rio_load_int(&self.closed) != 0
 
     def local_address(self, ReactorID reactor_id not None):
         """The local address of a stream or listener (a port-0 listener's real port)."""
@@ -160,7 +163,7 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
         cdef int64_t when = _due_ns(monotonic_ns)
         if self.closed:
             raise RuntimeClosedError("the runtime is closed")
-        if self.in_process and PyThread_get_thread_ident() != self.owner_thread:
+        if _runs_elsewhere(self):
             raise RuntimeError("call_at()/call_later() from another thread while the runtime "
                                "runs: use cmd_sender.send_call (thread-safe)")
         return _schedule_call(self, when, callback, args)
@@ -182,17 +185,13 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
     def run_forever(self, double timeout=1.0):
         """process_events() until stop() is called (from any thread; a stop() that came
         before this call makes it return at once)."""
-        while not self.stopping:
+        while not rio_exchange_int(&self.stopping, 0):     # each stop() ends one run
             self._process(timeout, True)
-        self.stopping = False
 
     def stop(self):
         """Make run_forever() return; thread-safe."""
-        self.stopping = True
-        if (not self.inbox.closed and (self.inbox.polling or self.inbox.external)
-                and not self.inbox.wake_pending):
-            self.inbox.wake_pending = True
-            _be_wake(self.inbox)
+        rio_store_int(&self.stopping, 1)
+        self.inbox.wake_if_waiting(False)
 
     cdef bint _idle(self):
         return (self.n_streams == 0 and self.n_listeners == 0 and self.n_user_deferred == 0
@@ -206,30 +205,24 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
                                "sockets); make a new runtime in the child")
         if not self.initialized:
             raise RuntimeError("ReactRuntime.__init__ was not called")
-        if self.closed:
-            raise RuntimeClosedError("the runtime is closed")
-        if self.in_process:
-            if PyThread_get_thread_ident() != self.owner_thread:
-                raise RuntimeError("the runtime is running in another thread: a runtime is used "
-                                   "from one thread; reach it through its cmd_sender")
-            raise RuntimeError("process_events()/run() called re-entrantly from a callback: "
-                               "return from the callback instead (use a deferred command, or "
-                               "stop() to leave run_forever())")
         return 0
 
     cdef object _process(self, double timeout, bint wait_when_idle):
         cdef int timeout_ms
         cdef int64_t wait_ns
+        cdef bint owed
         self._check_usable()
         if timeout != timeout:
             raise ValueError("timeout must be a number of seconds, not NaN")
-        self.in_process = True
-        self.owner_thread = PyThread_get_thread_ident()
+        _claim(self, False)
         try:
             if self.ready:
                 _run_ready(self)    # completions owed by sends made outside process_events
             if not wait_when_idle and self._idle():
-                if self.inbox.external and self.inbox.wake_pending:
+                rio_mutex_lock(&self.inbox.lock)
+                owed = self.inbox.external and self.inbox.wake_pending
+                rio_mutex_unlock(&self.inbox.lock)
+                if owed:
                     _be_poll(self, 0)   # consume the wake-up: the other loop polls fileno()
                 return False
             if timeout < 0 or timeout > 1e6:
@@ -249,7 +242,7 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
                 _run_ready(self)
             return not self._idle()
         finally:
-            self.in_process = False
+            rio_store_int(&self.in_process, 0)
 
     # ------------------------------------------------------------------ another event loop
 
@@ -263,10 +256,11 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
     def _external_poll(self, bint on):
         """While on, a command from another thread always wakes fileno() (normally only a
         loop blocked in process_events() is woken)."""
+        rio_mutex_lock(&self.inbox.lock)
         self.inbox.external = on
-        if on and self.inbox.queue and not self.inbox.wake_pending and not self.inbox.closed:
-            self.inbox.wake_pending = True
-            _be_wake(self.inbox)
+        rio_mutex_unlock(&self.inbox.lock)
+        if on:
+            self.inbox.wake_if_waiting(True)
 
     def _next_due_ns(self):
         """When process_events() has work without a socket event: 0 (now) for queued commands
@@ -284,22 +278,18 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
         get one last non-blocking write, and what the kernel does not take is dropped with a
         WARNING), and fail every pending command's completion with RuntimeClosedError.
         Idempotent.  In a child process after fork(): only releases the child's descriptors."""
-        if self.closed:
+        if rio_load_int(&self.closed):
             return
         if self.fork_epoch != _fork_epoch:
             return _close_in_child(self)
         if not self.initialized:
-            self.closed = self.inbox.closed = True
+            rio_store_int(&self.closed, 1)
+            self.inbox.retire()
             return
-        if self.in_process:
-            if PyThread_get_thread_ident() != self.owner_thread:
-                raise RuntimeError("close() from another thread while the runtime runs in its "
-                                   "own: stop() it (thread-safe) and close it from its thread")
-            raise RuntimeError("close() called from a callback; use stop() or send_close()")
         # the callbacks run below may not re-enter process_events() or close() either
-        self.in_process = True
-        self.owner_thread = PyThread_get_thread_ident()
-        self.inbox.closed = True
+        if _claim(self, True):
+            return          # another thread closed it meanwhile
+        self.inbox.retire()
         interrupted = None
         try:
             # A KeyboardInterrupt/SystemExit from a callback is raised only once everything is
@@ -312,9 +302,11 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
                 except (KeyboardInterrupt, SystemExit) as exc:
                     interrupted = interrupted or exc
         finally:
-            self.in_process = False
-            self.closed = True
-            _be_teardown(self)
+            rio_store_int(&self.closed, 1)
+            try:
+                _be_teardown(self)
+            finally:
+                rio_store_int(&self.in_process, 0)
         if interrupted is not None:
             raise interrupted
 
@@ -345,7 +337,7 @@ cdef int _close_everything(ReactRuntime rt, object err) except -1:
         if cmd.cancelled:
             continue
         if cmd.kind < CMD_RESOLVED:
-            rt.n_user_deferred -= 1
+            rio_bump_ssize(&rt.n_user_deferred, -1)
             _complete(cmd.completion, err)
         elif cmd.kind == CMD_TIMER:
             (<TimerHandle>cmd.target).cancel()
@@ -387,7 +379,8 @@ cdef int _close_in_child(ReactRuntime rt) except -1:
     """close() in a child after fork(): the poller, the sockets and the wake-up descriptor are
     shared with the parent, which still uses them.  Close the child's descriptors and nothing
     else: no poller call, no shutdown, no SO_LINGER, no writes, no callbacks."""
-    rt.closed = rt.inbox.closed = True
+    rio_store_int(&rt.closed, 1)
+    rt.inbox.retire()
     for obj in rt.slots:
         if type(obj) is DispatchContext and (<DispatchContext>obj).fd >= 0:
             rio_close((<DispatchContext>obj).fd)

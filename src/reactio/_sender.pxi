@@ -181,6 +181,8 @@ cdef class DispatchContext:
         cdef int err
         if self.state != ST_OPEN:
             raise ReactorClosedError(f"reactor {self.reactor_id} is not open")
+        if RIO_CHECK_THREADS:
+            _refuse_foreign_thread(self)
         if self.sender.tail != self.sender.head:
             return 0
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
@@ -212,6 +214,8 @@ cdef class DispatchContext:
         abort=True queued bytes are dropped and the peer gets a reset.  Closing a closed
         stream does nothing."""
         if self.state < ST_CLOSING:
+            if RIO_CHECK_THREADS:
+                _refuse_foreign_thread(self)
             _stream_event(self.rt, self, EV_ABORT if abort else EV_CLOSE, None)
 
     cdef int send_raw(self, const char *data, Py_ssize_t n, object on_sent=None) except -1:
@@ -223,6 +227,8 @@ cdef class DispatchContext:
         cdef int err
         if self.state != ST_OPEN:
             raise ReactorClosedError(f"reactor {self.reactor_id} is not open; cannot send")
+        if RIO_CHECK_THREADS:
+            _refuse_foreign_thread(self)
         if n < 0:
             raise ValueError(f"send_raw: a negative size ({n})")
         if s.tail == s.head and not self.corked:

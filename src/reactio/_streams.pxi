@@ -60,7 +60,7 @@ cdef DispatchContext _new_stream(ReactRuntime rt, int fd, Reactor reactor, _Stre
         raise
     if connecting is None:
         ctx.state = ST_OPEN
-        rt.n_streams += 1
+        rio_bump_ssize(&rt.n_streams, 1)
     else:
         ctx.state = ST_CONNECTING
         ctx.connect = connecting
@@ -146,7 +146,7 @@ cdef int _close_listener(ReactRuntime rt, _Listener lst) except -1:
     _be_close_socket(rt, lst.fd, False)
     lst.fd = -1
     _free_slot(rt, lst.reactor_id.slot)
-    rt.n_listeners -= 1
+    rio_bump_ssize(&rt.n_listeners, -1)
     try:
         lst.handler.on_close_listen(lst.reactor_id, rt.cmd_sender)
     except (KeyboardInterrupt, SystemExit):

@@ -18,12 +18,17 @@ cdef class TimerHandle:
         raise TypeError("TimerHandle objects are made by ReactRuntime.call_later/call_at")
 
     def cancel(self):
-        """Do not run the callback (if it has not run yet).  Idempotent."""
+        """Do not run the callback (if it has not run yet).  Idempotent.  On the runtime's
+        thread: from another thread while the runtime runs it raises RuntimeError (use
+        cmd_sender.send_call(handle.cancel))."""
+        if self.rt is not None and _runs_elsewhere(self.rt):
+            raise RuntimeError("TimerHandle.cancel() from another thread while the runtime "
+                               "runs: use cmd_sender.send_call(handle.cancel) (thread-safe)")
         if self.is_cancelled or self.done or self.rt is None:
             return
         self.is_cancelled = True
         self.callback = self.args = None
-        self.rt.n_timers -= 1
+        rio_bump_ssize(&self.rt.n_timers, -1)
         _cancel(self.rt, self.cmd)
         self.cmd = None
 
@@ -45,7 +50,7 @@ cdef TimerHandle _schedule_call(ReactRuntime rt, int64_t when, object callback, 
     h.callback = callback
     h.args = args
     h.cmd = _new_command(CMD_TIMER, h, None, None, None, None)
-    rt.n_timers += 1
+    rio_bump_ssize(&rt.n_timers, 1)
     _schedule(rt, h.cmd, when)
     return h
 
@@ -56,7 +61,7 @@ cdef int _run_timer(ReactRuntime rt, TimerHandle h) except -1:
     h.done = True
     h.callback = h.args = None
     h.cmd = None
-    rt.n_timers -= 1
+    rio_bump_ssize(&rt.n_timers, -1)
     try:
         cb(*args)
     except (KeyboardInterrupt, SystemExit):
@@ -116,7 +121,7 @@ cdef int _run_timers(ReactRuntime rt) except -1:
             rt.n_cancelled_timers -= 1
             continue
         if cmd.kind < CMD_RESOLVED:
-            rt.n_user_deferred -= 1
+            rio_bump_ssize(&rt.n_user_deferred, -1)
         _execute(rt, cmd)
         timers = rt.timers        # a cancel inside a command may have rebuilt it
     return 0

@@ -309,4 +309,60 @@ static inline int rio_memoryview_retarget(PyObject *mv, PyObject *owner, char *b
 /* True for errors that mean "no data now, try when the poller says so". */
 static inline int rio_would_block(int e) { return e == EAGAIN || e == EAGAIN_ALT; }
 
+/* ---- cross-thread state (docs/internals-threading.md) ----
+ * A free-threaded build (Py_GIL_DISABLED: CPython 3.13t/3.14t) gets CPython's own PyMutex and
+ * _Py_atomic_* (Python.h, for GCC, Clang and MSVC).  Every other build has a GIL that is held
+ * across each of these critical sections (nothing inside them releases it): the lock is then
+ * empty and the accesses plain, so the GIL build compiles to exactly the code it had before.
+ * rio_bump_* is the one-writer update of a counter other threads may read. */
+#ifdef Py_GIL_DISABLED
+typedef unsigned char rio_mutex;    /* a PyMutex is one byte, 0 = unlocked */
+typedef char rio_mutex_is_a_pymutex[sizeof(PyMutex) == sizeof(rio_mutex) ? 1 : -1];
+#  define RIO_FREE_THREADED 1
+#  define rio_mutex_lock(m)             PyMutex_Lock((PyMutex *)(m))
+#  define rio_mutex_unlock(m)           PyMutex_Unlock((PyMutex *)(m))
+#  define rio_load_int(p)               _Py_atomic_load_int(p)
+#  define rio_store_int(p, v)           _Py_atomic_store_int((p), (v))
+#  define rio_exchange_int(p, v)        _Py_atomic_exchange_int((p), (v))
+#  define rio_cas_int(p, e, v)          _Py_atomic_compare_exchange_int((p), (e), (v))
+#  define rio_load_ulong(p)             _Py_atomic_load_ulong_relaxed(p)
+#  define rio_store_ulong(p, v)         _Py_atomic_store_ulong_relaxed((p), (v))
+#  define rio_load_ssize(p)             _Py_atomic_load_ssize_relaxed(p)
+#  define rio_bump_ssize(p, d)          _Py_atomic_store_ssize_relaxed((p), *(p) + (d))
+#  define rio_load_u64(p)               _Py_atomic_load_uint64_relaxed(p)
+#  define rio_bump_u64(p, d)            _Py_atomic_store_uint64_relaxed((p), *(p) + (d))
+#  define rio_add_ssize(p, d)           _Py_atomic_add_ssize((p), (d))
+#  define rio_load_ssize_acquire(p)     _Py_atomic_load_ssize_acquire(p)
+#  define rio_load_ptr_acquire(p)       _Py_atomic_load_ptr_acquire(p)
+#  define rio_cas_ptr(p, e, v)          _Py_atomic_compare_exchange_ptr((p), (e), (v))
+#else
+typedef unsigned char rio_mutex;
+#  define RIO_FREE_THREADED 0
+#  define rio_mutex_lock(m)             ((void)(m))
+#  define rio_mutex_unlock(m)           ((void)(m))
+#  define rio_load_int(p)               (*(p))
+#  define rio_store_int(p, v)           ((void)(*(p) = (v)))
+static inline int rio_exchange_int(int *p, int v) { int o = *p; *p = v; return o; }
+static inline int rio_cas_int(int *p, int *e, int v) {
+    if (*p == *e) { *p = v; return 1; }
+    *e = *p; return 0;
+}
+#  define rio_load_ulong(p)             (*(p))
+#  define rio_store_ulong(p, v)         ((void)(*(p) = (v)))
+#  define rio_load_ssize(p)             (*(p))
+#  define rio_bump_ssize(p, d)          ((void)(*(p) += (d)))
+#  define rio_load_u64(p)               (*(p))
+#  define rio_bump_u64(p, d)            ((void)(*(p) += (d)))
+static inline Py_ssize_t rio_add_ssize(Py_ssize_t *p, Py_ssize_t d) { Py_ssize_t o = *p; *p += d; return o; }
+#  define rio_load_ssize_acquire(p)     (*(p))
+#  define rio_load_ptr_acquire(p)       (*(void **)(p))
+static inline int rio_cas_ptr(void *p, void *e, void *v) {
+    if (*(void **)p == *(void **)e) { *(void **)p = v; return 1; }
+    *(void **)e = *(void **)p; return 0;
+}
+#endif
+/* Refuse a stream's methods from a foreign thread while its runtime runs (C10): where that can
+ * corrupt memory (free-threaded) and in debug builds; under the GIL it compiles to nothing. */
+#define RIO_CHECK_THREADS (RIO_FREE_THREADED || REACTIO_CHECK_INVARIANTS)
+
 #endif /* REACTIO_SYS_H */
