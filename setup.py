@@ -9,12 +9,6 @@ Environment knobs (cold, for developers):
                       its invariants at every transition (use with valgrind / gdb)
   REACTIO_ASAN=1      build with AddressSanitizer, invariant checks on (tools/memcheck.sh asan)
   REACTIO_ANNOTATE=1  write cython -a HTML next to the sources
-  REACTIO_FREETHREADING=1
-                      compile with the Cython directive freethreading_compatible (Cython >=
-                      3.1): the modules declare Py_mod_gil = Py_MOD_GIL_NOT_USED, so importing
-                      them on a free-threaded CPython (3.13t, 3.14t) keeps the GIL disabled.
-                      Only a declaration: it does not make the code thread-safe (see
-                      docs/internals-threading.md); tools/freethreaded.sh uses it to test.
 """
 import os
 import sys
@@ -45,30 +39,6 @@ else:
         extra_compile_args += ["-fsanitize=address", "-fno-omit-frame-pointer"]
         extra_link_args += ["-fsanitize=address"]
 
-freethreading = os.environ.get("REACTIO_FREETHREADING") == "1"
-if freethreading:
-    import Cython
-    if tuple(int(x) for x in Cython.__version__.split(".")[:2]) < (3, 1):
-        sys.exit(f"REACTIO_FREETHREADING=1 needs Cython >= 3.1 (this is {Cython.__version__})")
-
-
-def _directives_changed(directives):
-    """cythonize() regenerates a .c file only when a source is newer, not when a directive
-    changed: remember the directives that matter and force a fresh cythonize on a change."""
-    stamp = os.path.join("build", "reactio-cython-directives.txt")
-    now = repr(sorted(directives.items()))
-    try:
-        with open(stamp) as f:
-            if f.read() == now:
-                return False
-    except OSError:
-        pass
-    os.makedirs("build", exist_ok=True)
-    with open(stamp, "w") as f:
-        f.write(now)
-    return True
-
-
 # what every extension is built with (the same flavour: release, debug or ASan)
 build_options = dict(
     include_dirs=["src/reactio"],
@@ -93,16 +63,12 @@ directives = {
     "embedsignature.format": "clinic",   # signatures inspect (and stubtest) can read
     "binding": False,
 }
-if freethreading:
-    directives["freethreading_compatible"] = True
-
 setup(
     ext_modules=cythonize(
         extensions,
         include_path=["src"],
         language_level=3,
         annotate=os.environ.get("REACTIO_ANNOTATE") == "1",
-        force=_directives_changed({"freethreading_compatible": freethreading}),
         compiler_directives=directives,
     ),
 )

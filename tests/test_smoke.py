@@ -11,6 +11,7 @@ import importlib
 import os
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from typing import Any, List, Optional, Tuple, Union
@@ -66,6 +67,21 @@ def test_extension_is_compiled():
     core = sys.modules["reactio._core"]
     assert core.__file__ is not None
     assert core.__file__.endswith((".so", ".pyd")), core.__file__
+
+
+@pytest.mark.skipif(not sysconfig.get_config_var("Py_GIL_DISABLED"),
+                    reason="a free-threaded CPython (3.13t, 3.14t) only")
+def test_free_threaded_build_keeps_the_gil_disabled():
+    # every extension module declares freethreading_compatible (Py_mod_gil): importing them
+    # must not turn the GIL back on (the interpreter would, with a RuntimeWarning)
+    code = ("import importlib.util, sys, reactio\n"
+            "if importlib.util.find_spec('reactio.bench._cyecho'):\n"
+            "    import reactio.bench._cyecho\n"
+            "print(sys._is_gil_enabled())")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON_GIL"}
+    out = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout.strip()) == (0, "False"), out.stderr[-2000:]
 
 
 @pytest.mark.skipif(os.environ.get("REACTIO_SMOKE_INSTALLED") != "1",

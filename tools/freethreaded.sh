@@ -4,12 +4,12 @@
 # No Debian release ships a free-threaded interpreter, so this builds one from the python3.13
 # Debian source package inside a Debian 13 (trixie) minbase chroot, makes a venv with the test
 # dependencies, builds reactio from the working tree into a scratch copy inside the chroot and
-# runs pytest there with PYTHON_GIL=0.  Nothing is built in, or written to, the working tree
+# runs pytest there, the GIL disabled.  Nothing is built in, or written to, the working tree
 # (it is bind-mounted read-only), and nothing is installed into the host's Python.
 #
 # usage: tools/freethreaded.sh [--setup-only | --build-only] [--tsan] [pytest args...]
 #   (default)     set up (cached), build reactio, run `python -m pytest -q tests/ -m "not stress"`
-#                 ... with PYTHON_GIL=0; pytest args are passed on (a path argument or -m
+#                 ... the GIL disabled; pytest args are passed on (a path argument or -m
 #                 replaces the default selection), e.g. `tools/freethreaded.sh -m stress`
 #   --setup-only  only the chroot, the interpreter and its venv (pytest, pytest-timeout,
 #                 hypothesis, Cython>=3.1, setuptools>=77)
@@ -21,16 +21,14 @@
 #
 # The GIL check (tools/ft_gilcheck.py, loaded with -p, independent of tests/conftest.py):
 # sys._is_gil_enabled() must be False after `import reactio` and at the end of the session,
-# or the run fails.  Separately, a probe without PYTHON_GIL tells whether reactio *declares*
-# free-threading support (Py_mod_gil): without the Cython directive freethreading_compatible
-# importing it turns the GIL back on (RuntimeWarning), and PYTHON_GIL=0 is what keeps it off.
+# or the run fails.  Nothing sets PYTHON_GIL: the extension modules declare that they run
+# without the GIL (# cython: freethreading_compatible = True, Py_mod_gil), and a probe checks
+# that importing reactio leaves it disabled (without the declaration, the interpreter turns the
+# GIL back on with a RuntimeWarning).
 #
 # Environment:
 #   REACTIO_FT_DIR           cache folder (default /var/cache/reactio-ft): the chroot, sources,
 #                            builds, logs; a second run on the same machine takes seconds
-#   REACTIO_FREETHREADING=1  build reactio with the Cython directive freethreading_compatible
-#                            (setup.py knob), so that the module declares it needs no GIL; the
-#                            probe then must find the GIL still disabled
 #   REACTIO_FT_PATCH=FILE    apply this patch (-p1) to the scratch copy before building: try a
 #                            core change under 3.13t without touching the working tree
 #   REACTIO_FT_MIRROR        the Debian mirror (default: the host's own, from /etc/apt)
@@ -255,15 +253,15 @@ setup_venv() {
 # ---------------------------------------------------------------- 4. reactio
 # The working tree is copied (rsync, honouring .gitignore) into a scratch copy that keeps its
 # build products between runs, so an unchanged tree is not re-cythonized.  Each flavour and
-# each value of REACTIO_FREETHREADING has its own copy (the directive changes the C code).
+# each patch has its own copy.
 build_reactio() {
-  local knob=${REACTIO_FREETHREADING:-0} patch=${REACTIO_FT_PATCH:-} sum=
+  local patch=${REACTIO_FT_PATCH:-} sum=
   if [ -n "$patch" ]; then
     [ -r "$patch" ] || die "REACTIO_FT_PATCH=$patch: no such file"
     sum=$(sha256sum "$patch" | cut -c1-12)
     cp "$patch" "$R/tmp/reactio-ft.patch"
   fi
-  SCRATCH=/work/$flavour-directive$knob${sum:+-patch$sum}
+  SCRATCH=/work/$flavour${sum:+-patch$sum}
   log "copying the working tree to $SCRATCH (chroot)"
   in_root sh -c "mkdir -p $SCRATCH && rsync -a --delete --filter=':- .gitignore' --exclude=/.git \
     /mnt/tree/ $SCRATCH/"
@@ -278,8 +276,8 @@ build_reactio() {
   # build of reactio (-O0 -g3, invariant checks on) gives reports with line numbers
   local debug=${REACTIO_DEBUG:-0} cflags=
   if [ "$flavour" = ft-tsan ]; then debug=1; cflags=-fsanitize=thread; fi
-  log "building reactio (REACTIO_FREETHREADING=$knob${cflags:+, REACTIO_DEBUG=1 $cflags}) into $VENV"
-  logged "reactio-build-$flavour" in_root REACTIO_FREETHREADING="$knob" REACTIO_DEBUG="$debug" \
+  log "building reactio${cflags:+ (REACTIO_DEBUG=1 $cflags)} into $VENV"
+  logged "reactio-build-$flavour" in_root REACTIO_DEBUG="$debug" \
     CFLAGS="$cflags" LDFLAGS="$cflags" \
     sh -c "cd $SCRATCH && python -m pip install -v --no-build-isolation --no-deps . \
       && python -m pip show reactio >/dev/null"
@@ -289,16 +287,11 @@ build_reactio() {
 warnings.simplefilter(\"always\")
 import reactio
 print(\"GIL\", sys._is_gil_enabled())"' 2>&1 | grep -v '^  *import reactio' | tr '\n' ' ') || true
-  if [ "$(printf '%s' "$probe" | sed 's/ *$//')" = "GIL False" ]; then
-    DECLARED=1
-    log "probe: import reactio keeps the GIL disabled (the module declares Py_MOD_GIL_NOT_USED)"
-  else
-    DECLARED=0
-    log "probe: import reactio turns the GIL back on (no freethreading_compatible directive):"
-    log "  $probe"
-    [ "$knob" = 1 ] && die "built with REACTIO_FREETHREADING=1 and the GIL still comes back"
-    log "  the tests below run with PYTHON_GIL=0, which keeps it off (at the module's own risk)"
+  if [ "$(printf '%s' "$probe" | sed 's/ *$//')" != "GIL False" ]; then
+    die "import reactio turns the GIL back on (is an extension module missing the directive
+    freethreading_compatible?): $probe"
   fi
+  log "probe: import reactio keeps the GIL disabled (the modules declare Py_MOD_GIL_NOT_USED)"
 }
 
 run_tests() {
@@ -312,11 +305,11 @@ run_tests() {
   [ -z "$timeout" ] && [ "$flavour" = ft-tsan ] && timeout=600
   local report=/tmp/reactio-ft-gilcheck.txt
   in_root rm -rf "$report" /tmp/tsan
-  log "pytest (PYTHON_GIL=0): ${sel[*]} ${pytest_args[*]:-}"
+  log "pytest (GIL disabled): ${sel[*]} ${pytest_args[*]:-}"
   local rc=0
   in_root mkdir -p /tmp/tsan
   set +e
-  in_root PYTHON_GIL=0 REACTIO_FT_GILCHECK="$report" PYTHONPATH="$SCRATCH/tools" \
+  in_root REACTIO_FT_GILCHECK="$report" PYTHONPATH="$SCRATCH/tools" \
     REACTIO_FT_FULL="${REACTIO_FT_FULL:-$FULL_DEFAULT}" "$TSAN_ENV" \
     sh -c "cd $SCRATCH && exec python -X faulthandler -m pytest -p ft_gilcheck -p no:cacheprovider \
       -rfEs ${timeout:+-o timeout=$timeout} \"\$@\"" pytest \
@@ -331,7 +324,7 @@ run_tests() {
     *) log "GIL check FAILED: $verdict"; [ $rc -eq 0 ] && rc=3 ;;
   esac
   [ "$flavour" = ft-tsan ] && tsan_summary
-  log "done (pytest exit code $rc; reactio declares free-threading: $([ "$DECLARED" = 1 ] && echo yes || echo no);" \
+  log "done (pytest exit code $rc;" \
       "output in $W/logs/last-run-$flavour.log)"
   return "$rc"
 }

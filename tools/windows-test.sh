@@ -81,7 +81,7 @@ setup_cython() {   # the host's Cython if it has one, else a private copy in the
   if "$PY" -c 'import Cython' 2>/dev/null; then return; fi
   if [ ! -d "$W/hostpy/Cython" ]; then
     log "installing Cython for the host into $W/hostpy"
-    "$PY" -m pip install -q --target "$W/hostpy" 'Cython>=3.0.8'
+    "$PY" -m pip install -q --target "$W/hostpy" 'Cython>=3.1'
   fi
   export PYTHONPATH="$W/hostpy${PYTHONPATH:+:$PYTHONPATH}"
 }

@@ -1,4 +1,5 @@
 # cython: language_level=3, auto_pickle=False
+# cython: freethreading_compatible = True
 """reactio's hot loop: the runtime, reactor slots, framed reading, queued sending, commands and
 timers.
 

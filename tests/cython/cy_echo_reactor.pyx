@@ -1,4 +1,5 @@
 # cython: language_level=3
+# cython: freethreading_compatible = True
 """Reactors written in Cython against reactio's public .pxd: the runtime calls them through
 the C vtable, and on_inbound_raw / send_raw move bytes without building Python objects."""
 from libc.stdint cimport int64_t

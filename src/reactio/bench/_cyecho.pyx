@@ -1,4 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+# cython: freethreading_compatible = True
 """The Cython reactors of the ``reactio-cy`` leg of ``python -m reactio.bench``.
 
 They are what a user who wants reactio's floor writes: cdef subclasses of ``Reactor`` that
