@@ -152,6 +152,14 @@ def _parser() -> argparse.ArgumentParser:
                     help="run every server as N processes sharing its port (SO_REUSEPORT; "
                          "reactio: reactio.workers.run); the pin default becomes none, so "
                          "that the workers can use every CPU")
+    sp.add_argument("--threads", type=_conns, metavar="N[,N...]",
+                    help="reactio-py/reactio-cy: the server is one process whose "
+                         "ThreadedReactorMgr runs N runtimes, each listening on the port with "
+                         "reuse_port=True (a list runs each N; the pin default becomes none)")
+    sp.add_argument("--in-process", action="store_true",
+                    help="with --threads: no load generator; N threads each echo over a "
+                         "loopback connection inside their own runtime, CPU-bound (what a "
+                         "free-threaded CPython gains; rounds default 3)")
     common(sp, "split")
 
     def basic(sp: argparse.ArgumentParser, default_rounds: int) -> None:
@@ -279,6 +287,23 @@ def _replot(json_file: str, png_file: str) -> int:
     return 0
 
 
+def _in_process(args: argparse.Namespace, argv: List[str]) -> int:
+    """scale --threads N[,N...] --in-process: no child process, no load generator."""
+    from . import threads
+    if not args.threads or args.legs:
+        print("error: --in-process needs --threads and runs reactio-py only (no --legs)",
+              file=sys.stderr)
+        return 2
+    result = threads.run_in_process(args.threads, args.size, args.warmup, args.duration,
+                                    args.rounds or 3)
+    print(threads.in_process_table(result), flush=True)
+    if args.json:
+        report.write_json(args.json, machine.machine_info(), [result],
+                          ["python -m reactio.bench"] + argv)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _bench(args: argparse.Namespace, argv: List[str]) -> int:
     from . import cbuild, plot, tools
     want_plot: Optional[str] = getattr(args, "plot", None)
@@ -291,12 +316,19 @@ def _bench(args: argparse.Namespace, argv: List[str]) -> int:
     if getattr(args, "spin", False) and args.pin == "same-core":
         print("warning: --spin with --pin same-core makes the two processes fight for one "
               "CPU; the figures will mostly measure the scheduler", file=sys.stderr)
+    if args.command == "scale" and args.in_process:
+        return _in_process(args, argv)
     default = PINGPONG_DEFAULT_LEGS if args.command == "pingpong" and not args.compare \
         else list(ALL_LEGS)
+    if args.command == "scale" and args.threads:
+        default = ["reactio-py", "reactio-cy"]          # the legs with a threaded server
     try:
         names = legs_mod.parse_legs(args.legs, default)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.command == "scale" and args.threads and set(names) - set(default):
+        print("error: --threads: the reactio-py and reactio-cy legs only", file=sys.stderr)
         return 2
     if args.command == "cost":
         try:
@@ -328,11 +360,14 @@ def _bench(args: argparse.Namespace, argv: List[str]) -> int:
         elif args.command == "scale":
             from . import scale
             pin = args.pin
-            if args.workers and not any(a == "--pin" or a.startswith("--pin=") for a in argv):
-                pin = "none"            # N worker processes pinned to one CPU cannot scale
-            result = scale.run(legs, args.conns, args.size, args.warmup, args.duration,
-                               args.rounds or 1, pin, args.spin, progress, args.workers)
-            text = report.scale_table(result, line)
+            if ((args.workers or args.threads)
+                    and not any(a == "--pin" or a.startswith("--pin=") for a in argv)):
+                pin = "none"            # N workers or threads pinned to one CPU cannot scale
+            runs = [scale.run(legs, args.conns, args.size, args.warmup, args.duration,
+                              args.rounds or 1, pin, args.spin, progress, args.workers, n)
+                    for n in (args.threads or [None])]
+            text = "\n".join(report.scale_table(r, line) for r in runs)
+            result = dict(runs[0], results=[b for r in runs for b in r["results"]])
         elif args.command == "pipeline":
             from . import pipeline
             result = pipeline.run(legs, args.depth, args.size, args.count, args.warmup,

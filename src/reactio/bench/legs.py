@@ -182,10 +182,11 @@ class Leg:
         return lines[-1] if lines else f"import check failed (exit status {out.returncode})"
 
     def server_argv(self, conns: int, spin: bool, timeout: float,
-                    workers: Optional[int] = None) -> List[str]:
+                    workers: Optional[int] = None, threads: Optional[int] = None) -> List[str]:
         """A server that prints ``port N``, serves ``conns`` connections, exits after; with
         ``workers``, one that serves from that many processes sharing the port
-        (SO_REUSEPORT) until SIGTERM, then exits 0."""
+        (SO_REUSEPORT) until SIGTERM, then exits 0; with ``threads``, the same from one
+        process running that many runtime threads (reactio legs only)."""
         if self.name == FLOOR:
             argv = [str(self._exes["server"]), "--conns", str(conns)]
         else:
@@ -194,6 +195,8 @@ class Leg:
         argv += ["--timeout", str(int(timeout) + 1)]
         if workers:
             argv += ["--workers", str(workers)]
+        if threads:
+            argv += ["--threads", str(threads)]
         return argv + (["--spin"] if spin else [])
 
     def client_argv(self, port: int, count: int, warmup: int, size: int, out: Path,

@@ -69,7 +69,9 @@ def scale_table(result: Dict[str, Any], machine_line: str) -> str:
              f"load generator, {p['duration']:g} s measured per run after {p['warmup']:g} s "
              f"warm-up, {p['rounds']} round(s), pin {pin}"
              + (f", every server in {p['workers']} process{'es' if p['workers'] > 1 else ''}"
-                " sharing its port (SO_REUSEPORT)" if p.get("workers") else ""),
+                " sharing its port (SO_REUSEPORT)" if p.get("workers") else "")
+             + (f", the server one process of {p['threads']} runtime thread(s) "
+                "(ThreadedReactorMgr, reuse_port)" if p.get("threads") else ""),
              "latency in µs, server CPU in µs per message, ratios to the C server"]
     head = (f"{'conns':>6}  {'leg':<11}{'msgs/s':>11}{'p50':>9}{'p99':>9}{'p99.9':>9}"
             f"{'cpu/msg':>9}{'cpu%':>7}{'msgs/C':>8}{'cpu/C':>8}")

@@ -72,18 +72,20 @@ RunFigures = Tuple["array[int]", int, int, float]
 
 def run_once(leg: Leg, loadgen: Path, conns: int, size: int, warmup: float, duration: float,
              pins: Pins, spin: bool, workdir: Path, progress: Progress,
-             label: str, workers: Optional[int] = None) -> RunFigures:
+             label: str, workers: Optional[int] = None,
+             threads: Optional[int] = None) -> RunFigures:
     """One server + load generator run: (samples, messages, elapsed_ns, server_cpu_s).
 
     With ``workers``, the server runs that many processes sharing its port; it is stopped
     with SIGTERM after the load generator is done (it must then exit 0), and its CPU time is
-    that of its whole process tree."""
+    that of its whole process tree.  With ``threads`` it is one process (all its threads'
+    CPU time), stopped the same way."""
     out = workdir / f"scale-{leg.name}-{conns}.samples"
     timeout = STARTUP_TIMEOUT + CONNECT_TIMEOUT + warmup + duration + 30
     server_cpus, client_cpus = pins
     cpu_of = tree_cpu_seconds if workers else cpu_seconds
     progress.update(f"{label}: starting")
-    with Child(f"{leg.name} server", leg.server_argv(conns, spin, timeout, workers),
+    with Child(f"{leg.name} server", leg.server_argv(conns, spin, timeout, workers, threads),
                workdir=workdir, cpus=server_cpus, env=leg.env) as server:
         line = server.read_line(deadline_in(STARTUP_TIMEOUT))
         if not line or not line.startswith("port "):
@@ -117,8 +119,8 @@ def run_once(leg: Leg, loadgen: Path, conns: int, size: int, warmup: float, dura
                     break
             if lg.wait(deadline_in(10)) != 0:
                 raise lg.failure("failed")
-        if workers:
-            server.signal(signal.SIGTERM)       # worker servers serve until told to stop
+        if workers or threads:
+            server.signal(signal.SIGTERM)       # these servers serve until told to stop
         if server.wait(deadline_in(30)) != 0:
             raise server.failure("failed")
     if cpu0 is None or cpu1 is None or result is None:
@@ -133,7 +135,7 @@ def run_once(leg: Leg, loadgen: Path, conns: int, size: int, warmup: float, dura
 
 def run(legs: List[Leg], conns_list: List[int], size: int, warmup: float, duration: float,
         rounds: int, pin: str, spin: bool, progress: Progress,
-        workers: Optional[int] = None) -> Dict[str, Any]:
+        workers: Optional[int] = None, threads: Optional[int] = None) -> Dict[str, Any]:
     pins = pin_plan(pin)
     require_nofile(max(conns_list))  # the raised limit is inherited by the children
     loadgen = cbuild.build("loadgen")  # BuildError: no scale run at all without it
@@ -146,8 +148,10 @@ def run(legs: List[Leg], conns_list: List[int], size: int, warmup: float, durati
                 label = f"scale {conns} conns, round {r + 1}/{rounds}, {leg.name}"
                 if workers:
                     label += f" x{workers}"
+                if threads:
+                    label += f" {threads} threads"
                 return run_once(leg, loadgen, conns, size, warmup, duration, pins, spin,
-                                workdir, progress, label, workers)
+                                workdir, progress, label, workers, threads)
 
             def record(res: ScaleResult, r: int, fig: RunFigures) -> None:
                 samples, msgs, elapsed, cpu = fig
@@ -159,12 +163,13 @@ def run(legs: List[Leg], conns_list: List[int], size: int, warmup: float, durati
             per_leg = run_rounds(legs, available, skipped, ScaleResult, rounds, measure, record,
                                  "scale", progress, where=f" at {conns} conns")
             floor = per_leg.get(FLOOR)
-            results.append({"conns": conns,
+            results.append({"conns": conns, "threads": threads,
                             "legs": [per_leg[leg.name].to_dict(floor) for leg in legs]})
     return {
         "command": "scale",
         "params": {"conns": conns_list, "size": size, "warmup": warmup, "duration": duration,
                    "rounds": rounds, "pin": pin, "spin": spin, "workers": workers,
+                   "threads": threads,
                    "cpus": pins_json(pins),
                    "legs": [leg.name for leg in legs]},
         "results": results,

@@ -1,7 +1,7 @@
 """Entry point of the harness's Python children: ``python -m reactio.bench.worker``.
 
     worker check  LEG                      exit 0 when LEG's modules import, else say why
-    worker server LEG [--conns N] [--spin] [--timeout S] [--workers W]
+    worker server LEG [--conns N] [--spin] [--timeout S] [--workers W | --threads T]
     worker client LEG --port P --count N --warmup W --size B --out FILE [--spin] [--timeout S]
 
 The protocol with the harness (the same as the C programs'): the server prints
@@ -15,7 +15,9 @@ child never outlives a harness that was killed.
 on the announced port with SO_REUSEPORT, until SIGTERM, which stops them all; it then exits
 0 (``--conns`` does not apply). The reactio-py and reactio-cy legs run them with
 ``reactio.workers.run``; the other legs with ``run_forked`` below, which works the same way
-as the C server's ``--workers``.
+as the C server's ``--workers``.  ``--threads T`` (``scale --threads``, reactio-py and
+reactio-cy): the same, from one process whose ThreadedReactorMgr runs T runtimes
+(``threads.serve_threads``).
 """
 from __future__ import annotations
 
@@ -208,6 +210,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--spin", action="store_true")
     p.add_argument("--timeout", type=int, default=600)
     p.add_argument("--workers", type=int)
+    p.add_argument("--threads", type=int)
     a = p.parse_args(argv)
 
     if a.role == "check":
@@ -223,7 +226,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     raise_nofile_limit()
     mod = _impl(a.leg)
     if a.role == "server":
-        if a.workers:
+        if a.threads:
+            from .threads import serve_threads
+            serve_threads(a.leg, a.threads, announce_port)
+        elif a.workers:
             mod.serve_workers(a.leg, a.workers, a.spin, announce_port, a.timeout)
         else:
             mod.serve(a.leg, a.conns, a.spin, announce_port)
