@@ -72,6 +72,7 @@ class Target(Reactor):
 
     def on_connected(self, ctx, listener_id):
         self.reactor_id = ctx.reactor_id
+        self.ctx = ctx
         self.connected.set()
 
     def on_inbound_message(self, buf, new_bytes, decoded_msg_size, ctx):
@@ -589,3 +590,91 @@ def test_name_lookups_from_many_runtimes_at_once():
              if t.name.startswith("reactio-resolver")}
     assert len(pools) <= 1, pools
     assert _net._resolver is not None
+
+
+# ----------------------------------------------------------------------------- ownership
+# A runtime is used from one thread: what only its loop thread may do is refused elsewhere
+# (docs/internals-threading.md, C4, C9, C10).
+
+def test_two_threads_racing_for_one_runtime_one_is_refused():
+    """process_events() claims the loop by compare-and-swap: of two threads calling it at
+    once, one runs and the other gets RuntimeError; nothing else happens, and the runtime
+    still works afterwards."""
+    rounds = n(20_000, 2_000)
+    unexpected: list[BaseException] = []
+    refused = [0, 0]
+    with ReactRuntime() as rt:
+        done: list[Any] = []
+        start = threading.Barrier(2)
+
+        def hammer(k: int) -> None:
+            start.wait()
+            for _ in range(rounds):
+                try:
+                    rt.process_events(0)
+                except RuntimeError as exc:
+                    if "another thread" not in str(exc):
+                        unexpected.append(exc)
+                    refused[k] += 1
+                except BaseException as exc:
+                    unexpected.append(exc)
+
+        ts = [threading.Thread(target=hammer, args=(k,)) for k in range(2)]
+        rt.cmd_sender.send_call(lambda: 1, None, done.append)
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(120)
+        assert not unexpected, unexpected[:3]
+        rt.cmd_sender.send_call(lambda: 2, None, done.append)
+        while len(done) < 2:
+            rt.process_events(0.1)
+        assert done == [1, 2]
+
+
+def run_in_thread(rt: ReactRuntime) -> threading.Thread:
+    """rt.run_forever() on a new thread, once it runs there."""
+    running = threading.Event()
+    rt.cmd_sender.send_call(running.set)
+    t = threading.Thread(target=rt.run_forever, args=(LONG_POLL,))
+    t.start()
+    assert running.wait(10), "run_forever did not start"
+    return t
+
+
+def test_timer_cancel_from_another_thread_is_refused_while_it_runs():
+    with ReactRuntime() as rt:
+        handles: list[Any] = []
+        t = run_in_thread(rt)
+        try:
+            rt.cmd_sender.send_call(lambda: rt.call_later(3600, print), None, handles.append)
+            wait_for(lambda: handles, 10, "call_later on the loop thread")
+            h = handles[0]
+            with pytest.raises(RuntimeError, match="send_call"):
+                h.cancel()
+            assert not h.cancelled()
+            rt.cmd_sender.send_call(h.cancel, None, handles.append)
+            wait_for(lambda: len(handles) == 2, 10, "cancel through send_call")
+            assert h.cancelled() and rt.count_deferred_queue() == 0
+        finally:
+            rt.stop()
+            t.join(10)
+        assert not t.is_alive()
+
+
+@pytest.mark.skipif(not FREE_THREADED, reason="the stream's thread check is compiled in on "
+                    "free-threaded (and debug) builds only; under the GIL it costs nothing")
+def test_stream_used_from_another_thread_is_refused_while_its_runtime_runs():
+    with ThreadedReactorMgr(1, poll_timeout=LONG_POLL) as mgr:
+        target = open_target(mgr, 0)
+        with pytest.raises(RuntimeError, match="another thread"):
+            target.ctx.send_or_que(b"x")
+        with pytest.raises(RuntimeError, match="another thread"):
+            target.ctx.send_no_que(b"x")
+        with pytest.raises(RuntimeError, match="another thread"):
+            target.ctx.close()
+        done: list[Any] = []          # the same calls on the loop thread are fine
+        mgr.get_cmd_sender(0).send_call(lambda: target.ctx.send_or_que(b"x"), None,
+                                        done.append)
+        wait_for(lambda: done, 10, "send on the loop thread")
+        assert not isinstance(done[0], BaseException), done
