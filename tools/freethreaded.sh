@@ -8,12 +8,16 @@
 # (it is bind-mounted read-only), and nothing is installed into the host's Python.
 #
 # usage: tools/freethreaded.sh [--setup-only | --build-only] [--tsan] [pytest args...]
+#        tools/freethreaded.sh [--tsan] --exec CMD [ARGS...]
 #   (default)     set up (cached), build reactio, run `python -m pytest -q tests/ -m "not stress"`
 #                 ... the GIL disabled; pytest args are passed on (a path argument or -m
 #                 replaces the default selection), e.g. `tools/freethreaded.sh -m stress`
 #   --setup-only  only the chroot, the interpreter and its venv (pytest, pytest-timeout,
 #                 hypothesis, Cython>=3.1, setuptools>=77)
 #   --build-only  set up and build reactio, then stop (the free-threaded compile check)
+#   --exec CMD    set up and build reactio, then run CMD in the scratch copy with the venv's
+#                 python first on PATH (e.g. --exec python -m reactio.bench scale --threads
+#                 1,2 --in-process); extra environment as VAR=value words before CMD
 #   --tsan        the same with an interpreter configured --with-thread-sanitizer too (its own
 #                 prefix, venv and scratch copy; reactio is a debug build with -fsanitize=thread;
 #                 small test counts; reports are collected, summarized in
@@ -61,11 +65,13 @@ ARGS=("$@")
 mode=test
 flavour=ft
 pytest_args=()
+exec_args=()
 while [ $# -gt 0 ]; do
   case $1 in
     --setup-only) mode=setup ;;
     --build-only) mode=build ;;
     --tsan) flavour=ft-tsan ;;
+    --exec) mode=exec; shift; exec_args=("$@"); break ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     --) shift; pytest_args+=("$@"); break ;;
     *) pytest_args+=("$1") ;;
@@ -386,4 +392,8 @@ case $mode in
   setup) log "setup done: $R$VENV/bin/python" ;;
   build) build_reactio; log "build done" ;;
   test) build_reactio; run_tests ;;
+  exec) build_reactio
+        [ ${#exec_args[@]} -gt 0 ] || die "--exec needs a command"
+        log "exec (GIL as the interpreter and reactio leave it): ${exec_args[*]}"
+        in_root "$TSAN_ENV" sh -c "cd $SCRATCH && exec env \"\$@\"" exec "${exec_args[@]}" ;;
 esac
