@@ -195,17 +195,26 @@ cdef class CmdSender:
 cdef inline int _claim(ReactRuntime rt, bint closing) except -1:
     """Become the runtime's loop thread (process_events, close): one thread at a time,
     claimed by compare-and-swap (C4 of docs/internals-threading.md) and given back with
-    rio_store_int(&rt.in_process, 0).  1: close() finds the runtime closed already."""
+    _unclaim.  1: close() finds the runtime closed already."""
     cdef int free_ = 0
     if not rio_cas_int(&rt.in_process, &free_, 1):
         return _refuse_claim(rt, closing)
     if rio_load_int(&rt.closed):        # (read under the claim: close() holds it too)
-        rio_store_int(&rt.in_process, 0)
+        _unclaim(rt)
         if closing:
             return 1
         raise RuntimeClosedError("the runtime is closed")
     rio_store_ulong(&rt.owner_thread, PyThread_get_thread_ident())
     return 0
+
+
+cdef inline void _unclaim(ReactRuntime rt) noexcept:
+    # Free-threaded: forget the owner first, so that a thread losing the next claim before
+    # its winner stores its id never reads its own id from an earlier run ("re-entrant").
+    # Under the GIL the claim and the store are one step: nothing to forget.
+    if RIO_FREE_THREADED:
+        rio_store_ulong(&rt.owner_thread, 0)
+    rio_store_int(&rt.in_process, 0)
 
 
 cdef int _refuse_claim(ReactRuntime rt, bint closing) except -1:

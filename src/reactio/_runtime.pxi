@@ -242,7 +242,7 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
                 _run_ready(self)
             return not self._idle()
         finally:
-            rio_store_int(&self.in_process, 0)
+            _unclaim(self)
 
     # ------------------------------------------------------------------ another event loop
 
@@ -306,7 +306,7 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
             try:
                 _be_teardown(self)
             finally:
-                rio_store_int(&self.in_process, 0)
+                _unclaim(self)
         if interrupted is not None:
             raise interrupted
 
