@@ -241,6 +241,7 @@ cdef class ReactRuntime:
     cdef int closed                 # written by the loop thread, read anywhere (atomic)
     cdef int in_process             # claimed by compare-and-swap: one loop thread at a time
     cdef int stopping               # set by stop() on any thread, taken by run_forever
+    cdef bint shutting_down         # shutdown() began: no connect or listen starts
     cdef readonly Py_ssize_t max_send_queue, max_msg_size, high_water, low_water
     cdef readonly double drain_timeout
 
