@@ -191,10 +191,13 @@ def in_process_table(result: Dict[str, Any]) -> str:
             f" load average {it['load'][0]:.2f} at the end\n"
             f"scale --in-process: N threads, each a runtime echoing {result['params']['size']} B"
             f" over one loopback connection (Python reactors, busy-polling); best of "
-            f"{result['params']['rounds']} round(s) of {result['params']['duration']:g} s\n\n")
-    lines = [f"{'threads':>7} {'msgs/s':>12} {'vs first':>9} {'cpu us/msg':>11}  rounds (msgs/s)"]
+            f"{result['params']['rounds']} round(s) of {result['params']['duration']:g} s; cores ="
+            " the process's CPU time / elapsed time (with the GIL at most about 1)\n\n")
+    lines = [f"{'threads':>7} {'msgs/s':>12} {'vs first':>9} {'cpu us/msg':>11} {'cores':>6}"
+             "  rounds (msgs/s)"]
     for r in result["results"]:
         rounds = ", ".join(f"{x:,.0f}" for x in r["rounds"])
         lines.append(f"{r['threads']:>7} {r['messages_per_s']:>12,.0f} "
-                     f"{r['ratio_to_first']:>8.2f}x {r['cpu_us_per_msg']:>11.2f}  {rounds}")
+                     f"{r['ratio_to_first']:>8.2f}x {r['cpu_us_per_msg']:>11.2f} "
+                     f"{r['cpu_s'] / r['elapsed_s']:>6.2f}  {rounds}")
     return head + "\n".join(lines) + "\n"
