@@ -282,7 +282,7 @@ build_reactio() {
   # build of reactio (-O0 -g3, invariant checks on) gives reports with line numbers
   local debug=${REACTIO_DEBUG:-0} cflags=
   if [ "$flavour" = ft-tsan ]; then debug=1; cflags=-fsanitize=thread; fi
-  if [ "$flavour" = ft-tsan ] && [ -x "$R/opt/venv313t/bin/python" ]; then
+  if [ "$flavour" = ft-tsan ] && [ -f "$R/opt/venv313t/pyvenv.cfg" ]; then
     # cythonize with the uninstrumented 3.13t (setup.py cythonizes at import; the generated C
     # is the same): under TSan the Cython compiler itself runs ten times slower
     logged cythonize-ft-tsan in_root sh -c "cd $SCRATCH && /opt/venv313t/bin/python setup.py --name"
