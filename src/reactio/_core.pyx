@@ -43,6 +43,7 @@ from reactio cimport _iocp as w
 
 import collections
 import enum
+import errno
 import functools
 import heapq
 import operator
@@ -51,7 +52,7 @@ import os
 import types
 import warnings
 
-from reactio import _net
+from reactio import _net, _unix
 from reactio.errors import (CommandNotHandledError, MessageResultError, MessageTooLargeError,
                             ReactioError, ReactorClosedError, ReactorNotFoundError,
                             RuntimeClosedError, SendQueueOverflowError)

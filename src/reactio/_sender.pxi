@@ -137,10 +137,14 @@ cdef class DispatchContext:
 
     @property
     def nodelay(self):
+        """TCP_NODELAY; always False on a Unix stream (no such option there; setting it is
+        a no-op, so one reactor serves both transports)."""
         cdef int v = 0
         cdef socklen_t n = sizeof(v)
         self._check_fd()
         if rio_getsockopt(self.fd, IPPROTO_TCP, TCP_NODELAY, &v, &n) != 0:
+            if _is_unix_socket(self.fd):
+                return False
             raise _net.os_error(rio_errno(), "getsockopt(TCP_NODELAY)")
         return v != 0
 
@@ -149,7 +153,8 @@ cdef class DispatchContext:
         cdef int v = on
         self._check_fd()
         if rio_setsockopt(self.fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof(v)) != 0:
-            raise _net.os_error(rio_errno(), "setsockopt(TCP_NODELAY)")
+            if not _is_unix_socket(self.fd):
+                raise _net.os_error(rio_errno(), "setsockopt(TCP_NODELAY)")
 
     def _check_fd(self):
         if self.state == ST_CLOSED:
@@ -430,7 +435,9 @@ cdef class AutoSendBuffer:
         return False
 
 
-cdef object _sockaddr_to_tuple(sockaddr *sa):
+cdef object _sockaddr_to_tuple(sockaddr *sa, socklen_t n):
+    """(host, port[, flow, scope]) for IP; for AF_UNIX the str of _unix.format_address (the
+    path, "@name", "" when unnamed), ``n`` bytes of address counted."""
     cdef char host[64]
     cdef sockaddr_in *sin
     cdef sockaddr_in6 *sin6
@@ -443,7 +450,16 @@ cdef object _sockaddr_to_tuple(sockaddr *sa):
         inet_ntop(AF_INET6, &sin6.sin6_addr, host, sizeof(host))
         return ((<bytes>host).decode("ascii"), ntohs(sin6.sin6_port),
                 ntohl(sin6.sin6_flowinfo), sin6.sin6_scope_id)
+    if sa.sa_family == AF_UNIX:
+        n = min(max(n, sizeof(sa.sa_family)), sizeof(sockaddr_un))
+        return _unix.format_address((<sockaddr_un *>sa).sun_path[:n - sizeof(sa.sa_family)])
     return None
+
+
+cdef bint _is_unix_socket(int fd) noexcept:
+    cdef sockaddr_storage ss
+    cdef socklen_t n = sizeof(ss)
+    return getsockname(fd, <sockaddr *>&ss, &n) == 0 and ss.ss_family == AF_UNIX
 
 
 cdef object _sock_address(int fd, bint peer):
@@ -456,4 +472,4 @@ cdef object _sock_address(int fd, bint peer):
         rc = getsockname(fd, <sockaddr *>&ss, &n)
     if rc != 0:
         raise _net.os_error(rio_errno(), "getpeername" if peer else "getsockname")
-    return _sockaddr_to_tuple(<sockaddr *>&ss)
+    return _sockaddr_to_tuple(<sockaddr *>&ss, n)
