@@ -242,3 +242,43 @@ def test_connect_to_a_full_backlog_fails_at_once(rt, unix_dir):
         assert all(isinstance(r, reactio.ReactorID) for r in results[:-1])
     finally:
         srv.close()
+
+
+@pytest.mark.skipif(not LINUX, reason="the abstract namespace is Linux's")
+def test_a_second_listener_on_an_abstract_name_is_refused(rt):
+    name = f"unix:@reactio-test-twice-{os.getpid()}"
+    lid, addr = listen_factory(rt, EchoReactor, addr=name)
+    err = try_listen(rt, name)
+    assert isinstance(err, OSError) and err.errno == errno.EADDRINUSE, err
+
+
+def test_a_listener_whose_on_start_listen_fails_removes_its_file(rt, unix_dir, expected_errors):
+    path = os.path.join(unix_dir, "failed.sock")
+
+    class Refuses(DefaultTcpListenerHandler):
+        def on_start_listen(self, reactor_id, cmd_sender):
+            raise RuntimeError("not today")
+
+    err = try_listen(rt, "unix:" + path, Refuses(lambda n, p: EchoReactor()))
+    assert isinstance(err, RuntimeError)
+    assert not os.path.exists(path)
+    assert expected_errors.matching("on_start_listen raised RuntimeError")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_runtime_closed_in_a_forked_child_leaves_the_parents_file(rt, unix_dir):
+    path = os.path.join(unix_dir, "forked.sock")
+    lid, addr = listen_factory(rt, EchoReactor, addr="unix:" + path)
+    pid = os.fork()
+    if pid == 0:                                    # the child: close its copy, nothing else
+        try:
+            rt.close()
+        finally:
+            os._exit(0 if os.path.exists(path) else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert os.path.exists(path)
+    peer = raw_client(addr)                         # the parent still serves on it
+    peer.sendall(frame(b"parent"))
+    assert recv_exact_nb(rt, peer, 16) == frame(b"parent")
+    peer.close()

@@ -74,7 +74,10 @@ def _check_existing(path: str) -> None:
         if err in (0, errno.EAGAIN):
             raise OSError(errno.EADDRINUSE, "another listener is live on this socket")
         raise OSError(err, os.strerror(err))
-    os.unlink(path)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass                            # another server removed it first; bind() decides
     log.info("removed the stale Unix socket file %r (nobody listened on it)", path)
 
 
