@@ -5,6 +5,7 @@ semantics shared with TCP are the tests taking the ``stream_addr`` fixture (test
 test_close_semantics.py, test_framing.py).  The IOCP backend refuses these addresses: the last
 test checks that, under wine."""
 import errno
+import gc
 import logging
 import os
 import socket
@@ -282,3 +283,20 @@ def test_a_runtime_closed_in_a_forked_child_leaves_the_parents_file(rt, unix_dir
     peer.sendall(frame(b"parent"))
     assert recv_exact_nb(rt, peer, 16) == frame(b"parent")
     peer.close()
+
+
+def test_a_runtime_dropped_without_close_leaves_a_stale_file_the_next_listener_replaces(
+        unix_dir):
+    path = os.path.join(unix_dir, "dropped.sock")
+    first = reactio.ReactRuntime()
+    listen_factory(first, EchoReactor, addr="unix:" + path)
+    del first                                       # no close(): __dealloc__ runs no Python
+    gc.collect()
+    assert stat.S_ISSOCK(os.lstat(path).st_mode)    # left behind, and stale now
+    with reactio.ReactRuntime() as rt:
+        lid, addr = listen_factory(rt, EchoReactor, addr="unix:" + path)
+        peer = raw_client(addr)
+        peer.sendall(frame(b"again"))
+        assert recv_exact_nb(rt, peer, 15) == frame(b"again")
+        peer.close()
+    assert not os.path.exists(path)
