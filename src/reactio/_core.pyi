@@ -110,7 +110,8 @@ class Reactor:
 class MsgReader:
     """Per-stream receive buffer and framing dispatch loop."""
 
-    def __new__(cls, min_reserve: int, max_msg_size: int) -> MsgReader: ...
+    @deprecated("the runtime makes each stream's reader (DispatchContext.reader)")
+    def __init__(self, min_reserve: int, max_msg_size: int) -> None: ...
     @property
     def recv_buffer_min_size(self) -> int: ...
     @property
@@ -127,7 +128,8 @@ class MsgReader:
 class MsgSender:
     """Per-stream send queue and in-order send completions."""
 
-    def __new__(cls, max_send_queue: int, high_water: int, low_water: int) -> MsgSender: ...
+    @deprecated("the runtime makes each stream's sender (DispatchContext.sender)")
+    def __init__(self, max_send_queue: int, high_water: int, low_water: int) -> None: ...
     @property
     @deprecated("use DispatchContext.send_queue_size")
     def queued(self) -> int: ...
