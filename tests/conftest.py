@@ -87,5 +87,6 @@ def stream_addr(request):
     if request.param == "tcp":
         return "127.0.0.1:0"
     if reactio.BACKEND == "iocp":
-        pytest.skip("the IOCP backend refuses Unix sockets (test_unix.py tests the refusal)")
+        pytest.skip("the IOCP backend refuses Unix sockets "
+                    "(test_unix_streams.py::test_iocp_refuses_unix_addresses)")
     return f"unix:{request.getfixturevalue('unix_dir')}/s.sock"
