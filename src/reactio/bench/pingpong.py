@@ -154,24 +154,8 @@ def run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
             for (t, name), res in per.items():
                 if name in skipped:
                     res.fail("skipped", skipped[name])
-            for r, share in enumerate(shares):
-                for leg in round_order(available, r):
-                    for t in transports if r % 2 == 0 else transports[::-1]:
-                        res = per[(t, leg.name)]
-                        if res.status != "ok":
-                            continue
-                        label = (f"pingpong {size} B{' over ' + t if unix else ''}, "
-                                 f"round {r + 1}/{len(shares)}, {leg.name}")
-                        t_out = timeout or (STARTUP_TIMEOUT + (share + warmup) * 0.002)
-                        path = str(workdir / "pingpong.sock") if t == "unix" else None
-                        try:
-                            samples, elapsed = run_once(leg, size, share, warmup, pins, spin,
-                                                        t_out, workdir, progress, label, path)
-                        except (ChildError, OSError, ValueError) as e:
-                            res.fail("failed", f"round {r + 1}: {e}")
-                            progress.note(f"pingpong: leg {leg.name} ({t}) failed: {e}")
-                            continue
-                        res.add_round(r, samples, elapsed)
+            _rounds(per, available, shares, size, warmup, pins, spin, timeout, workdir,
+                    progress, transports)
             progress.clear()
             for t in transports:
                 floor = per.get((t, FLOOR))
@@ -193,6 +177,31 @@ def run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
     if unix:
         out["unix_vs_tcp"] = comparisons
     return out
+
+
+def _rounds(per: Dict[Tuple[str, str], LegResult], available: List[Leg], shares: List[int],
+            size: int, warmup: int, pins: Pins, spin: bool, timeout: Optional[float],
+            workdir: Path, progress: Progress, transports: Tuple[str, ...]) -> None:
+    """Every round of one size: each available leg once per transport (``per`` is keyed by
+    (transport, leg name)); a failed run fails that leg on that transport."""
+    for r, share in enumerate(shares):
+        for leg in round_order(available, r):
+            for t in transports if r % 2 == 0 else transports[::-1]:
+                res = per[(t, leg.name)]
+                if res.status != "ok":
+                    continue
+                over = f" over {t}" if len(transports) > 1 else ""
+                label = f"pingpong {size} B{over}, round {r + 1}/{len(shares)}, {leg.name}"
+                t_out = timeout or (STARTUP_TIMEOUT + (share + warmup) * 0.002)
+                path = str(workdir / "pingpong.sock") if t == "unix" else None
+                try:
+                    samples, elapsed = run_once(leg, size, share, warmup, pins, spin, t_out,
+                                                workdir, progress, label, path)
+                except (ChildError, OSError, ValueError) as e:
+                    res.fail("failed", f"round {r + 1}: {e}")
+                    progress.note(f"pingpong: leg {leg.name}{over} failed: {e}")
+                    continue
+                res.add_round(r, samples, elapsed)
 
 
 def _unix_vs_tcp(size: int, legs: List[Leg], per: Dict[Tuple[str, str], LegResult]
