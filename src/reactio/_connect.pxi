@@ -23,6 +23,8 @@ cdef int _start_pending(ReactRuntime rt, _Pending p, object completion) except -
     cdef _PendingConnect c
     cdef _Command timer
     p.completion = completion
+    if rt.shutting_down:
+        return _connect_failed(rt, p, ReactorClosedError("the runtime is shutting down"))
     _resolve_defaults(rt, p.opts)
     rt.pending_connects.add(p)
     if type(p) is _PendingConnect and (<_PendingConnect>p).timeout_ns > 0:

@@ -234,6 +234,7 @@ cdef class ReactRuntime:
     cdef Py_ssize_t n_streams, n_listeners, n_user_deferred, n_timers
     cdef uint64_t n_sock_events, n_received_cmds
     cdef bint closed, in_process, stopping
+    cdef bint shutting_down         # shutdown() began: no connect or listen starts
     cdef readonly Py_ssize_t max_send_queue, max_msg_size, high_water, low_water
     cdef readonly double drain_timeout
 
