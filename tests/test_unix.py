@@ -108,7 +108,7 @@ def test_abstract_name_echo_and_no_file(rt, unix_dir):
     assert isinstance(connect(rt, addr, EchoReactor()), ConnectionRefusedError)
 
 
-@pytest.mark.parametrize("how", ["send_close", "runtime close"])
+@pytest.mark.parametrize("how", ["send_close", "runtime close", "runtime shutdown"])
 def test_listener_removes_its_socket_file_when_it_closes(unix_dir, how):
     path = os.path.join(unix_dir, "gone.sock")
     rt = reactio.ReactRuntime()
@@ -121,8 +121,12 @@ def test_listener_removes_its_socket_file_when_it_closes(unix_dir, how):
             rt.cmd_sender.send_close(lid)
             pump_until(rt, lambda: _gone(rt, lid))
             assert rt.count_streams() == 1
-        else:
+        elif how == "runtime close":
             rt.close()
+        else:
+            assert os.path.exists(path)
+            peer.close()                            # (shutdown awaits the peer's EOF)
+            assert rt.shutdown(5.0) == 0
         assert not os.path.exists(path)
         peer.close()
     finally:
