@@ -304,3 +304,12 @@ def test_a_runtime_dropped_without_close_leaves_a_stale_file_the_next_listener_r
         assert recv_exact_nb(rt, peer, 15) == frame(b"again")
         peer.close()
     assert not os.path.exists(path)
+
+
+def test_the_socket_file_gets_the_umask_permissions(rt, unix_dir):
+    old = os.umask(0o077)
+    try:
+        lid, addr = listen_factory(rt, EchoReactor, addr=f"unix:{unix_dir}/private.sock")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.lstat(os.path.join(unix_dir, "private.sock")).st_mode) == 0o700
