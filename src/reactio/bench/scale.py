@@ -85,7 +85,7 @@ def run_once(leg: Leg, loadgen: Path, conns: int, size: int, warmup: float, dura
     server_cpus, client_cpus = pins
     cpu_of = tree_cpu_seconds if workers else cpu_seconds
     progress.update(f"{label}: starting")
-    with Child(f"{leg.name} server", leg.server_argv(conns, spin, timeout, workers, threads),
+    with Child(f"{leg.name} server", leg.server_argv(conns, spin, timeout, workers, threads=threads),
                workdir=workdir, cpus=server_cpus, env=leg.env) as server:
         line = server.read_line(deadline_in(STARTUP_TIMEOUT))
         if not line or not line.startswith("port "):
