@@ -111,6 +111,42 @@ def test_scale_workers(tmp_path):
     assert "2 processes sharing its port" in text
 
 
+def test_scale_threads(tmp_path):
+    """scale --threads 1,2: the reactio-py server is one process whose ThreadedReactorMgr runs
+    1, then 2 runtimes listening on one port (reuse_port); stopped by SIGTERM, exit 0."""
+    data, text = run_bench(tmp_path, "scale", "--conns", "4", "--duration", "0.5",
+                           "--warmup", "0.2", "--threads", "1,2", "--legs", "reactio-py")
+    run = data["runs"][0]
+    assert run["params"]["pin"] == "none"
+    assert [r["threads"] for r in run["results"]] == [1, 2]
+    for r in run["results"]:
+        (leg,) = r["legs"]
+        assert leg["leg"] == "reactio-py" and leg["status"] == "ok", leg
+        assert leg["messages"] > 0 and leg["server_cpu_us_per_msg"] > 0
+    assert "2 runtime thread(s)" in text
+
+
+def test_scale_threads_refuses_other_legs(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "reactio.bench", "scale", "--threads", "2",
+                           "--legs", "c"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "reactio-py and reactio-cy" in proc.stderr, proc.stderr
+
+
+def test_scale_threads_in_process(tmp_path):
+    """--in-process: no child, N threads each echoing in their own runtime; one row per N."""
+    data, text = run_bench(tmp_path, "scale", "--threads", "1,2", "--in-process",
+                           "--duration", "0.3", "--warmup", "0.1", "--rounds", "1")
+    run = data["runs"][0]
+    assert run["command"] == "scale-in-process"
+    rows = run["results"]
+    assert [r["threads"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["messages"] > 0 and r["cpu_s"] > 0
+        assert len(r["per_thread"]) == r["threads"] and min(r["per_thread"]) > 0
+    assert rows[0]["ratio_to_first"] == 1.0
+    assert "cores" in text
+
+
 def test_scale_small(tmp_path):
     data, text = run_bench(tmp_path, "scale", "--conns", "1,10", "--duration", "0.5",
                            "--legs", "c,reactio-py")
