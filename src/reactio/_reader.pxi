@@ -12,6 +12,7 @@ cdef enum:
     READ_ERROR = -3     # reader.last_errno says why
     READ_FULL = -4      # the buffer is at its limit; more bytes may wait in the kernel
     READ_MORE = -5      # IOCP: a completion filled the buffer; the socket may hold more
+    READ_TLS_ERROR = -6 # TLS: ctx.tls.error says why (a bad record, a truncated stream)
 
 # What one stream may read and dispatch per loop iteration before the loop moves on (level-
 # triggered epoll reports the rest at the next one): READ_BUDGET bytes, or READ_SLICE_NS of
@@ -183,9 +184,12 @@ cdef class MsgReader:
         return self.store.cap - self.end
 
     cdef Py_ssize_t _recv(self, DispatchContext ctx) except -100:
-        cdef Py_ssize_t room = self._ensure_space()
+        cdef Py_ssize_t room
         cdef ssize_t n
         cdef int err
+        if ctx.tls is not None:
+            return _tls_recv(self, ctx)     # ciphertext from the socket, plaintext in the buffer
+        room = self._ensure_space()
         if room == 0:
             return READ_FULL
         while True:
@@ -231,7 +235,8 @@ cdef class MsgReader:
                     # message that does not fit), then give other streams their turn
                     self._dispatch_all(ctx, self.end - self.start - before)
                     before = self.end - self.start
-                    if ctx.state != ST_OPEN or _turn_over(total, &deadline):
+                    if ctx.state != ST_OPEN or (_turn_over(total, &deadline)
+                                                and not _tls_readable(ctx)):
                         r = READ_AGAIN
                         break
             if self.end - self.start > before:
@@ -268,7 +273,8 @@ cdef class MsgReader:
                 total += r
                 drained = self.end < self.store.cap   # before dispatch moves start/end
                 self._dispatch_all(ctx, r)
-                if drained or ctx.state != ST_OPEN or _turn_over(total, &deadline):
+                if drained or ctx.state != ST_OPEN or (_turn_over(total, &deadline)
+                                                       and not _tls_readable(ctx)):
                     r = READ_AGAIN
                     break
             self._after_read(ctx, r)
@@ -286,6 +292,8 @@ cdef class MsgReader:
             _stream_event(ctx.rt, ctx, EV_PEER_EOF, None)
         elif status == READ_ERROR:
             _stream_event(ctx.rt, ctx, EV_ABORT, _net.os_error(self.last_errno, "recv"))
+        elif status == READ_TLS_ERROR:
+            _stream_event(ctx.rt, ctx, EV_ABORT, ctx.tls.error)
         elif status == READ_FULL and self.end - self.start >= self.max_msg_size:
             raise MessageTooLargeError(
                 f"a message exceeds max_msg_size={self.max_msg_size} bytes "
