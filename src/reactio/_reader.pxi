@@ -248,7 +248,7 @@ cdef class MsgReader:
         return 0
 
     cdef int fast_dispatch(self, DispatchContext ctx) except -1:
-        cdef Py_ssize_t r, total = 0
+        cdef Py_ssize_t r, before, total = 0
         cdef int64_t deadline = 0
         cdef bint drained
         if self.busy:
@@ -267,8 +267,11 @@ cdef class MsgReader:
                     self._after_read(ctx, READ_AGAIN if r == READ_MORE else r)
                     return 0
             while True:
+                before = self.end
                 r = self._recv(ctx)
                 if r <= 0:
+                    if self.end > before:   # TLS: plaintext that came with an EOF / error
+                        self._dispatch_all(ctx, self.end - before)
                     break
                 total += r
                 drained = self.end < self.store.cap   # before dispatch moves start/end

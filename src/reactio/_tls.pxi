@@ -16,12 +16,6 @@ import ssl as _ssl
 
 DEFAULT_SSL_HANDSHAKE_TIMEOUT = 60.0    # seconds (as asyncio and nginx)
 
-cdef enum:
-    TLS_AGAIN = 0       # _tls_decrypt: no plaintext now (more ciphertext is needed)
-    TLS_CLOSED = -1     # the peer's close_notify
-    TLS_FAILED = -2     # an SSLError, kept in tls.error
-
-
 cdef int _tls_options(_StreamOptions o, object context, object server_hostname,
                       object handshake_timeout, bint server_side) except -1:
     """Validate the TLS keywords of send_connect / a listener handler into ``o``."""
@@ -203,11 +197,11 @@ cdef int _tls_send(DispatchContext ctx, const char *data, Py_ssize_t n, object o
     return _send_wire(ctx, PyBytes_AS_STRING(out), PyBytes_GET_SIZE(out), on_sent)
 
 
-cdef Py_ssize_t _tls_decrypt(_TlsStream t, char *dest, Py_ssize_t room) except -100:
-    """Plaintext into dest (at most room bytes) from the ciphertext the SSLObject holds:
-    the byte count, TLS_AGAIN, TLS_CLOSED or TLS_FAILED.  Reads record after record (one
-    SSLObject.read gives at most one record) until room is full or no ciphertext is left;
-    t.peer_closed / t.error are kept for the next call when plaintext came first."""
+cdef Py_ssize_t _tls_decrypt(_TlsStream t, char *dest, Py_ssize_t room) except -1:
+    """Plaintext into dest (at most room bytes) from the ciphertext the SSLObject holds; returns
+    the byte count.  Reads record after record (one SSLObject.read gives at most one record)
+    until room is full or no ciphertext is left.  The peer's close_notify sets t.peer_closed,
+    a bad record t.error."""
     cdef Py_ssize_t got = 0, k
     while got < room and (t.incoming.pending > 0 or t.sslobj.pending() > 0):
         try:
@@ -223,21 +217,19 @@ cdef Py_ssize_t _tls_decrypt(_TlsStream t, char *dest, Py_ssize_t room) except -
             t.error = exc
             break
         if k <= 0:
+            t.peer_closed = True    # (read() gives 0 bytes at the peer's close_notify)
             break
         got += k
         t.partial = False
-    if got > 0:
-        return got
-    if t.peer_closed:
-        return TLS_CLOSED
-    if t.error is not None:
-        return TLS_FAILED
-    return TLS_AGAIN
+    return got
 
 
 cdef Py_ssize_t _tls_recv(MsgReader r, DispatchContext ctx) except -100:
     """MsgReader._recv of a TLS stream: ciphertext is read into the buffer's free space, handed
-    to the SSLObject (MemoryBIO.write copies it), and decrypted into the same space."""
+    to the SSLObject (MemoryBIO.write copies it), and decrypted into the same space.  The
+    peer's close_notify or a bad record after some plaintext returns READ_EOF / READ_TLS_ERROR
+    with that plaintext added to the buffer (the reader dispatches it first): no later read
+    event may come to report them."""
     cdef _TlsStream t = ctx.tls
     cdef Py_ssize_t room = r._ensure_space()
     cdef Py_ssize_t got
@@ -247,16 +239,16 @@ cdef Py_ssize_t _tls_recv(MsgReader r, DispatchContext ctx) except -100:
         return READ_FULL
     while True:
         got = _tls_decrypt(t, r.store.data + r.end, room)
+        r.end += got
         if t.outgoing.pending:
             _tls_send_output(ctx)       # a key update's reply, a ticket
-        if got > 0:
-            r.end += got
-            return got
-        if got == TLS_CLOSED:
+        if t.peer_closed:
             _tls_queue_close_notify(ctx)    # our reply goes out before the stream closes
             return READ_EOF
-        if got == TLS_FAILED:
+        if t.error is not None:
             return READ_TLS_ERROR
+        if got > 0:
+            return got
         n = recv(ctx.fd, r.store.data + r.end, room, 0)
         if n > 0:
             t.incoming.write(PyMemoryView_FromMemory(r.store.data + r.end, n, PyBUF_READ))
