@@ -49,6 +49,26 @@ def test_pingpong_compare_legs(tmp_path):
     assert "reactio-py" in text and "p50/C" in text
 
 
+@pytest.mark.skipif(shutil.which("openssl") is None,
+                    reason="--tls makes its certificate with the openssl command")
+def test_pingpong_tls_legs(tmp_path):
+    """--tls: reactio and asyncio over TLS in one run, ratios to asyncio (the reference when
+    uvloop is not among the legs); the C floor is skipped with its reason."""
+    data, text = run_bench(tmp_path, "pingpong", "--tls", "--legs", "c,asyncio,reactio-py",
+                           "--count", "300", "--warmup", "50", "--rounds", "1", "--size", "64",
+                           "--pin", "none")
+    run = data["runs"][0]
+    assert run["params"]["tls"] is True and run["params"]["reference"] == "asyncio"
+    legs = {leg["leg"]: leg for leg in run["results"][0]["legs"]}
+    assert legs["c"]["status"] == "skipped" and "TLS" in legs["c"]["reason"]
+    for name in ("asyncio", "reactio-py"):
+        assert legs[name]["status"] == "ok", legs[name]
+        assert legs[name]["latency_us"]["n"] == 300
+    assert legs["reactio-py"]["ratio_p50"] == pytest.approx(
+        legs["reactio-py"]["latency_us"]["p50"] / legs["asyncio"]["latency_us"]["p50"])
+    assert "over TLS" in text and "p50/R" in text
+
+
 def test_pingpong_reactio_aio_leg(tmp_path):
     """reactio-aio: the reactio-py server attached to uvloop, against reactio-py's client
     (skipped, with its reason, where uvloop is not installed)."""

@@ -14,6 +14,7 @@ import struct
 import time
 from typing import Awaitable, Callable, Optional, cast
 
+from . import tls
 from .worker import HDR, Recorder, check_echo, run_forked
 
 _HEAD = struct.Struct("<Hq")
@@ -104,7 +105,7 @@ def serve(leg: str, conns: int, spin: bool, announce: Callable[[int], None]) -> 
         loop = asyncio.get_running_loop()
         state = _ServerState(conns, loop.create_future())
         server = await loop.create_server(lambda: EchoServer(state), "127.0.0.1", 0,
-                                          backlog=4096)
+                                          backlog=4096, ssl=tls.server_context())
         state.server = server
         announce(server.sockets[0].getsockname()[1])
         await state.done
@@ -190,7 +191,8 @@ def ping(leg: str, port: int, size: int, rec: Recorder, spin: bool) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        await loop.create_connection(lambda: PingClient(size, rec, done), "127.0.0.1", port)
+        await loop.create_connection(lambda: PingClient(size, rec, done), "127.0.0.1", port,
+                                     ssl=tls.client_context())
         await done
 
     _run(leg, main())

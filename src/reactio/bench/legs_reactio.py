@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Awaitable, Callable, List, Optional, Union
 
+from . import tls
 from .worker import Recorder
 
 if TYPE_CHECKING:
@@ -110,7 +111,8 @@ def serve(leg: str, conns: int, spin: bool, announce: Callable[[int], None]) -> 
         from ._pyecho import PyEchoServer
         factory = lambda count, param: PyEchoServer(state)  # noqa: E731
     with ReactRuntime() as rt:
-        handler = DefaultTcpListenerHandler(factory, 4096, None, backlog=4096)
+        handler = DefaultTcpListenerHandler(factory, 4096, None, backlog=4096,
+                                            ssl=tls.server_context())
         announce(_listen(rt, handler))
         _run(rt, spin, leg == "reactio-cy")
 
@@ -195,7 +197,8 @@ def ping(leg: str, port: int, size: int, rec: Recorder, spin: bool) -> None:
     connected: List[Union[ReactorID, BaseException]] = []
     with ReactRuntime() as rt:
         rt.cmd_sender.send_connect(("127.0.0.1", port), max(4096, 2 * size), client,
-                                   Deferred.IMMEDIATE, connected.append)
+                                   Deferred.IMMEDIATE, connected.append,
+                                   ssl=tls.client_context())
         _run(rt, spin, leg == "reactio-cy")
     if connected and isinstance(connected[0], BaseException):
         raise connected[0]
@@ -239,7 +242,8 @@ def _aio_serve(conns: int, announce: Callable[[int], None]) -> None:
         with ReactRuntime() as rt:
             with aio.attach(rt):
                 handler = DefaultTcpListenerHandler(lambda count, param: Server(state), 4096,
-                                                    None, backlog=4096)
+                                                    None, backlog=4096,
+                                                    ssl=tls.server_context())
                 lid = await aio.listen(rt, ("127.0.0.1", 0), handler)
                 announce(rt.local_address(lid)[1])
                 await done

@@ -12,12 +12,13 @@ The other legs carry on either way.
 """
 from __future__ import annotations
 
+import os
 import tempfile
 from array import array
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import stats
+from . import stats, tls
 from .legs import FLOOR, Leg, round_order, usable_legs
 from .procs import Child, ChildError, Pins, deadline_in, pin_plan, pins_json
 from .progress import Progress
@@ -120,8 +121,26 @@ def run_once(leg: Leg, size: int, count: int, warmup: int, pins: Pins, spin: boo
 
 
 def run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
-        pin: str, spin: bool, timeout: Optional[float], progress: Progress) -> Dict[str, Any]:
-    """Run the ping-pong over ``legs`` for every size; returns the JSON-able result."""
+        pin: str, spin: bool, timeout: Optional[float], progress: Progress,
+        use_tls: bool = False) -> Dict[str, Any]:
+    """Run the ping-pong over ``legs`` for every size; returns the JSON-able result.  With
+    ``use_tls`` every leg runs over TLS (bench/tls.py) and the ratios are to uvloop (to
+    asyncio without uvloop): the C floor has no TLS."""
+    if not use_tls:
+        return _run(legs, sizes, count, warmup, rounds, pin, spin, timeout, progress, FLOOR)
+    with tempfile.TemporaryDirectory(prefix="reactio-bench-tls-") as tmp:
+        os.environ[tls.ENV] = str(tls.make_material(Path(tmp)))
+        try:
+            names = [leg.name for leg in legs]
+            ref = "uvloop" if "uvloop" in names else "asyncio"
+            return _run(legs, sizes, count, warmup, rounds, pin, spin, timeout, progress, ref)
+        finally:
+            del os.environ[tls.ENV]
+
+
+def _run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
+         pin: str, spin: bool, timeout: Optional[float], progress: Progress,
+         reference: str) -> Dict[str, Any]:
     pins = pin_plan(pin)
     shares = _split(count, rounds)
     available, skipped = usable_legs(legs, True, "pingpong", progress)
@@ -155,7 +174,9 @@ def run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
                                        "p99_us": stats.percentile(s, 0.99) / 1e3,
                                        "elapsed_s": elapsed / 1e9})
             progress.clear()
-            floor = per_leg.get(FLOOR)
+            floor = per_leg.get(reference)
+            if reference != FLOOR and (floor is None or not floor.ok):
+                floor = per_leg.get("asyncio")      # (uvloop could not run)
             results.append({"size": size,
                             "legs": [per_leg[leg.name].to_dict(floor) for leg in legs]})
     return {
@@ -163,7 +184,8 @@ def run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
         "params": {"count": count, "warmup_per_run": warmup, "rounds": len(shares),
                    "sizes": sizes, "pin": pin,
                    "cpus": pins_json(pins),
-                   "spin": spin, "legs": [leg.name for leg in legs]},
+                   "spin": spin, "legs": [leg.name for leg in legs],
+                   "tls": tls.enabled(), "reference": reference},
         "results": results,
     }
 
