@@ -77,7 +77,7 @@ cdef object _connected(ReactRuntime rt, DispatchContext ctx, object listener_id)
     _hold(ctx)
     try:
         failed = _call_reactor(rt, ctx, CB_CONNECTED, listener_id)
-        if ctx.state == ST_OPEN:
+        if ctx.state == ST_OPEN and ctx.tls is None:    # (TLS: reading since the handshake)
             try:
                 _be_stream_opened(rt, ctx)
             except (KeyboardInterrupt, SystemExit):

@@ -79,6 +79,7 @@ cdef int _tls_start(ReactRuntime rt, DispatchContext ctx, object listener_id) ex
     ctx._set_want(WANT_READ if ctx.sender.head == ctx.sender.tail else WANT_READ | WANT_WRITE)
     if ctx.tls.timeout_ns > 0:
         _set_stream_timer(rt, ctx, ctx.tls.timeout_ns)
+    _be_stream_opened(rt, ctx)      # (IOCP: the first receive; epoll reads when readable)
     return _tls_handshake_step(rt, ctx)
 
 
@@ -262,6 +263,41 @@ cdef Py_ssize_t _tls_recv(MsgReader r, DispatchContext ctx) except -100:
             return READ_AGAIN
         r.last_errno = err
         return READ_ERROR
+
+
+cdef int _tls_received(ReactRuntime rt, DispatchContext ctx, Py_ssize_t n,
+                       Py_ssize_t room) except -1:
+    """A completion-based backend (IOCP) received n bytes of ciphertext at reader.end (room
+    bytes were free there): the handshake goes on, or they are decrypted in place and the
+    plaintext is dispatched as the completion's data (n == 0: the peer's EOF)."""
+    cdef MsgReader r = ctx.reader
+    cdef _TlsStream t = ctx.tls
+    cdef char *p = r.store.data + r.end
+    cdef Py_ssize_t got = 0
+    cdef Py_ssize_t status
+    if n > 0:
+        t.incoming.write(PyMemoryView_FromMemory(p, n, PyBUF_READ))
+    if ctx.state == ST_HANDSHAKE:
+        if n == 0:
+            return _stream_event(rt, ctx, EV_PEER_EOF, None)
+        return _tls_handshake_step(rt, ctx)
+    if n == 0:
+        status = _tls_eof(t)
+    else:
+        got = _tls_decrypt(t, p, room)
+        r.end += got
+        if t.outgoing.pending:
+            _tls_send_output(ctx)
+        if t.peer_closed:
+            _tls_queue_close_notify(ctx)
+            status = READ_EOF
+        elif t.error is not None:
+            status = READ_TLS_ERROR
+        else:
+            status = READ_MORE if got == room else READ_AGAIN
+    r.arrived = got
+    r.arrived_status = status
+    return _stream_readable(rt, ctx)
 
 
 cdef Py_ssize_t _tls_eof(_TlsStream t) except -100:
