@@ -12,17 +12,22 @@
 # outbound connect's completion gets the exception, an inbound one is logged; no on_close.
 # ctx.close() of an OPEN stream queues close_notify behind the queued records, then drains
 # (DRAINING, HALF_CLOSED) like any stream.
-import ssl as _ssl
+# The ssl module, imported by the first TLS option: a plain-TCP program never loads it.
+_ssl = None
 
 DEFAULT_SSL_HANDSHAKE_TIMEOUT = 60.0    # seconds (as asyncio and nginx)
 
 cdef int _tls_options(_StreamOptions o, object context, object server_hostname,
                       object handshake_timeout, bint server_side) except -1:
     """Validate the TLS keywords of send_connect / a listener handler into ``o``."""
+    global _ssl
     if context is None:
         if server_hostname is not None or handshake_timeout is not None:
             raise ValueError("server_hostname and ssl_handshake_timeout need ssl=SSLContext")
         return 0
+    if _ssl is None:
+        import ssl
+        _ssl = ssl
     if not isinstance(context, _ssl.SSLContext):
         raise TypeError(f"ssl must be an ssl.SSLContext (ssl.create_default_context()), not "
                         f"{type(context).__name__}")

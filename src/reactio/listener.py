@@ -4,10 +4,12 @@ from __future__ import annotations
 import socket
 import sys
 import threading
-from ssl import SSLContext
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from reactio._core import Reactor
+
+if TYPE_CHECKING:
+    from ssl import SSLContext
 
 
 class TcpListenerHandler:
