@@ -184,14 +184,13 @@ cdef class MsgReader:
         return self.store.cap - self.end
 
     cdef Py_ssize_t _recv(self, DispatchContext ctx) except -100:
-        cdef Py_ssize_t room
+        cdef Py_ssize_t room = self._ensure_space()
         cdef ssize_t n
         cdef int err
-        if ctx.tls is not None:
-            return _tls_recv(self, ctx)     # ciphertext from the socket, plaintext in the buffer
-        room = self._ensure_space()
         if room == 0:
             return READ_FULL
+        if ctx.tls is not None:
+            return _tls_recv(self, ctx, room)   # ciphertext from the socket, plaintext here
         while True:
             n = recv(ctx.fd, self.store.data + self.end, room, 0)
             if n > 0:

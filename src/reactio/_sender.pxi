@@ -224,13 +224,71 @@ cdef class DispatchContext:
             _stream_event(self.rt, self, EV_ABORT if abort else EV_CLOSE, None)
 
     cdef int send_raw(self, const char *data, Py_ssize_t n, object on_sent=None) except -1:
+        # (one function on purpose: it is the hot path of every reply, and the TLS, queue-
+        # overflow and error branches are cold code that costs nothing when not taken)
+        cdef MsgSender s = self.sender
+        cdef Py_ssize_t sent = 0
+        cdef ssize_t r
+        cdef int err
+        cdef bytes records
         if self.state != ST_OPEN:
             raise ReactorClosedError(f"reactor {self.reactor_id} is not open; cannot send")
         if n < 0:
             raise ValueError(f"send_raw: a negative size ({n})")
         if self.tls is not None:
-            return _tls_send(self, data, n, on_sent)    # encrypts, then _send_wire
-        return _send_wire(self, data, n, on_sent)
+            # TLS: what goes on the wire (and in the queue) are the records of these bytes
+            records = _tls_encrypt(self, data, n)
+            data = PyBytes_AS_STRING(records)
+            n = PyBytes_GET_SIZE(records)
+        if s.tail == s.head and not self.corked:
+            while sent < n:
+                r = send(self.fd, data + sent, n - sent, MSG_NOSIGNAL)
+                if r >= 0:
+                    sent += r
+                    continue
+                err = rio_errno()
+                if err == EINTR:
+                    continue
+                if rio_would_block(err):
+                    break
+                exc = _net.os_error(err, "send")
+                _stream_event(self.rt, self, EV_ABORT, exc)
+                raise exc
+            s.total_sent += sent
+            if sent == n:
+                s.total_queued += n
+                if on_sent is not None:
+                    # due now, but run after the current callback (never inside this call:
+                    # a sender chaining its next send from on_sent must not recurse)
+                    self._owe_completion(on_sent)
+                return 0
+        if s.tail - s.head + (n - sent) > s.max_send_queue:
+            if n - sent > s.max_send_queue:
+                exc = SendQueueOverflowError(
+                    f"reactor {self.reactor_id}: one send of {n} bytes is larger than "
+                    f"max_send_queue={s.max_send_queue}; raise it (ReactRuntime(max_send_queue=...)"
+                    f" or the send_connect / listener keyword) or send in pieces, pausing on "
+                    f"on_pause_writing")
+            else:
+                exc = SendQueueOverflowError(
+                    f"reactor {self.reactor_id}: {s.tail - s.head + n - sent} bytes would be "
+                    f"queued, over max_send_queue={s.max_send_queue}: the peer does not read "
+                    f"as fast as this stream sends (pause on on_pause_writing)")
+            _stream_event(self.rt, self, EV_ABORT, exc)
+            raise exc
+        s._append(data + sent, n - sent)
+        s.total_queued += n
+        if on_sent is not None:
+            if s.completions is None:
+                s.completions = collections.deque()
+            s.completions.append((s.total_queued, on_sent))
+        if self.corked:
+            if s.tail - s.head < CORK_BYTES:
+                return 1        # leaves with the others when the dispatch of this read ends
+            self._flush()
+            if s.head == s.tail or self.state != ST_OPEN:
+                return 1
+        return self._after_queueing()
 
     cdef int _after_queueing(self) except -1:
         """Bytes wait in the queue: have the backend report writability, and pause the
@@ -337,67 +395,6 @@ cdef class DispatchContext:
             self.want = before
             raise
         return 0
-
-
-cdef int _send_wire(DispatchContext self, const char *data, Py_ssize_t n,
-                    object on_sent) except -1:
-    """The bytes of send_raw as they go on the wire (ciphertext for TLS): written at once when
-    nothing is queued, the rest queued.  0 = all written, 1 = some queued.  (One function on
-    purpose: it is the hot path of every reply, and the queue-overflow and error branches are
-    cold code that costs nothing when not taken.)"""
-    cdef MsgSender s = self.sender
-    cdef Py_ssize_t sent = 0
-    cdef ssize_t r
-    cdef int err
-    if s.tail == s.head and not self.corked:
-        while sent < n:
-            r = send(self.fd, data + sent, n - sent, MSG_NOSIGNAL)
-            if r >= 0:
-                sent += r
-                continue
-            err = rio_errno()
-            if err == EINTR:
-                continue
-            if rio_would_block(err):
-                break
-            exc = _net.os_error(err, "send")
-            _stream_event(self.rt, self, EV_ABORT, exc)
-            raise exc
-        s.total_sent += sent
-        if sent == n:
-            s.total_queued += n
-            if on_sent is not None:
-                # due now, but run after the current callback (never inside this call:
-                # a sender chaining its next send from on_sent must not recurse)
-                self._owe_completion(on_sent)
-            return 0
-    if s.tail - s.head + (n - sent) > s.max_send_queue:
-        if n - sent > s.max_send_queue:
-            exc = SendQueueOverflowError(
-                f"reactor {self.reactor_id}: one send of {n} bytes is larger than "
-                f"max_send_queue={s.max_send_queue}; raise it (ReactRuntime(max_send_queue=...)"
-                f" or the send_connect / listener keyword) or send in pieces, pausing on "
-                f"on_pause_writing")
-        else:
-            exc = SendQueueOverflowError(
-                f"reactor {self.reactor_id}: {s.tail - s.head + n - sent} bytes would be "
-                f"queued, over max_send_queue={s.max_send_queue}: the peer does not read "
-                f"as fast as this stream sends (pause on on_pause_writing)")
-        _stream_event(self.rt, self, EV_ABORT, exc)
-        raise exc
-    s._append(data + sent, n - sent)
-    s.total_queued += n
-    if on_sent is not None:
-        if s.completions is None:
-            s.completions = collections.deque()
-        s.completions.append((s.total_queued, on_sent))
-    if self.corked:
-        if s.tail - s.head < CORK_BYTES:
-            return 1        # leaves with the others when the dispatch of this read ends
-        self._flush()
-        if s.head == s.tail or self.state != ST_OPEN:
-            return 1
-    return self._after_queueing()
 
 
 @cython.final

@@ -124,7 +124,7 @@ cdef int _adopt(ReactRuntime rt, _Listener lst, int fd, object peer) except -1:
     return 0
 
 
-cdef int _stream_readable(ReactRuntime rt, DispatchContext ctx) except -1:
+cdef inline int _stream_readable(ReactRuntime rt, DispatchContext ctx) except -1:
     """Input for a held OPEN stream: the reader (or the reactor's own on_readable)."""
     if ctx.default_readable:
         ctx.reader.fast_read(ctx)

@@ -2,8 +2,8 @@
 # between two MemoryBIOs), attached to its DispatchContext by one pointer.  It sits above the
 # backend -- ciphertext in and out through the socket calls of the reader and the sender -- and
 # below the framing: the receive buffer holds plaintext (SSLObject.read decrypts straight into
-# its free space), the send queue holds ciphertext (send_raw encrypts, then _send_wire sends or
-# queues the records).  A plain stream pays one NULL check in send_raw and in _recv.
+# its free space), the send queue holds ciphertext (send_raw encrypts, then sends or queues the
+# records).  A plain stream pays one NULL check in send_raw and in _recv.
 #
 # The handshake is the HANDSHAKE state of the stream state machine (_lifecycle.pxi):
 #   outbound  CONNECTING --TCP connected--> HANDSHAKE --done--> OPEN (on_connected, completion)
@@ -181,26 +181,37 @@ cdef inline bint _tls_readable(DispatchContext ctx):
 
 
 cdef int _tls_send_output(DispatchContext ctx) except -1:
-    """Send (or queue) the records the SSLObject wrote: handshake flights, alerts, key update
-    replies, tickets."""
-    cdef _TlsStream t = ctx.tls
-    if t.outgoing.pending:
-        out = t.outgoing.read()
-        _send_wire(ctx, PyBytes_AS_STRING(out), PyBytes_GET_SIZE(out), None)
+    """Queue and send the records the SSLObject wrote by itself: handshake flights, alerts, key
+    update replies, tickets (behind the records already queued; no watermark callback)."""
+    cdef MsgSender s = ctx.sender
+    if _tls_queue_records(ctx):
+        ctx._flush()
+        if s.head != s.tail and ctx.state < ST_CLOSING and not (ctx.want & WANT_WRITE):
+            ctx._set_want(ctx.want | WANT_WRITE)
     return 0
 
 
-cdef int _tls_send(DispatchContext ctx, const char *data, Py_ssize_t n, object on_sent) except -1:
-    """send_raw of a TLS stream: encrypt, then send or queue the records.  A completion runs
-    when the last record of its message reached the kernel."""
+cdef bint _tls_queue_records(DispatchContext ctx) except -1:
+    """Append what the SSLObject wrote to the send queue; False when it wrote nothing."""
+    cdef MsgSender s = ctx.sender
+    if not ctx.tls.outgoing.pending:
+        return False
+    out = ctx.tls.outgoing.read()
+    s._append(PyBytes_AS_STRING(out), PyBytes_GET_SIZE(out))
+    s.total_queued += PyBytes_GET_SIZE(out)
+    return True
+
+
+cdef bytes _tls_encrypt(DispatchContext ctx, const char *data, Py_ssize_t n):
+    """send_raw of a TLS stream: the records of these plaintext bytes.  A completion runs when
+    the last record of its message reached the kernel."""
     cdef _TlsStream t = ctx.tls
     try:
         t.sslobj.write(PyMemoryView_FromMemory(<char *>data, n, PyBUF_READ))
     except _ssl.SSLError as exc:
         _stream_event(ctx.rt, ctx, EV_ABORT, exc)
         raise
-    out = t.outgoing.read()
-    return _send_wire(ctx, PyBytes_AS_STRING(out), PyBytes_GET_SIZE(out), on_sent)
+    return t.outgoing.read()
 
 
 cdef Py_ssize_t _tls_decrypt(_TlsStream t, char *dest, Py_ssize_t room) except -1:
@@ -230,19 +241,16 @@ cdef Py_ssize_t _tls_decrypt(_TlsStream t, char *dest, Py_ssize_t room) except -
     return got
 
 
-cdef Py_ssize_t _tls_recv(MsgReader r, DispatchContext ctx) except -100:
+cdef Py_ssize_t _tls_recv(MsgReader r, DispatchContext ctx, Py_ssize_t room) except -100:
     """MsgReader._recv of a TLS stream: ciphertext is read into the buffer's free space, handed
     to the SSLObject (MemoryBIO.write copies it), and decrypted into the same space.  The
     peer's close_notify or a bad record after some plaintext returns READ_EOF / READ_TLS_ERROR
     with that plaintext added to the buffer (the reader dispatches it first): no later read
     event may come to report them."""
     cdef _TlsStream t = ctx.tls
-    cdef Py_ssize_t room = r._ensure_space()
     cdef Py_ssize_t got
     cdef ssize_t n
     cdef int err
-    if room == 0:
-        return READ_FULL
     while True:
         got = _tls_decrypt(t, r.store.data + r.end, room)
         r.end += got
@@ -317,16 +325,11 @@ cdef Py_ssize_t _tls_eof(_TlsStream t) except -100:
 
 cdef int _tls_queue_close_notify(DispatchContext ctx) except -1:
     """Queue our close_notify behind the queued records (a graceful close drains them)."""
-    cdef _TlsStream t = ctx.tls
-    cdef MsgSender s = ctx.sender
     try:
-        t.sslobj.unwrap()
+        ctx.tls.sslobj.unwrap()
     except _ssl.SSLError:
         pass            # (SSLWantReadError: the peer's close_notify is not awaited)
-    if t.outgoing.pending:
-        out = t.outgoing.read()
-        s._append(PyBytes_AS_STRING(out), PyBytes_GET_SIZE(out))
-        s.total_queued += PyBytes_GET_SIZE(out)
+    _tls_queue_records(ctx)
     return 0
 
 
