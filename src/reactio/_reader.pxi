@@ -190,7 +190,7 @@ cdef class MsgReader:
         if room == 0:
             return READ_FULL
         if ctx.tls is not None:
-            return _tls_recv(self, ctx, room)   # ciphertext from the socket, plaintext here
+            return _tls_recv_cold(self, ctx, room)  # ciphertext from the socket, plaintext here
         while True:
             n = recv(ctx.fd, self.store.data + self.end, room, 0)
             if n > 0:

@@ -237,7 +237,7 @@ cdef class DispatchContext:
             raise ValueError(f"send_raw: a negative size ({n})")
         if self.tls is not None:
             # TLS: what goes on the wire (and in the queue) are the records of these bytes
-            records = _tls_encrypt(self, data, n)
+            records = _tls_encrypt_cold(self, data, n)
             data = PyBytes_AS_STRING(records)
             n = PyBytes_GET_SIZE(records)
         if s.tail == s.head and not self.corked:
