@@ -396,6 +396,30 @@ def test_handshake_timeout_and_close_during_handshake(client_ctx):
         lsock.close()
 
 
+def test_shutdown_during_handshakes(server_ctx, client_ctx, caplog):
+    """rt.shutdown() ends a connect in its handshake (the completion gets the error once) and
+    an accepted stream in its handshake (logged), and returns at once: 0 streams left."""
+    caplog.set_level(logging.WARNING, logger="reactio")
+    mute = socket.create_server(("127.0.0.1", 0))       # accepts (backlog), never answers
+    made = []
+    try:
+        rt = ReactRuntime()
+        _, port = listen_factory(rt, lambda: made.append(BytesEcho()) or made[-1],
+                                 ssl=server_ctx)
+        silent = raw_client(port)               # connects to our TLS listener, says nothing
+        done = Completion()
+        rt.cmd_sender.send_connect(("127.0.0.1", mute.getsockname()[1]), 4096, EchoReactor(),
+                                   reactio.Deferred.IMMEDIATE, done, ssl=client_ctx)
+        pump_until(rt, lambda: made and len(stream_ids(rt)) == 2)
+        assert rt.shutdown(timeout=5) == 0
+        assert isinstance(done.result, reactio.ReactorClosedError), done.result
+        assert made[0].closed == []
+        assert "TLS handshake" in caplog.text
+        silent.close()
+    finally:
+        mute.close()
+
+
 def tls_pair_over(sock, ctx, server_hostname="localhost"):
     """A TLS client driven by hand over a blocking socket (SSLObject + MemoryBIOs): the test
     decides which records reach the wire."""

@@ -208,7 +208,9 @@ cdef int _connect_failed(ReactRuntime rt, _Pending p, object exc) except -1:
     if type(p) is _PendingConnect:
         c = <_PendingConnect>p
         (<Reactor>c.reactor)._close_error = exc
-        if c.ctx is not None:
+        if c.ctx is not None and c.ctx.state == ST_HANDSHAKE:
+            _stream_event(rt, c.ctx, EV_ABORT, exc)    # TLS: the connection exists; end it
+        elif c.ctx is not None:
             _discard_connecting(rt, c.ctx)
         if c.timer is not None:
             _cancel(rt, c.timer)
