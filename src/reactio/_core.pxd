@@ -107,7 +107,8 @@ cdef class _TlsStream:
     cdef object sslobj, incoming, outgoing
     cdef object listener_id         # inbound: the listener, for on_connected after the handshake
     cdef object peer                # inbound: the peer's address, for the log of a failure
-    cdef object error               # an SSLError seen after plaintext that was still dispatched
+    cdef object error               # the SSLError that ends the stream (a bad record, truncation)
+    cdef bytes records              # the records of the last send (send_raw writes them)
     cdef int64_t timeout_ns         # ssl_handshake_timeout
     cdef bint opened                # the handshake succeeded (on_close is owed)
     cdef bint peer_closed           # the peer's close_notify was read

@@ -126,7 +126,7 @@ cdef int _epoll_stream_event(ReactRuntime rt, DispatchContext ctx, uint32_t ev) 
         if ev & EPOLLOUT:
             ctx._flush()
         if ctx.state == ST_HANDSHAKE and ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
-            _tls_handshake_input(rt, ctx)
+            _tls_handshake_input_cold(rt, ctx)
     elif st == ST_CONNECTING:
         if rio_getsockopt(ctx.fd, SOL_SOCKET, SO_ERROR, &err, &n) != 0:
             err = rio_errno()

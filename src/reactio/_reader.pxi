@@ -239,7 +239,7 @@ cdef class MsgReader:
                     self._dispatch_all(ctx, self.end - self.start - before)
                     before = self.end - self.start
                     if ctx.state != ST_OPEN or (_turn_over(total, &deadline)
-                                                and not _tls_readable(ctx)):
+                                                and not _tls_readable_cold(ctx)):
                         r = READ_AGAIN
                         break
             if self.end - self.start > before:
@@ -280,7 +280,7 @@ cdef class MsgReader:
                 drained = self.end < self.store.cap   # before dispatch moves start/end
                 self._dispatch_all(ctx, r)
                 if drained or ctx.state != ST_OPEN or (_turn_over(total, &deadline)
-                                                       and not _tls_readable(ctx)):
+                                                       and not _tls_readable_cold(ctx)):
                     r = READ_AGAIN
                     break
             self._after_read(ctx, r)

@@ -234,16 +234,13 @@ cdef class DispatchContext:
         cdef Py_ssize_t sent = 0
         cdef ssize_t r
         cdef int err
-        cdef bytes records
         if self.state != ST_OPEN:
             raise ReactorClosedError(f"reactor {self.reactor_id} is not open; cannot send")
         if n < 0:
             raise ValueError(f"send_raw: a negative size ({n})")
         if self.tls is not None:
             # TLS: what goes on the wire (and in the queue) are the records of these bytes
-            records = _tls_encrypt_cold(self, data, n)
-            data = PyBytes_AS_STRING(records)
-            n = PyBytes_GET_SIZE(records)
+            data = _tls_encrypt_cold(self, data, &n)
         if s.tail == s.head and not self.corked:
             while sent < n:
                 r = send(self.fd, data + sent, n - sent, MSG_NOSIGNAL)

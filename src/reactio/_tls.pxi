@@ -17,11 +17,15 @@ _ssl = None
 
 DEFAULT_SSL_HANDSHAKE_TIMEOUT = 60.0    # seconds (as asyncio and nginx)
 
-# The plain stream's hot path (MsgReader._recv, send_raw) reaches TLS through these pointers,
-# set at import: a direct call let gcc inline the whole TLS read into _recv, whose larger frame
-# (six saved registers, 184 bytes of stack) cost every plain read ~19 instructions (callgrind).
+# The plain stream's hot path (MsgReader._recv and fast_read, send_raw, the epoll event)
+# reaches TLS through these pointers, set at import: called directly, gcc inlined the TLS code
+# into those functions, whose larger frames (the TLS read made _recv save six registers and
+# take 184 bytes of stack) cost every plain message 40 instructions (callgrind); through the
+# pointers, one NULL check each.
 ctypedef Py_ssize_t (*_tls_recv_fn)(MsgReader, DispatchContext, Py_ssize_t) except -100
-ctypedef bytes (*_tls_encrypt_fn)(DispatchContext, const char *, Py_ssize_t)
+ctypedef const char *(*_tls_encrypt_fn)(DispatchContext, const char *, Py_ssize_t *) except NULL
+ctypedef bint (*_tls_readable_fn)(DispatchContext) noexcept
+ctypedef int (*_tls_input_fn)(ReactRuntime, DispatchContext) except -1
 
 cdef int _tls_options(_StreamOptions o, object context, object server_hostname,
                       object handshake_timeout, bint server_side) except -1:
@@ -180,7 +184,7 @@ cdef int _tls_opened(ReactRuntime rt, DispatchContext ctx) except -1:
     return 0
 
 
-cdef inline bint _tls_readable(DispatchContext ctx):
+cdef bint _tls_readable(DispatchContext ctx) noexcept:
     """Ciphertext or plaintext waits inside the TLS layer (not in the socket, where the
     poller would see it)."""
     return ctx.tls is not None and (ctx.tls.incoming.pending > 0 or ctx.tls.sslobj.pending() > 0)
@@ -208,16 +212,20 @@ cdef bint _tls_queue_records(DispatchContext ctx) except -1:
     return True
 
 
-cdef bytes _tls_encrypt(DispatchContext ctx, const char *data, Py_ssize_t n):
-    """send_raw of a TLS stream: the records of these plaintext bytes.  A completion runs when
-    the last record of its message reached the kernel."""
+cdef const char *_tls_encrypt(DispatchContext ctx, const char *data,
+                              Py_ssize_t *n) except NULL:
+    """send_raw of a TLS stream: the records of these n plaintext bytes (n becomes their
+    size), held by t.records until the next send.  A completion runs when the last record of
+    its message reached the kernel."""
     cdef _TlsStream t = ctx.tls
     try:
-        t.sslobj.write(PyMemoryView_FromMemory(<char *>data, n, PyBUF_READ))
+        t.sslobj.write(PyMemoryView_FromMemory(<char *>data, n[0], PyBUF_READ))
     except _ssl.SSLError as exc:
         _stream_event(ctx.rt, ctx, EV_ABORT, exc)
         raise
-    return t.outgoing.read()
+    t.records = t.outgoing.read()
+    n[0] = PyBytes_GET_SIZE(t.records)
+    return PyBytes_AS_STRING(t.records)
 
 
 cdef Py_ssize_t _tls_decrypt(_TlsStream t, char *dest, Py_ssize_t room) except -1:
@@ -286,6 +294,8 @@ cdef Py_ssize_t _tls_recv(MsgReader r, DispatchContext ctx, Py_ssize_t room) exc
 
 cdef _tls_recv_fn _tls_recv_cold = _tls_recv
 cdef _tls_encrypt_fn _tls_encrypt_cold = _tls_encrypt
+cdef _tls_readable_fn _tls_readable_cold = _tls_readable
+cdef _tls_input_fn _tls_handshake_input_cold = _tls_handshake_input
 
 
 cdef int _tls_received(ReactRuntime rt, DispatchContext ctx, Py_ssize_t n,
