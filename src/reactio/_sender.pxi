@@ -240,7 +240,8 @@ cdef class DispatchContext:
             raise ValueError(f"send_raw: a negative size ({n})")
         if self.tls is not None:
             # TLS: what goes on the wire (and in the queue) are the records of these bytes
-            data = _tls_encrypt_cold(self, data, &n)
+            data = _tls_encrypt_cold(self, data, n)
+            n = PyBytes_GET_SIZE(self.tls.records)
         if s.tail == s.head and not self.corked:
             while sent < n:
                 r = send(self.fd, data + sent, n - sent, MSG_NOSIGNAL)

@@ -23,7 +23,7 @@ DEFAULT_SSL_HANDSHAKE_TIMEOUT = 60.0    # seconds (as asyncio and nginx)
 # take 184 bytes of stack) cost every plain message 40 instructions (callgrind); through the
 # pointers, one NULL check each.
 ctypedef Py_ssize_t (*_tls_recv_fn)(MsgReader, DispatchContext, Py_ssize_t) except -100
-ctypedef const char *(*_tls_encrypt_fn)(DispatchContext, const char *, Py_ssize_t *) except NULL
+ctypedef const char *(*_tls_encrypt_fn)(DispatchContext, const char *, Py_ssize_t) except NULL
 ctypedef bint (*_tls_readable_fn)(DispatchContext) noexcept
 ctypedef int (*_tls_input_fn)(ReactRuntime, DispatchContext) except -1
 
@@ -213,18 +213,17 @@ cdef bint _tls_queue_records(DispatchContext ctx) except -1:
 
 
 cdef const char *_tls_encrypt(DispatchContext ctx, const char *data,
-                              Py_ssize_t *n) except NULL:
-    """send_raw of a TLS stream: the records of these n plaintext bytes (n becomes their
-    size), held by t.records until the next send.  A completion runs when the last record of
-    its message reached the kernel."""
+                              Py_ssize_t n) except NULL:
+    """send_raw of a TLS stream: the records of these n plaintext bytes, held by t.records
+    (their size) until the next send.  A completion runs when the last record of its message
+    reached the kernel."""
     cdef _TlsStream t = ctx.tls
     try:
-        t.sslobj.write(PyMemoryView_FromMemory(<char *>data, n[0], PyBUF_READ))
+        t.sslobj.write(PyMemoryView_FromMemory(<char *>data, n, PyBUF_READ))
     except _ssl.SSLError as exc:
         _stream_event(ctx.rt, ctx, EV_ABORT, exc)
         raise
     t.records = t.outgoing.read()
-    n[0] = PyBytes_GET_SIZE(t.records)
     return PyBytes_AS_STRING(t.records)
 
 
