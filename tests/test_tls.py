@@ -467,8 +467,9 @@ def test_peer_eof_without_close_notify(server_ctx, client_ctx, cut):
 
 # -- openssl s_client -----------------------------------------------------------------------
 
-needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None,
-                                   reason="no openssl command (bench/install-tools.sh installs it)")
+needs_openssl = pytest.mark.skipif(
+    shutil.which("openssl") is None,
+    reason="no openssl command on PATH (Windows, wine; on Linux bench/install-tools.sh installs it)")
 
 
 class SClient:
