@@ -15,7 +15,7 @@
 # The ssl module, imported by the first TLS option: a plain-TCP program never loads it.
 _ssl = None
 
-DEFAULT_SSL_HANDSHAKE_TIMEOUT = 60.0    # seconds (as asyncio and nginx)
+cdef double DEFAULT_SSL_HANDSHAKE_TIMEOUT = 60.0     # seconds (as asyncio and nginx)
 
 # The plain stream's hot path (MsgReader._recv and fast_read, send_raw, the epoll event)
 # reaches TLS through these pointers, set at import: called directly, gcc inlined the TLS code
