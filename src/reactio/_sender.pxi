@@ -147,10 +147,14 @@ cdef class DispatchContext:
 
     @property
     def nodelay(self):
+        """TCP_NODELAY; always False on a Unix stream (no such option there; setting it is
+        a no-op, so one reactor serves both transports)."""
         cdef int v = 0
         cdef socklen_t n = sizeof(v)
         self._check_fd()
         if rio_getsockopt(self.fd, IPPROTO_TCP, TCP_NODELAY, &v, &n) != 0:
+            if _is_unix_socket(self.fd):
+                return False
             raise _net.os_error(rio_errno(), "getsockopt(TCP_NODELAY)")
         return v != 0
 
@@ -159,7 +163,8 @@ cdef class DispatchContext:
         cdef int v = on
         self._check_fd()
         if rio_setsockopt(self.fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof(v)) != 0:
-            raise _net.os_error(rio_errno(), "setsockopt(TCP_NODELAY)")
+            if not _is_unix_socket(self.fd):
+                raise _net.os_error(rio_errno(), "setsockopt(TCP_NODELAY)")
 
     def _check_fd(self):
         if self.state == ST_CLOSED:
