@@ -191,33 +191,3 @@ cdef int _exec_resume_accept(ReactRuntime rt, object obj) except -1:
         return 0
     lst.paused = False
     return _be_resume_accepts(rt, lst)
-
-
-# Addresses of a socket, as socket.getpeername() / getsockname() give them.
-cdef object _sockaddr_to_tuple(sockaddr *sa):
-    cdef char host[64]
-    cdef sockaddr_in *sin
-    cdef sockaddr_in6 *sin6
-    if sa.sa_family == AF_INET:
-        sin = <sockaddr_in *>sa
-        inet_ntop(AF_INET, &sin.sin_addr, host, sizeof(host))
-        return ((<bytes>host).decode("ascii"), ntohs(sin.sin_port))
-    if sa.sa_family == AF_INET6:
-        sin6 = <sockaddr_in6 *>sa
-        inet_ntop(AF_INET6, &sin6.sin6_addr, host, sizeof(host))
-        return ((<bytes>host).decode("ascii"), ntohs(sin6.sin6_port),
-                ntohl(sin6.sin6_flowinfo), sin6.sin6_scope_id)
-    return None
-
-
-cdef object _sock_address(int fd, bint peer):
-    cdef sockaddr_storage ss
-    cdef socklen_t n = sizeof(ss)
-    cdef int rc
-    if peer:
-        rc = getpeername(fd, <sockaddr *>&ss, &n)
-    else:
-        rc = getsockname(fd, <sockaddr *>&ss, &n)
-    if rc != 0:
-        raise _net.os_error(rio_errno(), "getpeername" if peer else "getsockname")
-    return _sockaddr_to_tuple(<sockaddr *>&ss)
