@@ -1,8 +1,9 @@
 # Datagram I/O of the epoll backend.  Receive: recvmmsg() takes up to recv_batch datagrams into
 # one buffer (one slot of max_datagram_size + 1 bytes each: a datagram that fills its slot was
 # truncated; MSG_TRUNC says so too), then they are dispatched one by one.  Send: replies made
-# while a batch is dispatched (ctx.corked) are copied into the out batch and leave in one
-# sendmmsg() when the dispatch ends; a send outside a dispatch goes out at once with sendto().
+# while a batch of several datagrams is dispatched (ctx.corked) are copied into the out batch
+# and leave in one sendmmsg() when the dispatch ends; any other send (the reply to a lone
+# datagram, a send outside a dispatch) goes out at once with sendto().
 # The out batch also holds what a full socket did not take (write interest until it drains);
 # when it is full too the datagram is dropped and counted (send_dropped), as the network would.
 # recv_batch=1 reads one datagram per recvmsg(), asyncio's way: the bench compares the two.
@@ -182,7 +183,7 @@ cdef int _dg_readable(ReactRuntime rt, DatagramContext ctx) except -1:
             return 0
         if n == 0:
             return 0
-        ctx.corked = True
+        ctx.corked = n > 1      # a lone datagram's reply goes out at once, from send_to
         try:
             total += _dg_dispatch(ctx, n)
         finally:

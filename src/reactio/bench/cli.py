@@ -132,6 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     pp.add_argument("--compare", action="store_true",
                     help="run every leg: " + ", ".join(ALL_LEGS) + " (without it and "
                          "without --legs: " + ",".join(PINGPONG_DEFAULT_LEGS) + ")")
+    pp.add_argument("--udp", action="store_true",
+                    help="one UDP datagram per message instead of a TCP connection (the C "
+                         "floor is c/udp_pingpong.c; reactio-aio has no UDP leg)")
     pp.add_argument("--timeout", type=_positive_seconds,
                     help="seconds one run (server + client) may take (default: from COUNT)")
     common(pp, "same-core")
@@ -323,7 +326,8 @@ def _bench(args: argparse.Namespace, argv: List[str]) -> int:
         if args.command == "pingpong":
             from . import pingpong
             result = pingpong.run(legs, args.size or [64, 1024], args.count, args.warmup,
-                                  args.rounds or 10, args.pin, args.spin, args.timeout, progress)
+                                  args.rounds or 10, args.pin, args.spin, args.timeout, progress,
+                                  args.udp)
             text = report.pingpong_table(result, line)
         elif args.command == "scale":
             from . import scale

@@ -62,13 +62,13 @@ def parse_legs(text: Optional[str], default: List[str]) -> List[str]:
 
 
 def usable_legs(legs: List["Leg"], need_client: bool, command: str,
-                progress: "Progress") -> Tuple[List["Leg"], Dict[str, str]]:
+                progress: "Progress", udp: bool = False) -> Tuple[List["Leg"], Dict[str, str]]:
     """The legs that can run, in order, and by name why each of the others cannot (noted on
     ``progress`` as skipped for ``command``)."""
     available: List[Leg] = []
     skipped: Dict[str, str] = {}
     for leg in legs:
-        reason = leg.check(need_client=need_client)
+        reason = leg.check(need_client=need_client, udp=udp)
         if reason:
             skipped[leg.name] = reason
             progress.note(f"{command}: leg {leg.name} skipped: {reason}")
@@ -153,15 +153,20 @@ class Leg:
         self._checked = False
         self._reason: Optional[str] = None
         self._exes: Dict[str, Path] = {}
+        self.udp = False        # pingpong --udp: this leg's UDP server and client (udp_legs)
 
-    def check(self, need_client: bool = True) -> Optional[str]:
+    def check(self, need_client: bool = True, udp: bool = False) -> Optional[str]:
         if not self._checked:
             self._checked = True
+            self.udp = udp
             self._reason = self._check_c(need_client) if self.name == FLOOR else self._check_py()
         return self._reason
 
     def _check_c(self, need_client: bool) -> Optional[str]:
         try:
+            if self.udp:
+                self._exes["udp"] = cbuild.build("udp_pingpong")
+                return None
             self._exes["server"] = cbuild.build("echo_server")
             if need_client:
                 self._exes["client"] = cbuild.build("pingpong_client")
@@ -171,6 +176,7 @@ class Leg:
 
     def _check_py(self) -> Optional[str]:
         argv = [sys.executable, "-m", "reactio.bench.worker", "check", self.name]
+        argv += ["--udp"] if self.udp else []
         try:
             out = subprocess.run(argv, capture_output=True, text=True, timeout=120,
                                  env=child_env(), stdin=subprocess.DEVNULL)
@@ -186,7 +192,10 @@ class Leg:
         """A server that prints ``port N``, serves ``conns`` connections, exits after; with
         ``workers``, one that serves from that many processes sharing the port
         (SO_REUSEPORT) until SIGTERM, then exits 0."""
-        if self.name == FLOOR:
+        if self.udp:
+            argv = ([str(self._exes["udp"]), "server"] if self.name == FLOOR else [
+                sys.executable, "-m", "reactio.bench.worker", "server", self.name, "--udp"])
+        elif self.name == FLOOR:
             argv = [str(self._exes["server"]), "--conns", str(conns)]
         else:
             argv = [sys.executable, "-m", "reactio.bench.worker", "server", self.name,
@@ -200,12 +209,13 @@ class Leg:
                     spin: bool, timeout: float) -> List[str]:
         """A pingpong client: ``progress N`` lines, ``done COUNT ELAPSED_NS``, samples in out."""
         if self.name == FLOOR:
-            argv = [str(self._exes["client"]), str(port), str(count), str(warmup), str(size),
-                    str(out)]
+            argv = [str(self._exes["udp"]), "client"] if self.udp else [
+                str(self._exes["client"])]
+            argv += [str(port), str(count), str(warmup), str(size), str(out)]
         else:
             argv = [sys.executable, "-m", "reactio.bench.worker", "client", self.name,
                     "--port", str(port), "--count", str(count), "--warmup", str(warmup),
-                    "--size", str(size), "--out", str(out)]
+                    "--size", str(size), "--out", str(out)] + (["--udp"] if self.udp else [])
         argv += ["--timeout", str(int(timeout) + 1)]
         return argv + (["--spin"] if spin else [])
 

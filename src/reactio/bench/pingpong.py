@@ -120,11 +120,13 @@ def run_once(leg: Leg, size: int, count: int, warmup: int, pins: Pins, spin: boo
 
 
 def run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
-        pin: str, spin: bool, timeout: Optional[float], progress: Progress) -> Dict[str, Any]:
-    """Run the ping-pong over ``legs`` for every size; returns the JSON-able result."""
+        pin: str, spin: bool, timeout: Optional[float], progress: Progress,
+        udp: bool = False) -> Dict[str, Any]:
+    """Run the ping-pong over ``legs`` for every size; returns the JSON-able result.  With
+    ``udp`` every leg runs its UDP server and client instead (one datagram per message)."""
     pins = pin_plan(pin)
     shares = _split(count, rounds)
-    available, skipped = usable_legs(legs, True, "pingpong", progress)
+    available, skipped = usable_legs(legs, True, "pingpong", progress, udp)
 
     results: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="reactio-bench-") as tmp:
@@ -138,7 +140,7 @@ def run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
                     res = per_leg[leg.name]
                     if res.status != "ok":
                         continue
-                    label = f"pingpong {size} B, round {r + 1}/{len(shares)}, {leg.name}"
+                    label = f"pingpong{' --udp' if udp else ''} {size} B, round {r + 1}/{len(shares)}, {leg.name}"
                     t = timeout or (STARTUP_TIMEOUT + (share + warmup) * 0.002)
                     try:
                         samples, elapsed = run_once(leg, size, share, warmup, pins, spin, t,
@@ -163,7 +165,7 @@ def run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
         "params": {"count": count, "warmup_per_run": warmup, "rounds": len(shares),
                    "sizes": sizes, "pin": pin,
                    "cpus": pins_json(pins),
-                   "spin": spin, "legs": [leg.name for leg in legs]},
+                   "spin": spin, "udp": udp, "legs": [leg.name for leg in legs]},
         "results": results,
     }
 

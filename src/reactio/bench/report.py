@@ -41,7 +41,9 @@ def pingpong_table(result: Dict[str, Any], machine_line: str) -> str:
     cols = ["min"] + [label for label, _ in PERCENTILES] + ["max", "mean"]
     for block in result["results"]:
         lines.append("")
-        lines.append(f"pingpong, {block['size']} B messages, {p['count']:,} round trips per leg "
+        lines.append(f"pingpong{' --udp' if p.get('udp') else ''}, {block['size']} B "
+                     f"{'datagrams' if p.get('udp') else 'messages'}, {p['count']:,} round trips "
+                     f"per leg "
                      f"in {p['rounds']} interleaved rounds (+{p['warmup_per_run']:,} warm-up "
                      f"per run), pin {pin}, {'busy poll' if p['spin'] else 'blocking poll'}")
         lines.append("latency in µs, ratios to the C floor")

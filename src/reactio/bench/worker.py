@@ -3,6 +3,7 @@
     worker check  LEG                      exit 0 when LEG's modules import, else say why
     worker server LEG [--conns N] [--spin] [--timeout S] [--workers W]
     worker client LEG --port P --count N --warmup W --size B --out FILE [--spin] [--timeout S]
+    (--udp with check / server / client: the leg's UDP pair of pingpong --udp, udp_legs.py)
 
 The protocol with the harness (the same as the C programs'): the server prints
 ``port N`` once it listens on 127.0.0.1:N, serves N connections and exits 0 when they are
@@ -208,11 +209,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--spin", action="store_true")
     p.add_argument("--timeout", type=int, default=600)
     p.add_argument("--workers", type=int)
+    p.add_argument("--udp", action="store_true", help="pingpong --udp: the leg's UDP pair")
     a = p.parse_args(argv)
 
     if a.role == "check":
         try:
             _impl(a.leg).check(a.leg)
+            if a.udp:
+                from . import udp_legs
+                udp_legs.check(a.leg)
         except Exception as e:  # the reason is the point: print it, exit non-zero
             print(f"{type(e).__name__}: {e}")
             return 1
@@ -222,8 +227,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     signal.alarm(a.timeout)
     raise_nofile_limit()
     mod = _impl(a.leg)
+    if a.udp:
+        from . import udp_legs
     if a.role == "server":
-        if a.workers:
+        if a.udp:
+            udp_legs.serve(a.leg, a.spin, announce_port)
+        elif a.workers:
             mod.serve_workers(a.leg, a.workers, a.spin, announce_port, a.timeout)
         else:
             mod.serve(a.leg, a.conns, a.spin, announce_port)
@@ -233,7 +242,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not HDR <= a.size <= HDR + 0xFFFF:
         p.error("--size must be 10..65545")
     rec = Recorder(a.count, a.warmup)
-    mod.ping(a.leg, a.port, a.size, rec, a.spin)
+    if a.udp:
+        udp_legs.ping(a.leg, a.port, a.size, rec, a.spin)
+    else:
+        mod.ping(a.leg, a.port, a.size, rec, a.spin)
     rec.finish(a.out)
     return 0
 

@@ -1,0 +1,120 @@
+/*
+ * udp_pingpong.c: the C floor of `python -m reactio.bench pingpong --udp`, server and client.
+ *
+ * One UDP socket each on 127.0.0.1, one datagram in flight, reactio's wire format in every
+ * datagram (u16 body length LE | i64 CLOCK_MONOTONIC send stamp LE | body), SIZE bytes in all.
+ *
+ *   udp_pingpong server [--spin] [--timeout S]
+ *     binds 127.0.0.1:0, prints "port <n>", sends every datagram back to its sender with
+ *     one recvfrom + one sendto, and exits 0 when it receives a datagram shorter than a header.
+ *   udp_pingpong client PORT COUNT WARMUP SIZE SAMPLES_FILE [--spin] [--timeout S]
+ *     connected to the server; send, wait for the echo (blocking recv, or a non-blocking recv
+ *     in a loop with --spin), check it, record the round trip; "progress <n>" lines, then
+ *     "done <count> <elapsed_ns>"; the COUNT samples as native int64 ns in SAMPLES_FILE; at
+ *     the end three 1-byte datagrams tell the server to exit.
+ * A lost datagram (not seen on loopback) stalls the run until the --timeout watchdog.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define PROG "udp_pingpong"
+#include "net_util.h"
+
+static int udp_socket(int spin) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | (spin ? SOCK_NONBLOCK : 0), 0);
+    if (fd < 0) die("socket");
+    return fd;
+}
+
+static int server(int spin) {
+    int fd = udp_socket(spin);
+    struct sockaddr_in a = loopback_addr(0);
+    socklen_t n = sizeof a;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0) die("bind");
+    if (getsockname(fd, (struct sockaddr *)&a, &n) < 0) die("getsockname");
+    printf("port %d\n", ntohs(a.sin_port));
+    fflush(stdout);
+    static unsigned char buf[65536];
+    for (;;) {
+        struct sockaddr_storage peer;
+        socklen_t pl = sizeof peer;
+        ssize_t r = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&peer, &pl);
+        if (r < 0) {
+            if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+            die("recvfrom");
+        }
+        if (r < HDR) return 0;
+        if (sendto(fd, buf, (size_t)r, 0, (struct sockaddr *)&peer, pl) < 0 && errno != EAGAIN)
+            die("sendto");
+    }
+}
+
+static int client(int argc, char **argv, int spin) {
+    int port = atoi(argv[2]);
+    long count = atol(argv[3]), warmup = atol(argv[4]), size = atol(argv[5]);
+    if (size < HDR || size > HDR + 65507 - HDR) fail("SIZE must be 10..65507");
+    if (count < 1 || warmup < 0) fail("bad COUNT or WARMUP");
+    (void)argc;
+    int64_t *samples = malloc((size_t)count * sizeof *samples);
+    unsigned char *msg = calloc(1, (size_t)size), *in = malloc((size_t)size + 1);
+    if (!samples || !msg || !in) fail("out of memory");
+    init_msg(msg, size);
+    int fd = udp_socket(spin);
+    struct sockaddr_in a = loopback_addr(port);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) die("connect");
+    long total = warmup + count;
+    int64_t start = 0, next_progress = now_ns() + 500000000LL;
+    for (long i = 0; i < total; i++) {
+        int64_t t0 = now_ns();
+        if (i == warmup) start = t0;
+        put_i64le(msg + 2, t0);
+        while (send(fd, msg, (size_t)size, 0) < 0)
+            if (errno != EINTR && errno != EAGAIN && errno != ENOBUFS) die("send");
+        ssize_t r;
+        while ((r = recv(fd, in, (size_t)size + 1, 0)) < 0)
+            if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) die("recv");
+        int64_t t1 = now_ns();
+        if (r != size || get_i64le(in + 2) != t0) fail("echo does not match the message sent");
+        if (i >= warmup) samples[i - warmup] = t1 - t0;
+        if (t1 >= next_progress) {
+            printf("progress %ld\n", i >= warmup ? i - warmup + 1 : 0);
+            fflush(stdout);
+            next_progress = t1 + 500000000LL;
+        }
+        if (i == total - 1) {
+            FILE *f = fopen(argv[6], "wb");
+            if (!f || fwrite(samples, sizeof *samples, (size_t)count, f) != (size_t)count)
+                die("write samples");
+            fclose(f);
+            printf("done %ld %lld\n", count, (long long)(t1 - start));
+            fflush(stdout);
+        }
+    }
+    for (int k = 0; k < 3; k++) send(fd, msg, 1, 0);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    int spin = 0, first_opt = 2;
+    long timeout_s = 600;
+    if (argc < 2) fail("usage: udp_pingpong server|client ...");
+    int is_client = !strcmp(argv[1], "client");
+    if (is_client) {
+        if (argc < 7) fail("usage: udp_pingpong client PORT COUNT WARMUP SIZE SAMPLES_FILE");
+        first_opt = 7;
+    } else if (strcmp(argv[1], "server")) fail("first argument: server or client");
+    for (int i = first_opt; i < argc; i++) {
+        if (!strcmp(argv[i], "--spin")) spin = 1;
+        else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) timeout_s = atol(argv[++i]);
+        else fail("bad option");
+    }
+    alarm((unsigned)timeout_s);
+    return is_client ? client(argc, argv, spin) : server(spin);
+}
