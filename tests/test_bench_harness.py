@@ -49,6 +49,23 @@ def test_pingpong_compare_legs(tmp_path):
     assert "reactio-py" in text and "p50/C" in text
 
 
+def test_pingpong_udp_legs(tmp_path):
+    """pingpong --udp: every leg's UDP pair completes its round trips (reactio-aio has none and
+    says so; uvloop may be missing here)."""
+    data, text = run_bench(tmp_path, "pingpong", "--udp", "--compare", "--count", "300",
+                           "--warmup", "30", "--rounds", "2", "--size", "64", "--pin", "none")
+    run = data["runs"][0]
+    assert run["params"]["udp"] is True
+    legs = {leg["leg"]: leg for leg in run["results"][0]["legs"]}
+    for name in ("c", "asyncio", "reactio-py", "reactio-cy"):
+        assert legs[name]["status"] == "ok", legs[name]
+        assert legs[name]["latency_us"]["n"] == 300
+    assert legs["reactio-aio"]["status"] == "skipped"
+    assert "no datagram API" in legs["reactio-aio"]["reason"]
+    assert legs["uvloop"]["status"] == "ok" or "uvloop" in legs["uvloop"]["reason"]
+    assert "pingpong --udp, 64 B datagrams" in text
+
+
 def test_pingpong_reactio_aio_leg(tmp_path):
     """reactio-aio: the reactio-py server attached to uvloop, against reactio-py's client
     (skipped, with its reason, where uvloop is not installed)."""

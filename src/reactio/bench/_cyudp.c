@@ -1805,11 +1805,10 @@ struct __pyx_opt_args_7reactio_5_core_15DispatchContext_send_raw {
  * 
  * cdef enum:             # <<<<<<<<<<<<<<
  *     HDR = 10
- *     GOODBYE = 3
+ * 
 */
 enum  {
-  __pyx_e_7reactio_5bench_6_cyudp_HDR = 10,
-  __pyx_e_7reactio_5bench_6_cyudp_GOODBYE = 3
+  __pyx_e_7reactio_5bench_6_cyudp_HDR = 10
 };
 
 /* "reactio/_core.pxd":10
@@ -2213,7 +2212,7 @@ struct __pyx_obj_7reactio_5_core_DatagramContext {
 };
 
 
-/* "reactio/bench/_cyudp.pyx":32
+/* "reactio/bench/_cyudp.pyx":31
  * 
  * 
  * cdef class CyUdpEcho(DatagramReactor):             # <<<<<<<<<<<<<<
@@ -2225,7 +2224,7 @@ struct __pyx_obj_7reactio_5bench_6_cyudp_CyUdpEcho {
 };
 
 
-/* "reactio/bench/_cyudp.pyx":44
+/* "reactio/bench/_cyudp.pyx":43
  * 
  * 
  * cdef class CyUdpPing(DatagramReactor):             # <<<<<<<<<<<<<<
@@ -2479,7 +2478,7 @@ struct __pyx_vtabstruct_7reactio_5_core_DatagramContext {
 static struct __pyx_vtabstruct_7reactio_5_core_DatagramContext *__pyx_vtabptr_7reactio_5_core_DatagramContext;
 
 
-/* "reactio/bench/_cyudp.pyx":32
+/* "reactio/bench/_cyudp.pyx":31
  * 
  * 
  * cdef class CyUdpEcho(DatagramReactor):             # <<<<<<<<<<<<<<
@@ -2493,7 +2492,7 @@ struct __pyx_vtabstruct_7reactio_5bench_6_cyudp_CyUdpEcho {
 static struct __pyx_vtabstruct_7reactio_5bench_6_cyudp_CyUdpEcho *__pyx_vtabptr_7reactio_5bench_6_cyudp_CyUdpEcho;
 
 
-/* "reactio/bench/_cyudp.pyx":44
+/* "reactio/bench/_cyudp.pyx":43
  * 
  * 
  * cdef class CyUdpPing(DatagramReactor):             # <<<<<<<<<<<<<<
@@ -3705,9 +3704,6 @@ static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int64_t(int64_t value);
 
 /* CIntFromPy.proto */
 static CYTHON_INLINE int __Pyx_PyLong_As_int(PyObject *);
-
-/* CIntToPy.proto */
-static CYTHON_INLINE PyObject* __Pyx_PyLong_From___pyx_anon_enum(int value);
 
 /* CIntToPy.proto */
 static CYTHON_INLINE PyObject* __Pyx_PyLong_From_long(long value);
@@ -18588,7 +18584,7 @@ static PyObject *__pyx_unpickle_Enum__set_state(struct __pyx_MemviewEnum_obj *__
   return __pyx_r;
 }
 
-/* "reactio/bench/_cyudp.pyx":26
+/* "reactio/bench/_cyudp.pyx":25
  * 
  * 
  * cdef inline int64_t now_ns() noexcept nogil:             # <<<<<<<<<<<<<<
@@ -18600,7 +18596,7 @@ static CYTHON_INLINE int64_t __pyx_f_7reactio_5bench_6_cyudp_now_ns(void) {
   struct timespec __pyx_v_ts;
   int64_t __pyx_r;
 
-  /* "reactio/bench/_cyudp.pyx":28
+  /* "reactio/bench/_cyudp.pyx":27
  * cdef inline int64_t now_ns() noexcept nogil:
  *     cdef timespec ts
  *     clock_gettime(CLOCK_MONOTONIC, &ts)             # <<<<<<<<<<<<<<
@@ -18609,7 +18605,7 @@ static CYTHON_INLINE int64_t __pyx_f_7reactio_5bench_6_cyudp_now_ns(void) {
 */
   (void)(clock_gettime(CLOCK_MONOTONIC, (&__pyx_v_ts)));
 
-  /* "reactio/bench/_cyudp.pyx":29
+  /* "reactio/bench/_cyudp.pyx":28
  *     cdef timespec ts
  *     clock_gettime(CLOCK_MONOTONIC, &ts)
  *     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec             # <<<<<<<<<<<<<<
@@ -18622,7 +18618,7 @@ static CYTHON_INLINE int64_t __pyx_f_7reactio_5bench_6_cyudp_now_ns(void) {
   }
   goto __pyx_L0;
 
-  /* "reactio/bench/_cyudp.pyx":26
+  /* "reactio/bench/_cyudp.pyx":25
  * 
  * 
  * cdef inline int64_t now_ns() noexcept nogil:             # <<<<<<<<<<<<<<
@@ -18636,7 +18632,7 @@ static CYTHON_INLINE int64_t __pyx_f_7reactio_5bench_6_cyudp_now_ns(void) {
   return __pyx_r;
 }
 
-/* "reactio/bench/_cyudp.pyx":35
+/* "reactio/bench/_cyudp.pyx":34
  *     """Send every datagram back to its sender; one shorter than a header ends the endpoint."""
  * 
  *     cdef int on_datagram_raw(self, char *data, Py_ssize_t size, const sockaddr *addr,             # <<<<<<<<<<<<<<
@@ -18657,7 +18653,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpEcho_on_datagram_raw(CYTHON_UNU
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("on_datagram_raw", 0);
 
-  /* "reactio/bench/_cyudp.pyx":37
+  /* "reactio/bench/_cyudp.pyx":36
  *     cdef int on_datagram_raw(self, char *data, Py_ssize_t size, const sockaddr *addr,
  *                              socklen_t addrlen, DatagramContext ctx) except -1:
  *         if size < HDR:             # <<<<<<<<<<<<<<
@@ -18669,7 +18665,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpEcho_on_datagram_raw(CYTHON_UNU
   if (__pyx_t_1) {
 
 
-    /* "reactio/bench/_cyudp.pyx":38
+    /* "reactio/bench/_cyudp.pyx":37
  *                              socklen_t addrlen, DatagramContext ctx) except -1:
  *         if size < HDR:
  *             ctx.close()             # <<<<<<<<<<<<<<
@@ -18683,12 +18679,12 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpEcho_on_datagram_raw(CYTHON_UNU
       PyObject *__pyx_callargs[2] = {__pyx_t_3, NULL};
       __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 38, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 37, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-    /* "reactio/bench/_cyudp.pyx":39
+    /* "reactio/bench/_cyudp.pyx":38
  *         if size < HDR:
  *             ctx.close()
  *             return 0             # <<<<<<<<<<<<<<
@@ -18701,7 +18697,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpEcho_on_datagram_raw(CYTHON_UNU
     }
     goto __pyx_L0;
 
-    /* "reactio/bench/_cyudp.pyx":37
+    /* "reactio/bench/_cyudp.pyx":36
  *     cdef int on_datagram_raw(self, char *data, Py_ssize_t size, const sockaddr *addr,
  *                              socklen_t addrlen, DatagramContext ctx) except -1:
  *         if size < HDR:             # <<<<<<<<<<<<<<
@@ -18710,17 +18706,17 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpEcho_on_datagram_raw(CYTHON_UNU
 */
   }
 
-  /* "reactio/bench/_cyudp.pyx":40
+  /* "reactio/bench/_cyudp.pyx":39
  *             ctx.close()
  *             return 0
  *         ctx.send_to_raw(data, size, addr, addrlen)             # <<<<<<<<<<<<<<
  *         return 0
  * 
 */
-  __pyx_t_5 = ((struct __pyx_vtabstruct_7reactio_5_core_DatagramContext *)__pyx_v_ctx->__pyx_vtab)->send_to_raw(__pyx_v_ctx, __pyx_v_data, __pyx_v_size, __pyx_v_addr, __pyx_v_addrlen); if (unlikely(__pyx_t_5 == ((int)-1))) __PYX_ERR(0, 40, __pyx_L1_error)
+  __pyx_t_5 = ((struct __pyx_vtabstruct_7reactio_5_core_DatagramContext *)__pyx_v_ctx->__pyx_vtab)->send_to_raw(__pyx_v_ctx, __pyx_v_data, __pyx_v_size, __pyx_v_addr, __pyx_v_addrlen); if (unlikely(__pyx_t_5 == ((int)-1))) __PYX_ERR(0, 39, __pyx_L1_error)
 
 
-  /* "reactio/bench/_cyudp.pyx":41
+  /* "reactio/bench/_cyudp.pyx":40
  *             return 0
  *         ctx.send_to_raw(data, size, addr, addrlen)
  *         return 0             # <<<<<<<<<<<<<<
@@ -18733,7 +18729,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpEcho_on_datagram_raw(CYTHON_UNU
   }
   goto __pyx_L0;
 
-  /* "reactio/bench/_cyudp.pyx":35
+  /* "reactio/bench/_cyudp.pyx":34
  *     """Send every datagram back to its sender; one shorter than a header ends the endpoint."""
  * 
  *     cdef int on_datagram_raw(self, char *data, Py_ssize_t size, const sockaddr *addr,             # <<<<<<<<<<<<<<
@@ -19217,7 +19213,7 @@ static PyObject *__pyx_pf_7reactio_5bench_6_cyudp_9CyUdpEcho_2__setstate_cython_
   return __pyx_r;
 }
 
-/* "reactio/bench/_cyudp.pyx":53
+/* "reactio/bench/_cyudp.pyx":52
  *     cdef object rec, errors
  * 
  *     def __cinit__(self, *args, **kwargs):             # <<<<<<<<<<<<<<
@@ -19260,7 +19256,7 @@ static int __pyx_pw_7reactio_5bench_6_cyudp_9CyUdpPing_1__cinit__(PyObject *__py
 static int __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing___cinit__(struct __pyx_obj_7reactio_5bench_6_cyudp_CyUdpPing *__pyx_v_self, CYTHON_UNUSED PyObject *__pyx_v_args, CYTHON_UNUSED PyObject *__pyx_v_kwargs) {
   int __pyx_r;
 
-  /* "reactio/bench/_cyudp.pyx":54
+  /* "reactio/bench/_cyudp.pyx":53
  * 
  *     def __cinit__(self, *args, **kwargs):
  *         self.msg = NULL             # <<<<<<<<<<<<<<
@@ -19269,7 +19265,7 @@ static int __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing___cinit__(struct __pyx_ob
 */
   __pyx_v_self->msg = NULL;
 
-  /* "reactio/bench/_cyudp.pyx":53
+  /* "reactio/bench/_cyudp.pyx":52
  *     cdef object rec, errors
  * 
  *     def __cinit__(self, *args, **kwargs):             # <<<<<<<<<<<<<<
@@ -19283,7 +19279,7 @@ static int __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing___cinit__(struct __pyx_ob
   return __pyx_r;
 }
 
-/* "reactio/bench/_cyudp.pyx":56
+/* "reactio/bench/_cyudp.pyx":55
  *         self.msg = NULL
  * 
  *     def __init__(self, Py_ssize_t size, rec, list errors):             # <<<<<<<<<<<<<<
@@ -19315,46 +19311,46 @@ static int __pyx_pw_7reactio_5bench_6_cyudp_9CyUdpPing_3__init__(PyObject *__pyx
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_size,&__pyx_mstate_global->__pyx_n_u_rec,&__pyx_mstate_global->__pyx_n_u_errors,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 56, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 55, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 56, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 55, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 56, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 55, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 56, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 55, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__init__", 0) < (0)) __PYX_ERR(0, 56, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__init__", 0) < (0)) __PYX_ERR(0, 55, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__init__", 1, 3, 3, i); __PYX_ERR(0, 56, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__init__", 1, 3, 3, i); __PYX_ERR(0, 55, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 56, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 55, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 56, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 55, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 56, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 55, __pyx_L3_error)
     }
-    __pyx_v_size = __Pyx_PyIndex_AsSsize_t(values[0]); if (unlikely((__pyx_v_size == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 56, __pyx_L3_error)
+    __pyx_v_size = __Pyx_PyIndex_AsSsize_t(values[0]); if (unlikely((__pyx_v_size == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 55, __pyx_L3_error)
     __pyx_v_rec = values[1];
     __pyx_v_errors = ((PyObject*)values[2]);
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__init__", 1, 3, 3, __pyx_nargs); __PYX_ERR(0, 56, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__init__", 1, 3, 3, __pyx_nargs); __PYX_ERR(0, 55, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -19365,7 +19361,7 @@ static int __pyx_pw_7reactio_5bench_6_cyudp_9CyUdpPing_3__init__(PyObject *__pyx
   __Pyx_RefNannyFinishContext();
   return -1;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_errors), (&PyList_Type), 1, "errors", 1))) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_errors), (&PyList_Type), 1, "errors", 1))) __PYX_ERR(0, 55, __pyx_L1_error)
   __pyx_r = __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_2__init__(((struct __pyx_obj_7reactio_5bench_6_cyudp_CyUdpPing *)__pyx_v_self), __pyx_v_size, __pyx_v_rec, __pyx_v_errors);
 
   /* function exit code */
@@ -19401,7 +19397,7 @@ static int __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_2__init__(struct __pyx_ob
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__init__", 0);
 
-  /* "reactio/bench/_cyudp.pyx":57
+  /* "reactio/bench/_cyudp.pyx":56
  * 
  *     def __init__(self, Py_ssize_t size, rec, list errors):
  *         if size < HDR or size > 65507:             # <<<<<<<<<<<<<<
@@ -19427,7 +19423,7 @@ static int __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_2__init__(struct __pyx_ob
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "reactio/bench/_cyudp.pyx":58
+    /* "reactio/bench/_cyudp.pyx":57
  *     def __init__(self, Py_ssize_t size, rec, list errors):
  *         if size < HDR or size > 65507:
  *             raise ValueError("size must be 10..65507")             # <<<<<<<<<<<<<<
@@ -19440,14 +19436,14 @@ static int __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_2__init__(struct __pyx_ob
       PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_mstate_global->__pyx_kp_u_size_must_be_10_65507};
       __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 58, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 57, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_Raise(__pyx_t_3, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __PYX_ERR(0, 58, __pyx_L1_error)
+    __PYX_ERR(0, 57, __pyx_L1_error)
 
-    /* "reactio/bench/_cyudp.pyx":57
+    /* "reactio/bench/_cyudp.pyx":56
  * 
  *     def __init__(self, Py_ssize_t size, rec, list errors):
  *         if size < HDR or size > 65507:             # <<<<<<<<<<<<<<
@@ -19456,7 +19452,7 @@ static int __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_2__init__(struct __pyx_ob
 */
   }
 
-  /* "reactio/bench/_cyudp.pyx":59
+  /* "reactio/bench/_cyudp.pyx":58
  *         if size < HDR or size > 65507:
  *             raise ValueError("size must be 10..65507")
  *         self.size = size             # <<<<<<<<<<<<<<
@@ -19465,7 +19461,7 @@ static int __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_2__init__(struct __pyx_ob
 */
   __pyx_v_self->size = __pyx_v_size;
 
-  /* "reactio/bench/_cyudp.pyx":60
+  /* "reactio/bench/_cyudp.pyx":59
  *             raise ValueError("size must be 10..65507")
  *         self.size = size
  *         self.rec = rec             # <<<<<<<<<<<<<<
@@ -19477,7 +19473,7 @@ static int __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_2__init__(struct __pyx_ob
   __Pyx_GOTREF(__pyx_v_self->rec);
   __Pyx_DECREF_SET(__pyx_v_self->rec, __pyx_v_rec);
 
-  /* "reactio/bench/_cyudp.pyx":61
+  /* "reactio/bench/_cyudp.pyx":60
  *         self.size = size
  *         self.rec = rec
  *         self.errors = errors             # <<<<<<<<<<<<<<
@@ -19489,49 +19485,49 @@ static int __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_2__init__(struct __pyx_ob
   __Pyx_GOTREF(__pyx_v_self->errors);
   __Pyx_DECREF_SET(__pyx_v_self->errors, __pyx_v_errors);
 
-  /* "reactio/bench/_cyudp.pyx":62
+  /* "reactio/bench/_cyudp.pyx":61
  *         self.rec = rec
  *         self.errors = errors
  *         self.warmup = rec.warmup             # <<<<<<<<<<<<<<
  *         self.total = rec.total
  *         self.samples = rec.samples
 */
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_rec, __pyx_mstate_global->__pyx_n_u_warmup); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 62, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_rec, __pyx_mstate_global->__pyx_n_u_warmup); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 61, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_6 = __Pyx_PyIndex_AsSsize_t(__pyx_t_3); if (unlikely((__pyx_t_6 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 62, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyIndex_AsSsize_t(__pyx_t_3); if (unlikely((__pyx_t_6 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 61, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_v_self->warmup = __pyx_t_6;
 
-  /* "reactio/bench/_cyudp.pyx":63
+  /* "reactio/bench/_cyudp.pyx":62
  *         self.errors = errors
  *         self.warmup = rec.warmup
  *         self.total = rec.total             # <<<<<<<<<<<<<<
  *         self.samples = rec.samples
  *         self.msg = <unsigned char *>malloc(size)
 */
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_rec, __pyx_mstate_global->__pyx_n_u_total); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 63, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_rec, __pyx_mstate_global->__pyx_n_u_total); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 62, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_6 = __Pyx_PyIndex_AsSsize_t(__pyx_t_3); if (unlikely((__pyx_t_6 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 63, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyIndex_AsSsize_t(__pyx_t_3); if (unlikely((__pyx_t_6 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 62, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_v_self->total = __pyx_t_6;
 
-  /* "reactio/bench/_cyudp.pyx":64
+  /* "reactio/bench/_cyudp.pyx":63
  *         self.warmup = rec.warmup
  *         self.total = rec.total
  *         self.samples = rec.samples             # <<<<<<<<<<<<<<
  *         self.msg = <unsigned char *>malloc(size)
  *         if self.msg == NULL:
 */
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_rec, __pyx_mstate_global->__pyx_n_u_samples); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 64, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_v_rec, __pyx_mstate_global->__pyx_n_u_samples); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 63, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_7 = __Pyx_PyObject_to_MemoryviewSlice_dc_PY_LONG_LONG(__pyx_t_3, PyBUF_WRITABLE); if (unlikely(!__pyx_t_7.memview)) __PYX_ERR(0, 64, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_to_MemoryviewSlice_dc_PY_LONG_LONG(__pyx_t_3, PyBUF_WRITABLE); if (unlikely(!__pyx_t_7.memview)) __PYX_ERR(0, 63, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __PYX_XCLEAR_MEMVIEW(&__pyx_v_self->samples, 0);
   __pyx_v_self->samples = __pyx_t_7;
   __pyx_t_7.memview = NULL;
   __pyx_t_7.data = NULL;
 
-  /* "reactio/bench/_cyudp.pyx":65
+  /* "reactio/bench/_cyudp.pyx":64
  *         self.total = rec.total
  *         self.samples = rec.samples
  *         self.msg = <unsigned char *>malloc(size)             # <<<<<<<<<<<<<<
@@ -19540,7 +19536,7 @@ static int __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_2__init__(struct __pyx_ob
 */
   __pyx_v_self->msg = ((unsigned char *)malloc(__pyx_v_size));
 
-  /* "reactio/bench/_cyudp.pyx":66
+  /* "reactio/bench/_cyudp.pyx":65
  *         self.samples = rec.samples
  *         self.msg = <unsigned char *>malloc(size)
  *         if self.msg == NULL:             # <<<<<<<<<<<<<<
@@ -19552,16 +19548,16 @@ static int __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_2__init__(struct __pyx_ob
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "reactio/bench/_cyudp.pyx":67
+    /* "reactio/bench/_cyudp.pyx":66
  *         self.msg = <unsigned char *>malloc(size)
  *         if self.msg == NULL:
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *         memset(self.msg, ord('x'), size)
  *         self.msg[0] = (size - HDR) & 0xFF
 */
-    PyErr_NoMemory(); __PYX_ERR(0, 67, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(0, 66, __pyx_L1_error)
 
-    /* "reactio/bench/_cyudp.pyx":66
+    /* "reactio/bench/_cyudp.pyx":65
  *         self.samples = rec.samples
  *         self.msg = <unsigned char *>malloc(size)
  *         if self.msg == NULL:             # <<<<<<<<<<<<<<
@@ -19570,7 +19566,7 @@ static int __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_2__init__(struct __pyx_ob
 */
   }
 
-  /* "reactio/bench/_cyudp.pyx":68
+  /* "reactio/bench/_cyudp.pyx":67
  *         if self.msg == NULL:
  *             raise MemoryError()
  *         memset(self.msg, ord('x'), size)             # <<<<<<<<<<<<<<
@@ -19579,7 +19575,7 @@ static int __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_2__init__(struct __pyx_ob
 */
   (void)(memset(__pyx_v_self->msg, 0x78, __pyx_v_size));
 
-  /* "reactio/bench/_cyudp.pyx":69
+  /* "reactio/bench/_cyudp.pyx":68
  *             raise MemoryError()
  *         memset(self.msg, ord('x'), size)
  *         self.msg[0] = (size - HDR) & 0xFF             # <<<<<<<<<<<<<<
@@ -19588,7 +19584,7 @@ static int __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_2__init__(struct __pyx_ob
 */
   (__pyx_v_self->msg[0]) = ((__pyx_v_size - __pyx_e_7reactio_5bench_6_cyudp_HDR) & 0xFF);
 
-  /* "reactio/bench/_cyudp.pyx":70
+  /* "reactio/bench/_cyudp.pyx":69
  *         memset(self.msg, ord('x'), size)
  *         self.msg[0] = (size - HDR) & 0xFF
  *         self.msg[1] = ((size - HDR) >> 8) & 0xFF             # <<<<<<<<<<<<<<
@@ -19597,7 +19593,7 @@ static int __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_2__init__(struct __pyx_ob
 */
   (__pyx_v_self->msg[1]) = (((__pyx_v_size - __pyx_e_7reactio_5bench_6_cyudp_HDR) >> 8) & 0xFF);
 
-  /* "reactio/bench/_cyudp.pyx":56
+  /* "reactio/bench/_cyudp.pyx":55
  *         self.msg = NULL
  * 
  *     def __init__(self, Py_ssize_t size, rec, list errors):             # <<<<<<<<<<<<<<
@@ -19620,7 +19616,7 @@ static int __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_2__init__(struct __pyx_ob
   return __pyx_r;
 }
 
-/* "reactio/bench/_cyudp.pyx":72
+/* "reactio/bench/_cyudp.pyx":71
  *         self.msg[1] = ((size - HDR) >> 8) & 0xFF
  * 
  *     def __dealloc__(self):             # <<<<<<<<<<<<<<
@@ -19643,7 +19639,7 @@ static void __pyx_pw_7reactio_5bench_6_cyudp_9CyUdpPing_5__dealloc__(PyObject *_
 
 static void __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_4__dealloc__(struct __pyx_obj_7reactio_5bench_6_cyudp_CyUdpPing *__pyx_v_self) {
 
-  /* "reactio/bench/_cyudp.pyx":73
+  /* "reactio/bench/_cyudp.pyx":72
  * 
  *     def __dealloc__(self):
  *         free(self.msg)             # <<<<<<<<<<<<<<
@@ -19652,7 +19648,7 @@ static void __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_4__dealloc__(struct __py
 */
   free(__pyx_v_self->msg);
 
-  /* "reactio/bench/_cyudp.pyx":72
+  /* "reactio/bench/_cyudp.pyx":71
  *         self.msg[1] = ((size - HDR) >> 8) & 0xFF
  * 
  *     def __dealloc__(self):             # <<<<<<<<<<<<<<
@@ -19664,7 +19660,7 @@ static void __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_4__dealloc__(struct __py
 
 }
 
-/* "reactio/bench/_cyudp.pyx":75
+/* "reactio/bench/_cyudp.pyx":74
  *         free(self.msg)
  * 
  *     cdef int _send(self, DatagramContext ctx) except -1:             # <<<<<<<<<<<<<<
@@ -19686,7 +19682,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing__send(struct __pyx_obj_7re
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_send", 0);
 
-  /* "reactio/bench/_cyudp.pyx":76
+  /* "reactio/bench/_cyudp.pyx":75
  * 
  *     cdef int _send(self, DatagramContext ctx) except -1:
  *         cdef int64_t t0 = now_ns()             # <<<<<<<<<<<<<<
@@ -19695,7 +19691,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing__send(struct __pyx_obj_7re
 */
   __pyx_v_t0 = __pyx_f_7reactio_5bench_6_cyudp_now_ns();
 
-  /* "reactio/bench/_cyudp.pyx":77
+  /* "reactio/bench/_cyudp.pyx":76
  *     cdef int _send(self, DatagramContext ctx) except -1:
  *         cdef int64_t t0 = now_ns()
  *         cdef uint64_t u = <uint64_t>t0             # <<<<<<<<<<<<<<
@@ -19704,7 +19700,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing__send(struct __pyx_obj_7re
 */
   __pyx_v_u = ((uint64_t)__pyx_v_t0);
 
-  /* "reactio/bench/_cyudp.pyx":79
+  /* "reactio/bench/_cyudp.pyx":78
  *         cdef uint64_t u = <uint64_t>t0
  *         cdef int k
  *         self.t0 = t0             # <<<<<<<<<<<<<<
@@ -19713,7 +19709,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing__send(struct __pyx_obj_7re
 */
   __pyx_v_self->t0 = __pyx_v_t0;
 
-  /* "reactio/bench/_cyudp.pyx":80
+  /* "reactio/bench/_cyudp.pyx":79
  *         cdef int k
  *         self.t0 = t0
  *         if self.i == self.warmup:             # <<<<<<<<<<<<<<
@@ -19725,19 +19721,19 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing__send(struct __pyx_obj_7re
   if (__pyx_t_1) {
 
 
-    /* "reactio/bench/_cyudp.pyx":81
+    /* "reactio/bench/_cyudp.pyx":80
  *         self.t0 = t0
  *         if self.i == self.warmup:
  *             self.rec.start_ns = t0             # <<<<<<<<<<<<<<
  *         for k in range(8):
  *             self.msg[2 + k] = (u >> (8 * k)) & 0xFF
 */
-    __pyx_t_2 = __Pyx_PyLong_From_int64_t(__pyx_v_t0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 81, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyLong_From_int64_t(__pyx_v_t0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 80, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    if (__Pyx_PyObject_SetAttrStr(__pyx_v_self->rec, __pyx_mstate_global->__pyx_n_u_start_ns, __pyx_t_2) < (0)) __PYX_ERR(0, 81, __pyx_L1_error)
+    if (__Pyx_PyObject_SetAttrStr(__pyx_v_self->rec, __pyx_mstate_global->__pyx_n_u_start_ns, __pyx_t_2) < (0)) __PYX_ERR(0, 80, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-    /* "reactio/bench/_cyudp.pyx":80
+    /* "reactio/bench/_cyudp.pyx":79
  *         cdef int k
  *         self.t0 = t0
  *         if self.i == self.warmup:             # <<<<<<<<<<<<<<
@@ -19746,7 +19742,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing__send(struct __pyx_obj_7re
 */
   }
 
-  /* "reactio/bench/_cyudp.pyx":82
+  /* "reactio/bench/_cyudp.pyx":81
  *         if self.i == self.warmup:
  *             self.rec.start_ns = t0
  *         for k in range(8):             # <<<<<<<<<<<<<<
@@ -19756,7 +19752,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing__send(struct __pyx_obj_7re
   for (__pyx_t_3 = 0; __pyx_t_3 < 8; __pyx_t_3+=1) {
     __pyx_v_k = __pyx_t_3;
 
-    /* "reactio/bench/_cyudp.pyx":83
+    /* "reactio/bench/_cyudp.pyx":82
  *             self.rec.start_ns = t0
  *         for k in range(8):
  *             self.msg[2 + k] = (u >> (8 * k)) & 0xFF             # <<<<<<<<<<<<<<
@@ -19766,17 +19762,17 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing__send(struct __pyx_obj_7re
     (__pyx_v_self->msg[(2 + __pyx_v_k)]) = ((__pyx_v_u >> (8 * __pyx_v_k)) & 0xFF);
   }
 
-  /* "reactio/bench/_cyudp.pyx":84
+  /* "reactio/bench/_cyudp.pyx":83
  *         for k in range(8):
  *             self.msg[2 + k] = (u >> (8 * k)) & 0xFF
  *         ctx.send_to_raw(<const char *>self.msg, self.size, NULL, 0)             # <<<<<<<<<<<<<<
  *         return 0
  * 
 */
-  __pyx_t_3 = ((struct __pyx_vtabstruct_7reactio_5_core_DatagramContext *)__pyx_v_ctx->__pyx_vtab)->send_to_raw(__pyx_v_ctx, ((char const *)__pyx_v_self->msg), __pyx_v_self->size, NULL, 0); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 84, __pyx_L1_error)
+  __pyx_t_3 = ((struct __pyx_vtabstruct_7reactio_5_core_DatagramContext *)__pyx_v_ctx->__pyx_vtab)->send_to_raw(__pyx_v_ctx, ((char const *)__pyx_v_self->msg), __pyx_v_self->size, NULL, 0); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 83, __pyx_L1_error)
 
 
-  /* "reactio/bench/_cyudp.pyx":85
+  /* "reactio/bench/_cyudp.pyx":84
  *             self.msg[2 + k] = (u >> (8 * k)) & 0xFF
  *         ctx.send_to_raw(<const char *>self.msg, self.size, NULL, 0)
  *         return 0             # <<<<<<<<<<<<<<
@@ -19789,7 +19785,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing__send(struct __pyx_obj_7re
   }
   goto __pyx_L0;
 
-  /* "reactio/bench/_cyudp.pyx":75
+  /* "reactio/bench/_cyudp.pyx":74
  *         free(self.msg)
  * 
  *     cdef int _send(self, DatagramContext ctx) except -1:             # <<<<<<<<<<<<<<
@@ -19811,7 +19807,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing__send(struct __pyx_obj_7re
   return __pyx_r;
 }
 
-/* "reactio/bench/_cyudp.pyx":87
+/* "reactio/bench/_cyudp.pyx":86
  *         return 0
  * 
  *     cpdef on_bound(self, DatagramContext ctx):             # <<<<<<<<<<<<<<
@@ -19855,7 +19851,7 @@ static PyObject *__pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_bound(struct __py
     if (unlikely(!__Pyx_object_dict_version_matches(((PyObject *)__pyx_v_self), __pyx_tp_dict_version, __pyx_obj_dict_version))) {
       PY_UINT64_T __pyx_typedict_guard = __Pyx_get_tp_dict_version(((PyObject *)__pyx_v_self));
       #endif
-      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_on_bound); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 87, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_on_bound); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 86, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
       if (!__Pyx_IsSameCFunction(__pyx_t_1, (void(*)(void)) __pyx_pw_7reactio_5bench_6_cyudp_9CyUdpPing_7on_bound)) {
         __pyx_t_3 = NULL;
@@ -19878,7 +19874,7 @@ static PyObject *__pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_bound(struct __py
           __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_4, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
           __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
           __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-          if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 87, __pyx_L1_error)
+          if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 86, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_2);
         }
         {
@@ -19906,17 +19902,17 @@ static PyObject *__pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_bound(struct __py
     #endif
   }
 
-  /* "reactio/bench/_cyudp.pyx":88
+  /* "reactio/bench/_cyudp.pyx":87
  * 
  *     cpdef on_bound(self, DatagramContext ctx):
  *         self._send(ctx)             # <<<<<<<<<<<<<<
  * 
  *     cdef int on_datagram_raw(self, char *data, Py_ssize_t size, const sockaddr *addr,
 */
-  __pyx_t_6 = ((struct __pyx_vtabstruct_7reactio_5bench_6_cyudp_CyUdpPing *)__pyx_v_self->__pyx_base.__pyx_vtab)->_send(__pyx_v_self, __pyx_v_ctx); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 88, __pyx_L1_error)
+  __pyx_t_6 = ((struct __pyx_vtabstruct_7reactio_5bench_6_cyudp_CyUdpPing *)__pyx_v_self->__pyx_base.__pyx_vtab)->_send(__pyx_v_self, __pyx_v_ctx); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 87, __pyx_L1_error)
 
 
-  /* "reactio/bench/_cyudp.pyx":87
+  /* "reactio/bench/_cyudp.pyx":86
  *         return 0
  * 
  *     cpdef on_bound(self, DatagramContext ctx):             # <<<<<<<<<<<<<<
@@ -19979,32 +19975,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_ctx,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 87, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 86, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 87, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 86, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "on_bound", 0) < (0)) __PYX_ERR(0, 87, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "on_bound", 0) < (0)) __PYX_ERR(0, 86, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("on_bound", 1, 1, 1, i); __PYX_ERR(0, 87, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("on_bound", 1, 1, 1, i); __PYX_ERR(0, 86, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 87, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 86, __pyx_L3_error)
     }
     __pyx_v_ctx = ((struct __pyx_obj_7reactio_5_core_DatagramContext *)values[0]);
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("on_bound", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 87, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("on_bound", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 86, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -20015,7 +20011,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_ctx), __pyx_mstate_global->__pyx_ptype_7reactio_5_core_DatagramContext, 1, "ctx", 0))) __PYX_ERR(0, 87, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_ctx), __pyx_mstate_global->__pyx_ptype_7reactio_5_core_DatagramContext, 1, "ctx", 0))) __PYX_ERR(0, 86, __pyx_L1_error)
   __pyx_r = __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_6on_bound(((struct __pyx_obj_7reactio_5bench_6_cyudp_CyUdpPing *)__pyx_v_self), __pyx_v_ctx);
 
   /* function exit code */
@@ -20043,7 +20039,7 @@ static PyObject *__pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_6on_bound(struct __
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("on_bound", 0);
-  __pyx_t_1 = __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_bound(__pyx_v_self, __pyx_v_ctx, 1); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 87, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_bound(__pyx_v_self, __pyx_v_ctx, 1); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 86, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   {
     PyObject *__pyx_temp;
@@ -20067,7 +20063,7 @@ static PyObject *__pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_6on_bound(struct __
   return __pyx_r;
 }
 
-/* "reactio/bench/_cyudp.pyx":90
+/* "reactio/bench/_cyudp.pyx":89
  *         self._send(ctx)
  * 
  *     cdef int on_datagram_raw(self, char *data, Py_ssize_t size, const sockaddr *addr,             # <<<<<<<<<<<<<<
@@ -20090,15 +20086,12 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
   Py_ssize_t __pyx_t_6;
   PyObject *__pyx_t_7 = NULL;
   PyObject *__pyx_t_8 = NULL;
-  int __pyx_t_9;
-  int __pyx_t_10;
-  int __pyx_t_11;
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("on_datagram_raw", 0);
 
-  /* "reactio/bench/_cyudp.pyx":92
+  /* "reactio/bench/_cyudp.pyx":91
  *     cdef int on_datagram_raw(self, char *data, Py_ssize_t size, const sockaddr *addr,
  *                              socklen_t addrlen, DatagramContext ctx) except -1:
  *         cdef const unsigned char *p = <const unsigned char *>data             # <<<<<<<<<<<<<<
@@ -20107,7 +20100,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
 */
   __pyx_v_p = ((unsigned char const *)__pyx_v_data);
 
-  /* "reactio/bench/_cyudp.pyx":93
+  /* "reactio/bench/_cyudp.pyx":92
  *                              socklen_t addrlen, DatagramContext ctx) except -1:
  *         cdef const unsigned char *p = <const unsigned char *>data
  *         cdef int64_t t1 = now_ns()             # <<<<<<<<<<<<<<
@@ -20116,7 +20109,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
 */
   __pyx_v_t1 = __pyx_f_7reactio_5bench_6_cyudp_now_ns();
 
-  /* "reactio/bench/_cyudp.pyx":94
+  /* "reactio/bench/_cyudp.pyx":93
  *         cdef const unsigned char *p = <const unsigned char *>data
  *         cdef int64_t t1 = now_ns()
  *         cdef uint64_t stamp = 0             # <<<<<<<<<<<<<<
@@ -20125,7 +20118,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
 */
   __pyx_v_stamp = 0;
 
-  /* "reactio/bench/_cyudp.pyx":96
+  /* "reactio/bench/_cyudp.pyx":95
  *         cdef uint64_t stamp = 0
  *         cdef int k
  *         if size != self.size:             # <<<<<<<<<<<<<<
@@ -20137,7 +20130,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "reactio/bench/_cyudp.pyx":97
+    /* "reactio/bench/_cyudp.pyx":96
  *         cdef int k
  *         if size != self.size:
  *             raise RuntimeError("echo of the wrong size")             # <<<<<<<<<<<<<<
@@ -20150,14 +20143,14 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
       PyObject *__pyx_callargs[2] = {__pyx_t_3, __pyx_mstate_global->__pyx_kp_u_echo_of_the_wrong_size};
       __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_RuntimeError)), __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 97, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 96, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     __Pyx_Raise(__pyx_t_2, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    __PYX_ERR(0, 97, __pyx_L1_error)
+    __PYX_ERR(0, 96, __pyx_L1_error)
 
-    /* "reactio/bench/_cyudp.pyx":96
+    /* "reactio/bench/_cyudp.pyx":95
  *         cdef uint64_t stamp = 0
  *         cdef int k
  *         if size != self.size:             # <<<<<<<<<<<<<<
@@ -20166,7 +20159,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
 */
   }
 
-  /* "reactio/bench/_cyudp.pyx":98
+  /* "reactio/bench/_cyudp.pyx":97
  *         if size != self.size:
  *             raise RuntimeError("echo of the wrong size")
  *         for k in range(8):             # <<<<<<<<<<<<<<
@@ -20176,7 +20169,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
   for (__pyx_t_5 = 0; __pyx_t_5 < 8; __pyx_t_5+=1) {
     __pyx_v_k = __pyx_t_5;
 
-    /* "reactio/bench/_cyudp.pyx":99
+    /* "reactio/bench/_cyudp.pyx":98
  *             raise RuntimeError("echo of the wrong size")
  *         for k in range(8):
  *             stamp |= (<uint64_t>p[2 + k]) << (8 * k)             # <<<<<<<<<<<<<<
@@ -20186,7 +20179,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
     __pyx_v_stamp = (__pyx_v_stamp | (((uint64_t)(__pyx_v_p[(2 + __pyx_v_k)])) << (8 * __pyx_v_k)));
   }
 
-  /* "reactio/bench/_cyudp.pyx":100
+  /* "reactio/bench/_cyudp.pyx":99
  *         for k in range(8):
  *             stamp |= (<uint64_t>p[2 + k]) << (8 * k)
  *         if <int64_t>stamp != self.t0:             # <<<<<<<<<<<<<<
@@ -20198,7 +20191,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "reactio/bench/_cyudp.pyx":101
+    /* "reactio/bench/_cyudp.pyx":100
  *             stamp |= (<uint64_t>p[2 + k]) << (8 * k)
  *         if <int64_t>stamp != self.t0:
  *             raise RuntimeError("echo does not match the message sent")             # <<<<<<<<<<<<<<
@@ -20211,14 +20204,14 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
       PyObject *__pyx_callargs[2] = {__pyx_t_3, __pyx_mstate_global->__pyx_kp_u_echo_does_not_match_the_message};
       __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_RuntimeError)), __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 101, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 100, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     __Pyx_Raise(__pyx_t_2, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    __PYX_ERR(0, 101, __pyx_L1_error)
+    __PYX_ERR(0, 100, __pyx_L1_error)
 
-    /* "reactio/bench/_cyudp.pyx":100
+    /* "reactio/bench/_cyudp.pyx":99
  *         for k in range(8):
  *             stamp |= (<uint64_t>p[2 + k]) << (8 * k)
  *         if <int64_t>stamp != self.t0:             # <<<<<<<<<<<<<<
@@ -20227,7 +20220,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
 */
   }
 
-  /* "reactio/bench/_cyudp.pyx":102
+  /* "reactio/bench/_cyudp.pyx":101
  *         if <int64_t>stamp != self.t0:
  *             raise RuntimeError("echo does not match the message sent")
  *         if self.i >= self.warmup:             # <<<<<<<<<<<<<<
@@ -20239,7 +20232,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
   if (__pyx_t_1) {
 
 
-    /* "reactio/bench/_cyudp.pyx":103
+    /* "reactio/bench/_cyudp.pyx":102
  *             raise RuntimeError("echo does not match the message sent")
  *         if self.i >= self.warmup:
  *             self.samples[self.i - self.warmup] = t1 - self.t0             # <<<<<<<<<<<<<<
@@ -20249,7 +20242,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
     __pyx_t_6 = (__pyx_v_self->i - __pyx_v_self->warmup);
     *((PY_LONG_LONG *) ( /* dim=0 */ ((char *) (((PY_LONG_LONG *) __pyx_v_self->samples.data) + __pyx_t_6)) )) = (__pyx_v_t1 - __pyx_v_self->t0);
 
-    /* "reactio/bench/_cyudp.pyx":102
+    /* "reactio/bench/_cyudp.pyx":101
  *         if <int64_t>stamp != self.t0:
  *             raise RuntimeError("echo does not match the message sent")
  *         if self.i >= self.warmup:             # <<<<<<<<<<<<<<
@@ -20258,7 +20251,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
 */
   }
 
-  /* "reactio/bench/_cyudp.pyx":104
+  /* "reactio/bench/_cyudp.pyx":103
  *         if self.i >= self.warmup:
  *             self.samples[self.i - self.warmup] = t1 - self.t0
  *         self.i += 1             # <<<<<<<<<<<<<<
@@ -20267,7 +20260,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
 */
   __pyx_v_self->i = (__pyx_v_self->i + 1);
 
-  /* "reactio/bench/_cyudp.pyx":105
+  /* "reactio/bench/_cyudp.pyx":104
  *             self.samples[self.i - self.warmup] = t1 - self.t0
  *         self.i += 1
  *         if (self.i & 1023) == 0:             # <<<<<<<<<<<<<<
@@ -20279,7 +20272,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
   if (__pyx_t_1) {
 
 
-    /* "reactio/bench/_cyudp.pyx":106
+    /* "reactio/bench/_cyudp.pyx":105
  *         self.i += 1
  *         if (self.i & 1023) == 0:
  *             self.rec.progress(self.i, t1)             # <<<<<<<<<<<<<<
@@ -20288,9 +20281,9 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
 */
     __pyx_t_3 = __pyx_v_self->rec;
     __Pyx_INCREF(__pyx_t_3);
-    __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_self->i); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 106, __pyx_L1_error)
+    __pyx_t_7 = PyLong_FromSsize_t(__pyx_v_self->i); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 105, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
-    __pyx_t_8 = __Pyx_PyLong_From_int64_t(__pyx_v_t1); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 106, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyLong_From_int64_t(__pyx_v_t1); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 105, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __pyx_t_4 = 0;
     {
@@ -20299,12 +20292,12 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 106, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 105, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-    /* "reactio/bench/_cyudp.pyx":105
+    /* "reactio/bench/_cyudp.pyx":104
  *             self.samples[self.i - self.warmup] = t1 - self.t0
  *         self.i += 1
  *         if (self.i & 1023) == 0:             # <<<<<<<<<<<<<<
@@ -20313,7 +20306,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
 */
   }
 
-  /* "reactio/bench/_cyudp.pyx":107
+  /* "reactio/bench/_cyudp.pyx":106
  *         if (self.i & 1023) == 0:
  *             self.rec.progress(self.i, t1)
  *         if self.i < self.total:             # <<<<<<<<<<<<<<
@@ -20325,17 +20318,17 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
   if (__pyx_t_1) {
 
 
-    /* "reactio/bench/_cyudp.pyx":108
+    /* "reactio/bench/_cyudp.pyx":107
  *             self.rec.progress(self.i, t1)
  *         if self.i < self.total:
  *             self._send(ctx)             # <<<<<<<<<<<<<<
  *         else:
  *             self.rec.end_ns = t1
 */
-    __pyx_t_5 = ((struct __pyx_vtabstruct_7reactio_5bench_6_cyudp_CyUdpPing *)__pyx_v_self->__pyx_base.__pyx_vtab)->_send(__pyx_v_self, __pyx_v_ctx); if (unlikely(__pyx_t_5 == ((int)-1))) __PYX_ERR(0, 108, __pyx_L1_error)
+    __pyx_t_5 = ((struct __pyx_vtabstruct_7reactio_5bench_6_cyudp_CyUdpPing *)__pyx_v_self->__pyx_base.__pyx_vtab)->_send(__pyx_v_self, __pyx_v_ctx); if (unlikely(__pyx_t_5 == ((int)-1))) __PYX_ERR(0, 107, __pyx_L1_error)
 
 
-    /* "reactio/bench/_cyudp.pyx":107
+    /* "reactio/bench/_cyudp.pyx":106
  *         if (self.i & 1023) == 0:
  *             self.rec.progress(self.i, t1)
  *         if self.i < self.total:             # <<<<<<<<<<<<<<
@@ -20345,48 +20338,32 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
     goto __pyx_L9;
   }
 
-  /* "reactio/bench/_cyudp.pyx":110
+  /* "reactio/bench/_cyudp.pyx":109
  *             self._send(ctx)
  *         else:
  *             self.rec.end_ns = t1             # <<<<<<<<<<<<<<
- *             for k in range(GOODBYE):
- *                 ctx.send_to_raw(<const char *>self.msg, 1, NULL, 0)
-*/
-  /*else*/ {
-    __pyx_t_2 = __Pyx_PyLong_From_int64_t(__pyx_v_t1); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 110, __pyx_L1_error)
-    __Pyx_GOTREF(__pyx_t_2);
-    if (__Pyx_PyObject_SetAttrStr(__pyx_v_self->rec, __pyx_mstate_global->__pyx_n_u_end_ns, __pyx_t_2) < (0)) __PYX_ERR(0, 110, __pyx_L1_error)
-    __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-
-    /* "reactio/bench/_cyudp.pyx":111
- *         else:
- *             self.rec.end_ns = t1
- *             for k in range(GOODBYE):             # <<<<<<<<<<<<<<
- *                 ctx.send_to_raw(<const char *>self.msg, 1, NULL, 0)
+ *             ctx.send_to_raw(<const char *>self.msg, 1, NULL, 0)     # goodbye: the server ends
  *             ctx.close()
 */
+  /*else*/ {
+    __pyx_t_2 = __Pyx_PyLong_From_int64_t(__pyx_v_t1); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 109, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_2);
+    if (__Pyx_PyObject_SetAttrStr(__pyx_v_self->rec, __pyx_mstate_global->__pyx_n_u_end_ns, __pyx_t_2) < (0)) __PYX_ERR(0, 109, __pyx_L1_error)
+    __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-    __pyx_t_9 = __pyx_e_7reactio_5bench_6_cyudp_GOODBYE;
-    __pyx_t_10 = __pyx_t_9;
-
-    for (__pyx_t_5 = 0; __pyx_t_5 < __pyx_t_10; __pyx_t_5+=1) {
-      __pyx_v_k = __pyx_t_5;
-
-      /* "reactio/bench/_cyudp.pyx":112
+    /* "reactio/bench/_cyudp.pyx":110
+ *         else:
  *             self.rec.end_ns = t1
- *             for k in range(GOODBYE):
- *                 ctx.send_to_raw(<const char *>self.msg, 1, NULL, 0)             # <<<<<<<<<<<<<<
+ *             ctx.send_to_raw(<const char *>self.msg, 1, NULL, 0)     # goodbye: the server ends             # <<<<<<<<<<<<<<
  *             ctx.close()
  *         return 0
 */
-      __pyx_t_11 = ((struct __pyx_vtabstruct_7reactio_5_core_DatagramContext *)__pyx_v_ctx->__pyx_vtab)->send_to_raw(__pyx_v_ctx, ((char const *)__pyx_v_self->msg), 1, NULL, 0); if (unlikely(__pyx_t_11 == ((int)-1))) __PYX_ERR(0, 112, __pyx_L1_error)
-
-    }
+    __pyx_t_5 = ((struct __pyx_vtabstruct_7reactio_5_core_DatagramContext *)__pyx_v_ctx->__pyx_vtab)->send_to_raw(__pyx_v_ctx, ((char const *)__pyx_v_self->msg), 1, NULL, 0); if (unlikely(__pyx_t_5 == ((int)-1))) __PYX_ERR(0, 110, __pyx_L1_error)
 
 
-    /* "reactio/bench/_cyudp.pyx":113
- *             for k in range(GOODBYE):
- *                 ctx.send_to_raw(<const char *>self.msg, 1, NULL, 0)
+    /* "reactio/bench/_cyudp.pyx":111
+ *             self.rec.end_ns = t1
+ *             ctx.send_to_raw(<const char *>self.msg, 1, NULL, 0)     # goodbye: the server ends
  *             ctx.close()             # <<<<<<<<<<<<<<
  *         return 0
  * 
@@ -20398,15 +20375,15 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
       PyObject *__pyx_callargs[2] = {__pyx_t_8, NULL};
       __pyx_t_2 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_4, (1-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 113, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 111, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   }
   __pyx_L9:;
 
-  /* "reactio/bench/_cyudp.pyx":114
- *                 ctx.send_to_raw(<const char *>self.msg, 1, NULL, 0)
+  /* "reactio/bench/_cyudp.pyx":112
+ *             ctx.send_to_raw(<const char *>self.msg, 1, NULL, 0)     # goodbye: the server ends
  *             ctx.close()
  *         return 0             # <<<<<<<<<<<<<<
  * 
@@ -20418,7 +20395,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
   }
   goto __pyx_L0;
 
-  /* "reactio/bench/_cyudp.pyx":90
+  /* "reactio/bench/_cyudp.pyx":89
  *         self._send(ctx)
  * 
  *     cdef int on_datagram_raw(self, char *data, Py_ssize_t size, const sockaddr *addr,             # <<<<<<<<<<<<<<
@@ -20444,7 +20421,7 @@ static int __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_datagram_raw(struct __p
   return __pyx_r;
 }
 
-/* "reactio/bench/_cyudp.pyx":116
+/* "reactio/bench/_cyudp.pyx":114
  *         return 0
  * 
  *     cpdef on_error(self, object exc, DatagramContext ctx):             # <<<<<<<<<<<<<<
@@ -20488,7 +20465,7 @@ static PyObject *__pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_error(struct __py
     if (unlikely(!__Pyx_object_dict_version_matches(((PyObject *)__pyx_v_self), __pyx_tp_dict_version, __pyx_obj_dict_version))) {
       PY_UINT64_T __pyx_typedict_guard = __Pyx_get_tp_dict_version(((PyObject *)__pyx_v_self));
       #endif
-      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_on_error); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 116, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_self), __pyx_mstate_global->__pyx_n_u_on_error); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 114, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
       if (!__Pyx_IsSameCFunction(__pyx_t_1, (void(*)(void)) __pyx_pw_7reactio_5bench_6_cyudp_9CyUdpPing_9on_error)) {
         __pyx_t_3 = NULL;
@@ -20511,7 +20488,7 @@ static PyObject *__pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_error(struct __py
           __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_4, __pyx_callargs+__pyx_t_5, (3-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
           __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
           __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-          if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 116, __pyx_L1_error)
+          if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 114, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_2);
         }
         {
@@ -20539,16 +20516,16 @@ static PyObject *__pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_error(struct __py
     #endif
   }
 
-  /* "reactio/bench/_cyudp.pyx":117
+  /* "reactio/bench/_cyudp.pyx":115
  * 
  *     cpdef on_error(self, object exc, DatagramContext ctx):
  *         self.errors.append(exc)             # <<<<<<<<<<<<<<
  *         ctx.close()
 */
-  __pyx_t_6 = __Pyx_PyObject_Append(__pyx_v_self->errors, __pyx_v_exc); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 117, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_Append(__pyx_v_self->errors, __pyx_v_exc); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 115, __pyx_L1_error)
 
 
-  /* "reactio/bench/_cyudp.pyx":118
+  /* "reactio/bench/_cyudp.pyx":116
  *     cpdef on_error(self, object exc, DatagramContext ctx):
  *         self.errors.append(exc)
  *         ctx.close()             # <<<<<<<<<<<<<<
@@ -20560,12 +20537,12 @@ static PyObject *__pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_error(struct __py
     PyObject *__pyx_callargs[2] = {__pyx_t_2, NULL};
     __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_close, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 118, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 116, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "reactio/bench/_cyudp.pyx":116
+  /* "reactio/bench/_cyudp.pyx":114
  *         return 0
  * 
  *     cpdef on_error(self, object exc, DatagramContext ctx):             # <<<<<<<<<<<<<<
@@ -20629,39 +20606,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_exc,&__pyx_mstate_global->__pyx_n_u_ctx,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 116, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 114, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 116, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 114, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 116, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 114, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "on_error", 0) < (0)) __PYX_ERR(0, 116, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "on_error", 0) < (0)) __PYX_ERR(0, 114, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("on_error", 1, 2, 2, i); __PYX_ERR(0, 116, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("on_error", 1, 2, 2, i); __PYX_ERR(0, 114, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 116, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 114, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 116, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 114, __pyx_L3_error)
     }
     __pyx_v_exc = values[0];
     __pyx_v_ctx = ((struct __pyx_obj_7reactio_5_core_DatagramContext *)values[1]);
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("on_error", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 116, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("on_error", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 114, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -20672,7 +20649,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_ctx), __pyx_mstate_global->__pyx_ptype_7reactio_5_core_DatagramContext, 1, "ctx", 0))) __PYX_ERR(0, 116, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_ctx), __pyx_mstate_global->__pyx_ptype_7reactio_5_core_DatagramContext, 1, "ctx", 0))) __PYX_ERR(0, 114, __pyx_L1_error)
   __pyx_r = __pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_8on_error(((struct __pyx_obj_7reactio_5bench_6_cyudp_CyUdpPing *)__pyx_v_self), __pyx_v_exc, __pyx_v_ctx);
 
   /* function exit code */
@@ -20700,7 +20677,7 @@ static PyObject *__pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_8on_error(struct __
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("on_error", 0);
-  __pyx_t_1 = __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_error(__pyx_v_self, __pyx_v_exc, __pyx_v_ctx, 1); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 116, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_error(__pyx_v_self, __pyx_v_exc, __pyx_v_ctx, 1); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 114, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   {
     PyObject *__pyx_temp;
@@ -20724,7 +20701,7 @@ static PyObject *__pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_8on_error(struct __
   return __pyx_r;
 }
 
-/* "reactio/bench/_cyudp.pyx":46
+/* "reactio/bench/_cyudp.pyx":45
  * cdef class CyUdpPing(DatagramReactor):
  *     """Strict ping-pong over a connected endpoint (see _cyecho.CyPingClient)."""
  *     cdef readonly Py_ssize_t i             # <<<<<<<<<<<<<<
@@ -20763,7 +20740,7 @@ static PyObject *__pyx_pf_7reactio_5bench_6_cyudp_9CyUdpPing_1i___get__(struct _
       __Pyx_INCREF(__pyx_t_1);
       __Pyx_PyCriticalSection_Begin(&__pyx_cs, (PyObject*)__pyx_t_1);
       /*try:*/ {
-        __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_self->i); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 46, __pyx_L4_error)
+        __pyx_t_2 = PyLong_FromSsize_t(__pyx_v_self->i); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 45, __pyx_L4_error)
         __Pyx_GOTREF(__pyx_t_2);
         {
           PyObject *__pyx_temp;
@@ -22879,11 +22856,11 @@ static int __Pyx_modinit_Exttype___pyx_obj_7reactio_5bench_6_cyudp_CyUdpEcho(__p
   __pyx_vtable_7reactio_5bench_6_cyudp_CyUdpEcho.__pyx_base = *__pyx_vtabptr_7reactio_5_core_DatagramReactor;
   __pyx_vtable_7reactio_5bench_6_cyudp_CyUdpEcho.__pyx_base.on_datagram_raw = (int (*)(struct __pyx_obj_7reactio_5_core_DatagramReactor *, char *, Py_ssize_t, struct sockaddr const *, socklen_t, struct __pyx_obj_7reactio_5_core_DatagramContext *))__pyx_f_7reactio_5bench_6_cyudp_9CyUdpEcho_on_datagram_raw;
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_t_1 = PyTuple_Pack(1, (PyObject *)__pyx_mstate_global->__pyx_ptype_7reactio_5_core_DatagramReactor); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 32, __pyx_L1_error)
+  __pyx_t_1 = PyTuple_Pack(1, (PyObject *)__pyx_mstate_global->__pyx_ptype_7reactio_5_core_DatagramReactor); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 31, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpEcho = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_7reactio_5bench_6_cyudp_CyUdpEcho_spec, __pyx_t_1);
   __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-  if (unlikely(!__pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpEcho)) __PYX_ERR(0, 32, __pyx_L1_error)
+  if (unlikely(!__pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpEcho)) __PYX_ERR(0, 31, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpEcho = &__pyx_type_7reactio_5bench_6_cyudp_CyUdpEcho;
   #endif
@@ -22891,7 +22868,7 @@ static int __Pyx_modinit_Exttype___pyx_obj_7reactio_5bench_6_cyudp_CyUdpEcho(__p
   __pyx_mstate_global->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpEcho->tp_base = __pyx_mstate_global->__pyx_ptype_7reactio_5_core_DatagramReactor;
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpEcho) < (0)) __PYX_ERR(0, 32, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpEcho) < (0)) __PYX_ERR(0, 31, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpEcho);
@@ -22901,9 +22878,9 @@ static int __Pyx_modinit_Exttype___pyx_obj_7reactio_5bench_6_cyudp_CyUdpEcho(__p
     __pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpEcho->tp_getattro = PyObject_GenericGetAttr;
   }
   #endif
-  if (__Pyx_SetVtable(__pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpEcho, __pyx_vtabptr_7reactio_5bench_6_cyudp_CyUdpEcho) < (0)) __PYX_ERR(0, 32, __pyx_L1_error)
-  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_CyUdpEcho, (PyObject *) __pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpEcho) < (0)) __PYX_ERR(0, 32, __pyx_L1_error)
-  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpEcho) < (0)) __PYX_ERR(0, 32, __pyx_L1_error)
+  if (__Pyx_SetVtable(__pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpEcho, __pyx_vtabptr_7reactio_5bench_6_cyudp_CyUdpEcho) < (0)) __PYX_ERR(0, 31, __pyx_L1_error)
+  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_CyUdpEcho, (PyObject *) __pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpEcho) < (0)) __PYX_ERR(0, 31, __pyx_L1_error)
+  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpEcho) < (0)) __PYX_ERR(0, 31, __pyx_L1_error)
   __Pyx_RefNannyFinishContext();
   return 0;
   __pyx_L1_error:;
@@ -22928,11 +22905,11 @@ static int __Pyx_modinit_Exttype___pyx_obj_7reactio_5bench_6_cyudp_CyUdpPing(__p
   __pyx_vtable_7reactio_5bench_6_cyudp_CyUdpPing.__pyx_base.on_error = (PyObject *(*)(struct __pyx_obj_7reactio_5_core_DatagramReactor *, PyObject *, struct __pyx_obj_7reactio_5_core_DatagramContext *, int __pyx_skip_dispatch))__pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing_on_error;
   __pyx_vtable_7reactio_5bench_6_cyudp_CyUdpPing._send = (int (*)(struct __pyx_obj_7reactio_5bench_6_cyudp_CyUdpPing *, struct __pyx_obj_7reactio_5_core_DatagramContext *))__pyx_f_7reactio_5bench_6_cyudp_9CyUdpPing__send;
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_t_1 = PyTuple_Pack(1, (PyObject *)__pyx_mstate_global->__pyx_ptype_7reactio_5_core_DatagramReactor); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 44, __pyx_L1_error)
+  __pyx_t_1 = PyTuple_Pack(1, (PyObject *)__pyx_mstate_global->__pyx_ptype_7reactio_5_core_DatagramReactor); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 43, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpPing = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_7reactio_5bench_6_cyudp_CyUdpPing_spec, __pyx_t_1);
   __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
-  if (unlikely(!__pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpPing)) __PYX_ERR(0, 44, __pyx_L1_error)
+  if (unlikely(!__pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpPing)) __PYX_ERR(0, 43, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpPing = &__pyx_type_7reactio_5bench_6_cyudp_CyUdpPing;
   #endif
@@ -22940,7 +22917,7 @@ static int __Pyx_modinit_Exttype___pyx_obj_7reactio_5bench_6_cyudp_CyUdpPing(__p
   __pyx_mstate_global->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpPing->tp_base = __pyx_mstate_global->__pyx_ptype_7reactio_5_core_DatagramReactor;
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpPing) < (0)) __PYX_ERR(0, 44, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpPing) < (0)) __PYX_ERR(0, 43, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpPing);
@@ -22950,9 +22927,9 @@ static int __Pyx_modinit_Exttype___pyx_obj_7reactio_5bench_6_cyudp_CyUdpPing(__p
     __pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpPing->tp_getattro = PyObject_GenericGetAttr;
   }
   #endif
-  if (__Pyx_SetVtable(__pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpPing, __pyx_vtabptr_7reactio_5bench_6_cyudp_CyUdpPing) < (0)) __PYX_ERR(0, 44, __pyx_L1_error)
-  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_CyUdpPing, (PyObject *) __pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpPing) < (0)) __PYX_ERR(0, 44, __pyx_L1_error)
-  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpPing) < (0)) __PYX_ERR(0, 44, __pyx_L1_error)
+  if (__Pyx_SetVtable(__pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpPing, __pyx_vtabptr_7reactio_5bench_6_cyudp_CyUdpPing) < (0)) __PYX_ERR(0, 43, __pyx_L1_error)
+  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_CyUdpPing, (PyObject *) __pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpPing) < (0)) __PYX_ERR(0, 43, __pyx_L1_error)
+  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_7reactio_5bench_6_cyudp_CyUdpPing) < (0)) __PYX_ERR(0, 43, __pyx_L1_error)
   __Pyx_RefNannyFinishContext();
   return 0;
   __pyx_L1_error:;
@@ -30970,85 +30947,6 @@ static CYTHON_INLINE int __Pyx_PyLong_As_int(PyObject *x) {
         return __Pyx_PyLong___Pyx_PyLong_As_int(x);
     } else {
         return __Pyx_NonPyLong___Pyx_PyLong_As_int(x);
-    }
-}
-
-/* CIntToPy */
-static CYTHON_INLINE PyObject* __Pyx_PyLong_From___pyx_anon_enum(int value) {
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wconversion"
-#endif
-    const int neg_one = (int) -1, const_zero = (int) 0;
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic pop
-#endif
-    const int is_unsigned = neg_one > const_zero;
-    if (is_unsigned) {
-        if (sizeof(int) < sizeof(long)) {
-            return PyLong_FromLong((long) value);
-        } else if (sizeof(int) <= sizeof(unsigned long)) {
-            return PyLong_FromUnsignedLong((unsigned long) value);
-#if !CYTHON_COMPILING_IN_PYPY
-        } else if (sizeof(int) <= sizeof(unsigned PY_LONG_LONG)) {
-            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
-#endif
-        }
-    } else {
-        if (sizeof(int) <= sizeof(long)) {
-            return PyLong_FromLong((long) value);
-        } else if (sizeof(int) <= sizeof(PY_LONG_LONG)) {
-            return PyLong_FromLongLong((PY_LONG_LONG) value);
-        }
-    }
-    {
-        unsigned char *bytes = (unsigned char *)&value;
-#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
-        if (is_unsigned) {
-            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
-        } else {
-            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
-        }
-#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
-        int one = 1; int little = (int)*(unsigned char *)&one;
-        return _PyLong_FromByteArray(bytes, sizeof(int),
-                                     little, !is_unsigned);
-#else
-        int one = 1; int little = (int)*(unsigned char *)&one;
-        PyObject *result = NULL, *kwds = NULL;
-        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
-        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(int));
-        if (!py_bytes) goto limited_bad;
-        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
-        if (!from_bytes_str) goto limited_bad;
-        order_str = PyUnicode_FromString(little ? "little" : "big");
-        if (!order_str) goto limited_bad;
-        {
-            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
-            if (!is_unsigned) {
-                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
-                if (!signed_str) goto limited_bad;
-#if CYTHON_VECTORCALL
-                kwds = PyTuple_Pack(1, signed_str);
-#else
-                {
-                    PyObject *keys[] = {signed_str};
-                    PyObject *values[] = {Py_True};
-                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
-                }
-#endif
-                Py_DECREF(signed_str);
-                if (unlikely(!kwds)) goto limited_bad;
-            }
-            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
-        }
-        limited_bad:
-        Py_XDECREF(kwds);
-        Py_XDECREF(order_str);
-        Py_XDECREF(py_bytes);
-        Py_XDECREF(from_bytes_str);
-        return result;
-#endif
     }
 }
 

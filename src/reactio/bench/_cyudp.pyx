@@ -20,7 +20,6 @@ cdef extern from "<time.h>" nogil:
 
 cdef enum:
     HDR = 10
-    GOODBYE = 3
 
 
 cdef inline int64_t now_ns() noexcept nogil:
@@ -108,8 +107,7 @@ cdef class CyUdpPing(DatagramReactor):
             self._send(ctx)
         else:
             self.rec.end_ns = t1
-            for k in range(GOODBYE):
-                ctx.send_to_raw(<const char *>self.msg, 1, NULL, 0)
+            ctx.send_to_raw(<const char *>self.msg, 1, NULL, 0)     # goodbye: the server ends
             ctx.close()
         return 0
 

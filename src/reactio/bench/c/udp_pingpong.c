@@ -11,7 +11,7 @@
  *     connected to the server; send, wait for the echo (blocking recv, or a non-blocking recv
  *     in a loop with --spin), check it, record the round trip; "progress <n>" lines, then
  *     "done <count> <elapsed_ns>"; the COUNT samples as native int64 ns in SAMPLES_FILE; at
- *     the end three 1-byte datagrams tell the server to exit.
+ *     the end a 1-byte datagram tells the server to exit.
  * A lost datagram (not seen on loopback) stalls the run until the --timeout watchdog.
  */
 #define _GNU_SOURCE
@@ -97,7 +97,7 @@ static int client(int argc, char **argv, int spin) {
             fflush(stdout);
         }
     }
-    for (int k = 0; k < 3; k++) send(fd, msg, 1, 0);
+    send(fd, msg, 1, 0);   /* goodbye: the server exits */
     return 0;
 }
 
