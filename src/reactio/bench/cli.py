@@ -200,6 +200,16 @@ def _parser() -> argparse.ArgumentParser:
                     help="messages per burst (default 1: strict ping-pong)")
     basic(cp, 1)
 
+    up = sub.add_parser(
+        "udpflood", help="datagrams/s and system calls per datagram of one UDP echo endpoint",
+        description="A C flooder sends COUNT datagrams as fast as sendmmsg takes them to each "
+                    "leg's UDP echo endpoint; reports datagrams/s handled, loss, and (reactio) "
+                    "system calls per datagram, with recv_batch=32 (recvmmsg/sendmmsg) and "
+                    "recv_batch=1 (one recvmsg + one sendto per datagram, asyncio's way).")
+    up.add_argument("--count", type=_positive_int, default=500_000,
+                    help="datagrams per run (default 500000)")
+    basic(up, 1)
+
     ip = sub.add_parser(
         "idle", help="server memory (RSS) per idle connection",
         description="A C client opens N connections to each leg's server, echoes one "
@@ -342,6 +352,10 @@ def _bench(args: argparse.Namespace, argv: List[str]) -> int:
             result = pipeline.run(legs, args.depth, args.size, args.count, args.warmup,
                                   args.trace_count, args.rounds, args.pin, progress)
             text = report.pipeline_table(result, line)
+        elif args.command == "udpflood":
+            from . import udpflood
+            result = udpflood.run(args.count, args.size, args.rounds, progress, names)
+            text = udpflood.table(result, line)
         elif args.command == "cost":
             from . import cost
             result = cost.run(legs, args.count, args.size, args.depth, args.rounds, progress)

@@ -246,3 +246,78 @@ def ping(leg: str, port: int, size: int, rec: Recorder, spin: bool) -> None:
         raise failed
     if client.i < rec.total:
         raise RuntimeError("the runtime went idle before the last round trip")
+
+
+# ----------------------------------------------------------------------- udpflood sinks
+
+def flood_sink(leg: str, batch: int, announce: Callable[[int], None]) -> None:
+    """The receiving end of ``udpflood``: echo every datagram to its sender until a 1-byte
+    goodbye, then print ``stats received=N elapsed_ns=E recv_calls=R send_calls=S`` (calls
+    -1 where the endpoint does not count them: asyncio, uvloop).  The clock starts when the
+    first datagram is readable (the socket is idle until the flood comes) and stops at the
+    goodbye."""
+    if leg in ("asyncio", "uvloop"):
+        return _aio_flood_sink(leg, announce)
+    import select
+
+    from reactio import ReactRuntime
+    base = _cy_echo_class() if leg == "reactio-cy" else _reactio_reactors()[0]
+    contexts: List[Any] = []
+
+    class Sink(base):  # type: ignore[misc, valid-type]
+        def on_bound(self, ctx: Any) -> None:
+            contexts.append(ctx)
+
+    with ReactRuntime() as rt:
+        _bind(rt, Sink(), recv_batch=batch, recv_buffer_size=4 << 20)
+        ctx = contexts[0]
+        announce(ctx.local_address[1])
+        select.select([ctx.fileno()], [], [])
+        first = time.monotonic_ns()
+        while rt.process_events(-1.0):
+            pass
+        last = time.monotonic_ns()
+    print(f"stats received={ctx.datagrams_received - 1} elapsed_ns={last - first} "
+          f"recv_calls={ctx.recv_calls} send_calls={ctx.send_calls}", flush=True)
+
+
+def _cy_echo_class() -> Any:
+    from ._cyudp import CyUdpEcho
+    return CyUdpEcho
+
+
+class _AioSink(_AioEcho):
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        super().__init__(done)
+        self.n = 0
+        self.first = 0
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.first == 0:
+            self.first = time.monotonic_ns()
+        if len(data) >= HDR:
+            self.n += 1
+        _AioEcho.datagram_received(self, data, addr)
+
+
+def _aio_flood_sink(leg: str, announce: Callable[[int], None]) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        sink = _AioSink(done)
+        transport, _ = await loop.create_datagram_endpoint(lambda: sink,
+                                                           local_addr=("127.0.0.1", 0))
+        import socket
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
+                                                      4 << 20)
+        announce(transport.get_extra_info("sockname")[1])
+        await done
+        last = time.monotonic_ns()
+        transport.close()
+        print(f"stats received={sink.n} elapsed_ns={last - sink.first} recv_calls=-1 "
+              f"send_calls=-1", flush=True)
+    loop = _loop(leg)
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()

@@ -210,6 +210,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--timeout", type=int, default=600)
     p.add_argument("--workers", type=int)
     p.add_argument("--udp", action="store_true", help="pingpong --udp: the leg's UDP pair")
+    p.add_argument("--flood-sink", type=int, metavar="RECV_BATCH",
+                   help="udpflood: the leg's UDP echo sink (reactio: with this recv_batch)")
     a = p.parse_args(argv)
 
     if a.role == "check":
@@ -230,7 +232,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if a.udp:
         from . import udp_legs
     if a.role == "server":
-        if a.udp:
+        if a.udp and a.flood_sink:
+            udp_legs.flood_sink(a.leg, a.flood_sink, announce_port)
+        elif a.udp:
             udp_legs.serve(a.leg, a.spin, announce_port)
         elif a.workers:
             mod.serve_workers(a.leg, a.workers, a.spin, announce_port, a.timeout)

@@ -12,6 +12,10 @@
  *     in a loop with --spin), check it, record the round trip; "progress <n>" lines, then
  *     "done <count> <elapsed_ns>"; the COUNT samples as native int64 ns in SAMPLES_FILE; at
  *     the end a 1-byte datagram tells the server to exit.
+ *   udp_pingpong flood PORT COUNT SIZE
+ *     (the udpflood mode) sends COUNT datagrams of SIZE bytes as fast as sendmmsg() takes
+ *     them, 64 per call, without reading the echoes; then a 1-byte goodbye, 50 times over
+ *     100 ms (it may be dropped like any datagram); prints "sent <count> <elapsed_ns>".
  * A lost datagram (not seen on loopback) stalls the run until the --timeout watchdog.
  */
 #define _GNU_SOURCE
@@ -22,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define PROG "udp_pingpong"
@@ -101,10 +106,51 @@ static int client(int argc, char **argv, int spin) {
     return 0;
 }
 
+static int flood(char **argv) {
+    int port = atoi(argv[2]);
+    long count = atol(argv[3]), size = atol(argv[4]);
+    if (size < 2 || size > 65507 || count < 1) fail("bad COUNT or SIZE");
+    enum { BATCH = 64 };
+    static unsigned char buf[65507];
+    struct iovec iov[BATCH];
+    struct mmsghdr m[BATCH];
+    memset(buf, 'x', sizeof buf);
+    memset(m, 0, sizeof m);
+    for (int k = 0; k < BATCH; k++) {
+        iov[k].iov_base = buf;
+        iov[k].iov_len = (size_t)size;
+        m[k].msg_hdr.msg_iov = &iov[k];
+        m[k].msg_hdr.msg_iovlen = 1;
+    }
+    int fd = udp_socket(0);
+    struct sockaddr_in a = loopback_addr(port);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) die("connect");
+    int64_t t0 = now_ns();
+    long sent = 0;
+    while (sent < count) {
+        int n = sendmmsg(fd, m, (unsigned)(count - sent < BATCH ? count - sent : BATCH), 0);
+        if (n > 0) sent += n;
+        else if (n < 0 && errno != EINTR && errno != ENOBUFS && errno != ECONNREFUSED)
+            die("sendmmsg");
+    }
+    int64_t t1 = now_ns();
+    struct timespec pause = {0, 2000000};
+    for (int k = 0; k < 50; k++) {
+        send(fd, buf, 1, 0);
+        nanosleep(&pause, NULL);
+    }
+    printf("sent %ld %lld\n", sent, (long long)(t1 - t0));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int spin = 0, first_opt = 2;
     long timeout_s = 600;
     if (argc < 2) fail("usage: udp_pingpong server|client ...");
+    if (!strcmp(argv[1], "flood")) {
+        if (argc < 5) fail("usage: udp_pingpong flood PORT COUNT SIZE");
+        return flood(argv);
+    }
     int is_client = !strcmp(argv[1], "client");
     if (is_client) {
         if (argc < 7) fail("usage: udp_pingpong client PORT COUNT WARMUP SIZE SAMPLES_FILE");
