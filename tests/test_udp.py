@@ -346,3 +346,19 @@ def test_iocp_refuses_datagram_endpoints(rt):
     with pytest.raises(NotImplementedError, match="IOCP"):
         rt.cmd_sender.send_bind_udp("127.0.0.1:0", Sink())
     assert rt.count_streams() == 0
+
+
+@needs_udp
+def test_shutdown_closes_endpoints_and_refuses_new_binds():
+    rt = ReactRuntime()
+    a = Sink()
+    rid, _ = bind(rt, a)
+    late = Completion()
+
+    def bind_late(rid):
+        rt.cmd_sender.send_bind_udp("127.0.0.1:0", Sink(), None, late)
+    a.on_close = lambda reactor_id, cmd_sender: (a.closed.append(reactor_id),
+                                                 bind_late(reactor_id))
+    assert rt.shutdown(5.0) == 0
+    assert a.closed == [rid] and rt.count_streams() == 0
+    assert late.done and isinstance(late.result, (ReactorClosedError, reactio.RuntimeClosedError))

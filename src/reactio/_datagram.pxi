@@ -290,8 +290,10 @@ cdef int _dg_report(DatagramContext ctx, object exc) except -1:
 cdef int _dg_exec_bind(ReactRuntime rt, _Command cmd) except -1:
     """CMD_BIND_UDP: make the socket, register the endpoint, on_bound, then the completion."""
     cdef DatagramContext ctx
-    cdef DatagramReactor reactor = <DatagramReactor>cmd.a
+    cdef DatagramReactor reactor = <DatagramReactor>cmd.arg
     spec = cmd.target
+    if rt.shutting_down:
+        return _complete_cmd(cmd, ReactorClosedError("the runtime is shutting down"))
     try:
         fd = _udpnet.open_udp(spec)
     except OSError as exc:
@@ -316,7 +318,7 @@ cdef DatagramContext _dg_new(ReactRuntime rt, int fd, DatagramReactor reactor, o
     ctx.nbatch = spec.recv_batch
     ctx.slot = spec.max_datagram_size + 1      # one byte more: a longer datagram is truncated
     ctx.max_payload = _udpnet.MAX_PAYLOAD[spec.family]
-    ctx.reader = MsgReader(1, 1)
+    ctx.reader = MsgReader.__new__(MsgReader)    # (only its buffer and view are used)
     ctx.reader.store = _RecvStore(ctx.slot * ctx.nbatch)
     ctx.cache_obj = [None] * ADDR_CACHE
     ctx.sa_of = {}
@@ -343,7 +345,7 @@ cdef int _dg_exec_user(ReactRuntime rt, DatagramContext ctx, _Command cmd) excep
     if ctx.state != ST_OPEN:
         return _complete_cmd(cmd, ReactorClosedError(f"reactor {cmd.target} is not open"))
     try:
-        failed = _dg_call(rt, ctx, DCB_COMMAND, cmd.a)
+        failed = _dg_call(rt, ctx, DCB_COMMAND, cmd.arg)
     except (KeyboardInterrupt, SystemExit) as exc:
         _complete_cmd(cmd, exc)
         raise
@@ -368,4 +370,4 @@ def _bind_udp_command(addr, reactor, deferred, on_completion, kw):
         raise NotImplementedError("datagram endpoints are not supported by the IOCP backend "
                                   "yet (reactio.BACKEND == 'iocp')")
     spec = _udpnet.check_options(addr, **kw)
-    return _new_command(CMD_BIND_UDP, spec, reactor, None, deferred, on_completion)
+    return _new_command(CMD_BIND_UDP, spec, reactor, deferred, on_completion)

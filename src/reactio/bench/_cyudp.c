@@ -1788,7 +1788,7 @@ struct __pyx_memoryview_obj;
 struct __pyx_memoryviewslice_obj;
 struct __pyx_opt_args_7reactio_5_core_15DispatchContext_send_raw;
 
-/* "reactio/_core.pxd":126
+/* "reactio/_core.pxd":132
  *     # connection and when the queue would exceed max_send_queue (the connection is then closed).
  *     # Trusts n like memcpy: n < 0 raises ValueError, an n past the end of data is not caught.
  *     cdef int send_raw(self, const char *data, Py_ssize_t n, object on_sent=*) except -1             # <<<<<<<<<<<<<<
@@ -1882,7 +1882,7 @@ struct __pyx_obj_7reactio_5_core_MsgReader {
 };
 
 
-/* "reactio/_core.pxd":67
+/* "reactio/_core.pxd":70
  * 
  * 
  * cdef class MsgSender:             # <<<<<<<<<<<<<<
@@ -1907,7 +1907,7 @@ struct __pyx_obj_7reactio_5_core_MsgSender {
 };
 
 
-/* "reactio/_core.pxd":84
+/* "reactio/_core.pxd":88
  * 
  * 
  * cdef class Reactor:             # <<<<<<<<<<<<<<
@@ -1921,7 +1921,7 @@ struct __pyx_obj_7reactio_5_core_Reactor {
 };
 
 
-/* "reactio/_core.pxd":101
+/* "reactio/_core.pxd":105
  * 
  * 
  * cdef class DispatchContext:             # <<<<<<<<<<<<<<
@@ -1945,7 +1945,7 @@ struct __pyx_obj_7reactio_5_core_DispatchContext {
   int default_readable;
   PyObject *close_error;
   struct __pyx_obj_7reactio_5_core__PendingConnect *connect;
-  void *iocp_ops;
+  void *backend_ops;
   PyObject *py_on_inbound;
   PyObject *drain_timer;
   int peer_eof;
@@ -1953,26 +1953,26 @@ struct __pyx_obj_7reactio_5_core_DispatchContext {
 };
 
 
-/* "reactio/_core.pxd":136
+/* "reactio/_core.pxd":142
  * 
  * 
  * cdef class _Command:             # <<<<<<<<<<<<<<
  *     cdef int kind
- *     cdef object target          # ReactorID, or the object an internal command is about
+ *     # One record for every kind; each field has one meaning (None where a kind has no use for it).
 */
 struct __pyx_obj_7reactio_5_core__Command {
   PyObject_HEAD
   int kind;
   PyObject *target;
-  PyObject *a;
-  PyObject *b;
+  PyObject *arg;
+  int abort;
   PyObject *completion;
   int64_t due_ns;
   int cancelled;
 };
 
 
-/* "reactio/_core.pxd":145
+/* "reactio/_core.pxd":156
  * 
  * 
  * cdef class _Inbox:             # <<<<<<<<<<<<<<
@@ -1993,7 +1993,7 @@ struct __pyx_obj_7reactio_5_core__Inbox {
 };
 
 
-/* "reactio/_core.pxd":157
+/* "reactio/_core.pxd":168
  * 
  * 
  * cdef class CmdSender:             # <<<<<<<<<<<<<<
@@ -2007,7 +2007,7 @@ struct __pyx_obj_7reactio_5_core_CmdSender {
 };
 
 
-/* "reactio/_core.pxd":162
+/* "reactio/_core.pxd":173
  * 
  * 
  * cdef class _StreamOptions:             # <<<<<<<<<<<<<<
@@ -2023,7 +2023,7 @@ struct __pyx_obj_7reactio_5_core__StreamOptions {
 };
 
 
-/* "reactio/_core.pxd":167
+/* "reactio/_core.pxd":178
  * 
  * 
  * cdef class _Listener:             # <<<<<<<<<<<<<<
@@ -2039,11 +2039,11 @@ struct __pyx_obj_7reactio_5_core__Listener {
   int closed;
   struct __pyx_obj_7reactio_5_core__StreamOptions *opts;
   int family;
-  void *iocp_ops;
+  void *backend_ops;
 };
 
 
-/* "reactio/_core.pxd":178
+/* "reactio/_core.pxd":190
  * 
  * 
  * cdef class _Pending:             # <<<<<<<<<<<<<<
@@ -2060,7 +2060,7 @@ struct __pyx_obj_7reactio_5_core__Pending {
 };
 
 
-/* "reactio/_core.pxd":186
+/* "reactio/_core.pxd":198
  * 
  * 
  * cdef class _PendingConnect(_Pending):             # <<<<<<<<<<<<<<
@@ -2078,7 +2078,7 @@ struct __pyx_obj_7reactio_5_core__PendingConnect {
 };
 
 
-/* "reactio/_core.pxd":194
+/* "reactio/_core.pxd":206
  * 
  * 
  * cdef class _PendingListen(_Pending):             # <<<<<<<<<<<<<<
@@ -2094,7 +2094,7 @@ struct __pyx_obj_7reactio_5_core__PendingListen {
 };
 
 
-/* "reactio/_core.pxd":200
+/* "reactio/_core.pxd":212
  * 
  * 
  * cdef class ReactRuntime:             # <<<<<<<<<<<<<<
@@ -2136,6 +2136,7 @@ struct __pyx_obj_7reactio_5_core_ReactRuntime {
   int closed;
   int in_process;
   int stopping;
+  int shutting_down;
   Py_ssize_t max_send_queue;
   Py_ssize_t max_msg_size;
   Py_ssize_t high_water;
@@ -2144,7 +2145,7 @@ struct __pyx_obj_7reactio_5_core_ReactRuntime {
 };
 
 
-/* "reactio/_core.pxd":235
+/* "reactio/_core.pxd":248
  * # ------------------------------------------------------------------ datagrams (_datagram.pxi)
  * 
  * cdef class DatagramReactor:             # <<<<<<<<<<<<<<
@@ -2158,7 +2159,7 @@ struct __pyx_obj_7reactio_5_core_DatagramReactor {
 };
 
 
-/* "reactio/_core.pxd":250
+/* "reactio/_core.pxd":263
  * 
  * 
  * cdef class DatagramContext:             # <<<<<<<<<<<<<<
@@ -2343,7 +2344,7 @@ struct __pyx_vtabstruct_7reactio_5_core_MsgReader {
 static struct __pyx_vtabstruct_7reactio_5_core_MsgReader *__pyx_vtabptr_7reactio_5_core_MsgReader;
 
 
-/* "reactio/_core.pxd":67
+/* "reactio/_core.pxd":70
  * 
  * 
  * cdef class MsgSender:             # <<<<<<<<<<<<<<
@@ -2358,7 +2359,7 @@ struct __pyx_vtabstruct_7reactio_5_core_MsgSender {
 static struct __pyx_vtabstruct_7reactio_5_core_MsgSender *__pyx_vtabptr_7reactio_5_core_MsgSender;
 
 
-/* "reactio/_core.pxd":84
+/* "reactio/_core.pxd":88
  * 
  * 
  * cdef class Reactor:             # <<<<<<<<<<<<<<
@@ -2379,7 +2380,7 @@ struct __pyx_vtabstruct_7reactio_5_core_Reactor {
 static struct __pyx_vtabstruct_7reactio_5_core_Reactor *__pyx_vtabptr_7reactio_5_core_Reactor;
 
 
-/* "reactio/_core.pxd":101
+/* "reactio/_core.pxd":105
  * 
  * 
  * cdef class DispatchContext:             # <<<<<<<<<<<<<<
@@ -2400,7 +2401,7 @@ struct __pyx_vtabstruct_7reactio_5_core_DispatchContext {
 static struct __pyx_vtabstruct_7reactio_5_core_DispatchContext *__pyx_vtabptr_7reactio_5_core_DispatchContext;
 
 
-/* "reactio/_core.pxd":145
+/* "reactio/_core.pxd":156
  * 
  * 
  * cdef class _Inbox:             # <<<<<<<<<<<<<<
@@ -2414,7 +2415,7 @@ struct __pyx_vtabstruct_7reactio_5_core__Inbox {
 static struct __pyx_vtabstruct_7reactio_5_core__Inbox *__pyx_vtabptr_7reactio_5_core__Inbox;
 
 
-/* "reactio/_core.pxd":157
+/* "reactio/_core.pxd":168
  * 
  * 
  * cdef class CmdSender:             # <<<<<<<<<<<<<<
@@ -2428,7 +2429,7 @@ struct __pyx_vtabstruct_7reactio_5_core_CmdSender {
 static struct __pyx_vtabstruct_7reactio_5_core_CmdSender *__pyx_vtabptr_7reactio_5_core_CmdSender;
 
 
-/* "reactio/_core.pxd":200
+/* "reactio/_core.pxd":212
  * 
  * 
  * cdef class ReactRuntime:             # <<<<<<<<<<<<<<
@@ -2444,7 +2445,7 @@ struct __pyx_vtabstruct_7reactio_5_core_ReactRuntime {
 static struct __pyx_vtabstruct_7reactio_5_core_ReactRuntime *__pyx_vtabptr_7reactio_5_core_ReactRuntime;
 
 
-/* "reactio/_core.pxd":235
+/* "reactio/_core.pxd":248
  * # ------------------------------------------------------------------ datagrams (_datagram.pxi)
  * 
  * cdef class DatagramReactor:             # <<<<<<<<<<<<<<
@@ -2463,7 +2464,7 @@ struct __pyx_vtabstruct_7reactio_5_core_DatagramReactor {
 static struct __pyx_vtabstruct_7reactio_5_core_DatagramReactor *__pyx_vtabptr_7reactio_5_core_DatagramReactor;
 
 
-/* "reactio/_core.pxd":250
+/* "reactio/_core.pxd":263
  * 
  * 
  * cdef class DatagramContext:             # <<<<<<<<<<<<<<
@@ -23190,8 +23191,8 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core_MsgSender), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_MsgSender),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_MsgSender) __PYX_ERR(3, 67, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_MsgSender, (void**)&__pyx_vtabptr_7reactio_5_core_MsgSender) != 1)) __PYX_ERR(3, 67, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_MsgSender) __PYX_ERR(3, 70, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_MsgSender, (void**)&__pyx_vtabptr_7reactio_5_core_MsgSender) != 1)) __PYX_ERR(3, 70, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core_Reactor = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "Reactor",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core_Reactor), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_Reactor),
@@ -23200,8 +23201,8 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core_Reactor), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_Reactor),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_Reactor) __PYX_ERR(3, 84, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_Reactor, (void**)&__pyx_vtabptr_7reactio_5_core_Reactor) != 1)) __PYX_ERR(3, 84, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_Reactor) __PYX_ERR(3, 88, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_Reactor, (void**)&__pyx_vtabptr_7reactio_5_core_Reactor) != 1)) __PYX_ERR(3, 88, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core_DispatchContext = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "DispatchContext",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core_DispatchContext), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_DispatchContext),
@@ -23210,8 +23211,8 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core_DispatchContext), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_DispatchContext),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_DispatchContext) __PYX_ERR(3, 101, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_DispatchContext, (void**)&__pyx_vtabptr_7reactio_5_core_DispatchContext) != 1)) __PYX_ERR(3, 101, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_DispatchContext) __PYX_ERR(3, 105, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_DispatchContext, (void**)&__pyx_vtabptr_7reactio_5_core_DispatchContext) != 1)) __PYX_ERR(3, 105, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core__Command = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "_Command",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core__Command), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__Command),
@@ -23220,7 +23221,7 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core__Command), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__Command),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__Command) __PYX_ERR(3, 136, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__Command) __PYX_ERR(3, 142, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core__Inbox = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "_Inbox",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core__Inbox), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__Inbox),
@@ -23229,8 +23230,8 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core__Inbox), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__Inbox),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__Inbox) __PYX_ERR(3, 145, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core__Inbox, (void**)&__pyx_vtabptr_7reactio_5_core__Inbox) != 1)) __PYX_ERR(3, 145, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__Inbox) __PYX_ERR(3, 156, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core__Inbox, (void**)&__pyx_vtabptr_7reactio_5_core__Inbox) != 1)) __PYX_ERR(3, 156, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core_CmdSender = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "CmdSender",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core_CmdSender), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_CmdSender),
@@ -23239,8 +23240,8 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core_CmdSender), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_CmdSender),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_CmdSender) __PYX_ERR(3, 157, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_CmdSender, (void**)&__pyx_vtabptr_7reactio_5_core_CmdSender) != 1)) __PYX_ERR(3, 157, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_CmdSender) __PYX_ERR(3, 168, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_CmdSender, (void**)&__pyx_vtabptr_7reactio_5_core_CmdSender) != 1)) __PYX_ERR(3, 168, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core__StreamOptions = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "_StreamOptions",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core__StreamOptions), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__StreamOptions),
@@ -23249,7 +23250,7 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core__StreamOptions), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__StreamOptions),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__StreamOptions) __PYX_ERR(3, 162, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__StreamOptions) __PYX_ERR(3, 173, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core__Listener = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "_Listener",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core__Listener), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__Listener),
@@ -23258,7 +23259,7 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core__Listener), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__Listener),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__Listener) __PYX_ERR(3, 167, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__Listener) __PYX_ERR(3, 178, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core__Pending = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "_Pending",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core__Pending), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__Pending),
@@ -23267,7 +23268,7 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core__Pending), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__Pending),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__Pending) __PYX_ERR(3, 178, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__Pending) __PYX_ERR(3, 190, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core__PendingConnect = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "_PendingConnect",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core__PendingConnect), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__PendingConnect),
@@ -23276,7 +23277,7 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core__PendingConnect), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__PendingConnect),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__PendingConnect) __PYX_ERR(3, 186, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__PendingConnect) __PYX_ERR(3, 198, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core__PendingListen = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "_PendingListen",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core__PendingListen), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__PendingListen),
@@ -23285,7 +23286,7 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core__PendingListen), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__PendingListen),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__PendingListen) __PYX_ERR(3, 194, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__PendingListen) __PYX_ERR(3, 206, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core_ReactRuntime = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "ReactRuntime",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core_ReactRuntime), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_ReactRuntime),
@@ -23294,8 +23295,8 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core_ReactRuntime), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_ReactRuntime),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_ReactRuntime) __PYX_ERR(3, 200, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_ReactRuntime, (void**)&__pyx_vtabptr_7reactio_5_core_ReactRuntime) != 1)) __PYX_ERR(3, 200, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_ReactRuntime) __PYX_ERR(3, 212, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_ReactRuntime, (void**)&__pyx_vtabptr_7reactio_5_core_ReactRuntime) != 1)) __PYX_ERR(3, 212, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core_DatagramContext = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "DatagramContext",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core_DatagramContext), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_DatagramContext),
@@ -23304,8 +23305,8 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core_DatagramContext), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_DatagramContext),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_DatagramContext) __PYX_ERR(3, 250, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_DatagramContext, (void**)&__pyx_vtabptr_7reactio_5_core_DatagramContext) != 1)) __PYX_ERR(3, 250, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_DatagramContext) __PYX_ERR(3, 263, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_DatagramContext, (void**)&__pyx_vtabptr_7reactio_5_core_DatagramContext) != 1)) __PYX_ERR(3, 263, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_RefNannyFinishContext();
   return 0;
