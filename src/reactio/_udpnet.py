@@ -7,12 +7,13 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
+from typing import Any, Dict, List, Optional, Union
 
 from reactio import _net
 
 # The largest UDP payload: 65535 - 8 (UDP header) - 20 (IPv4 header); IPv6's header is outside
 # its payload length, so 65535 - 8.
-MAX_PAYLOAD = {socket.AF_INET: 65507, socket.AF_INET6: 65527}
+MAX_PAYLOAD: Dict[int, int] = {socket.AF_INET: 65507, socket.AF_INET6: 65527}
 MAX_RECV_BATCH = 1024
 
 
@@ -20,6 +21,18 @@ class UdpSpec:
     """The checked options of one send_bind_udp."""
     __slots__ = ("family", "bind", "peer", "reuse_port", "broadcast", "groups", "interface",
                  "mloop", "ttl", "rcvbuf", "max_datagram_size", "recv_batch")
+    family: int
+    bind: Any                   # the sockaddr tuple to bind
+    peer: Any                   # connect_to's sockaddr tuple, or None
+    reuse_port: bool
+    broadcast: bool
+    groups: List[str]
+    interface: Union[str, int, None]
+    mloop: bool
+    ttl: int
+    rcvbuf: Optional[int]
+    max_datagram_size: int
+    recv_batch: int
 
 
 def _numeric(addr, what: str):
@@ -121,12 +134,12 @@ def open_udp(spec: UdpSpec) -> int:
             s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, spec.ttl)
             if spec.interface is not None:
                 s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,
-                             socket.inet_aton(spec.interface))
+                             socket.inet_aton(str(spec.interface)))
         else:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(spec.mloop))
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, spec.ttl)
             if spec.interface is not None:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, spec.interface)
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, int(spec.interface))
         s.bind(spec.bind)
         for g in spec.groups:
             _membership(s, spec.family, g, spec.interface, True)
