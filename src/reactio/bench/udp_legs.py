@@ -32,6 +32,19 @@ def check(leg: str) -> None:
         import uvloop  # noqa: F401
 
 
+def _record(rec: Recorder, i: int, t0: int, t1: int) -> int:
+    """Round trip i (warm-up included) took t1 - t0 ns: store it, report progress, note the
+    end after the last one; returns i + 1."""
+    if i >= rec.warmup:
+        rec.samples[i - rec.warmup] = t1 - t0
+    i += 1
+    if (i & 1023) == 0:
+        rec.progress(i, t1)
+    if i == rec.total:
+        rec.end_ns = t1
+    return i
+
+
 # ----------------------------------------------------------------------- asyncio / uvloop
 
 def _loop(leg: str) -> asyncio.AbstractEventLoop:
@@ -81,16 +94,10 @@ class _AioPing(asyncio.DatagramProtocol):
         check_echo(data, self.size, self.t0)
         if len(data) != self.size:
             raise RuntimeError("echo of the wrong size")
-        rec, i = self.rec, self.i
-        if i >= rec.warmup:
-            rec.samples[i - rec.warmup] = t1 - self.t0
-        i = self.i = i + 1
-        if (i & 1023) == 0:
-            rec.progress(i, t1)
-        if i < rec.total:
+        self.i = _record(self.rec, self.i, self.t0, t1)
+        if self.i < self.rec.total:
             self._send()
         else:
-            rec.end_ns = t1
             self.transport.sendto(b"\0")      # goodbye: the server exits
             if not self.done.done():
                 self.done.set_result(None)
@@ -165,16 +172,10 @@ def _reactio_reactors() -> Any:
             n, stamp = _HEAD.unpack_from(buf)
             if len(buf) != self.size or n + HDR != self.size or stamp != self.t0:
                 raise RuntimeError("echo does not match the message sent")
-            rec, i = self.rec, self.i
-            if i >= rec.warmup:
-                rec.samples[i - rec.warmup] = t1 - self.t0
-            i = self.i = i + 1
-            if (i & 1023) == 0:
-                rec.progress(i, t1)
-            if i < rec.total:
+            self.i = _record(self.rec, self.i, self.t0, t1)
+            if self.i < self.rec.total:
                 self._send(ctx)
             else:
-                rec.end_ns = t1
                 ctx.send(b"\0")      # goodbye: the server exits
                 ctx.close()
 
