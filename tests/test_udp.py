@@ -362,3 +362,27 @@ def test_shutdown_closes_endpoints_and_refuses_new_binds():
     assert rt.shutdown(5.0) == 0
     assert a.closed == [rid] and rt.count_streams() == 0
     assert late.done and isinstance(late.result, (ReactorClosedError, reactio.RuntimeClosedError))
+
+
+@needs_udp
+def test_empty_datagrams_and_views_kept_past_the_call(rt):
+    """A 0-byte datagram is dispatched (empty buf); a view kept after its call stays readable
+    memory (it may show later bytes: the receive buffer is reused), also after the endpoint
+    closed."""
+    kept = []
+
+    class Keeper(Sink):
+        def on_datagram(self, buf, addr, ctx):
+            self.got.append(bytes(buf))
+            kept.append(buf)
+    k = Keeper()
+    rid, local = bind(rt, k)
+    peer = peer_socket()
+    peer.sendto(b"", local)
+    peer.sendto(b"abc", local)
+    pump_until(rt, lambda: len(k.got) == 2)
+    assert k.got == [b"", b"abc"]
+    rt.cmd_sender.send_close(rid)
+    pump_until(rt, lambda: k.closed)
+    assert [len(v) for v in kept] == [0, 3] and len(bytes(kept[1])) == 3
+    peer.close()

@@ -214,8 +214,7 @@ cdef int _dg_recv(DatagramContext ctx) except -2:
         m[0].msg_hdr.msg_namelen = salen
         return 1
     rio_dgram_prepare(m, <iovec *>ctx.riov, ctx.raddrs, buf, ctx.slot, ctx.nbatch)
-    with nogil:
-        n = rio_recvmmsg(ctx.fd, m, <unsigned>ctx.nbatch)
+    n = rio_recvmmsg(ctx.fd, m, <unsigned>ctx.nbatch)    # (MSG_DONTWAIT: never blocks)
     ctx.recv_calls += 1
     return n
 
