@@ -55,6 +55,14 @@ def _loop(leg: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+def _run_aio(leg: str, main: Any) -> None:
+    loop = _loop(leg)
+    try:
+        loop.run_until_complete(main)
+    finally:
+        loop.close()
+
+
 class _AioEcho(asyncio.DatagramProtocol):
     def __init__(self, done: asyncio.Future[None]) -> None:
         self.done = done
@@ -116,11 +124,7 @@ def _aio_serve(leg: str, announce: Callable[[int], None]) -> None:
         announce(transport.get_extra_info("sockname")[1])
         await done
         transport.close()
-    loop = _loop(leg)
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
+    _run_aio(leg, main())
 
 
 def _aio_ping(leg: str, port: int, size: int, rec: Recorder) -> None:
@@ -131,11 +135,7 @@ def _aio_ping(leg: str, port: int, size: int, rec: Recorder) -> None:
             lambda: _AioPing(size, rec, done), remote_addr=("127.0.0.1", port))
         await done
         transport.close()
-    loop = _loop(leg)
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
+    _run_aio(leg, main())
 
 
 # ----------------------------------------------------------------------- reactio
@@ -317,8 +317,4 @@ def _aio_flood_sink(leg: str, announce: Callable[[int], None]) -> None:
         transport.close()
         print(f"stats received={sink.n} elapsed_ns={last - sink.first} recv_calls=-1 "
               f"send_calls=-1", flush=True)
-    loop = _loop(leg)
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
+    _run_aio(leg, main())
