@@ -386,3 +386,25 @@ def test_empty_datagrams_and_views_kept_past_the_call(rt):
     pump_until(rt, lambda: k.closed)
     assert [len(v) for v in kept] == [0, 3] and len(bytes(kept[1])) == 3
     peer.close()
+
+
+@needs_udp
+def test_each_of_many_senders_gets_its_own_address(rt):
+    """300 senders (more than the endpoint's 256 cached address tuples, so entries collide and
+    are replaced): every datagram reaches on_datagram with its own sender's address, and every
+    reply (sent to that addr) reaches the right socket."""
+    echo = Echo()
+    rid, local = bind(rt, echo)
+    peers = [peer_socket() for _ in range(300)]
+    try:
+        for i, p in enumerate(peers):
+            p.sendto(i.to_bytes(2, "big"), local)
+            if i % 50 == 49:        # (a default receive buffer holds ~270 small datagrams)
+                pump_until(rt, lambda: len(echo.got) == i + 1)
+        by_payload = {int.from_bytes(g, "big"): a for g, a in zip(echo.got, echo.addrs)}
+        assert all(by_payload[i] == p.getsockname() for i, p in enumerate(peers))
+        for i, p in enumerate(peers):
+            assert recv_nb(rt, p, 1) == [i.to_bytes(2, "big")]
+    finally:
+        for p in peers:
+            p.close()
