@@ -20,7 +20,7 @@ cdef object _dg_addr(DatagramContext ctx, const sockaddr *sa, socklen_t salen):
     if (o is not None and ctx.cache_len[i] == salen
             and memcmp(&ctx.cache_sa[i], sa, salen) == 0):
         return o
-    o = _sockaddr_to_tuple(<sockaddr *>sa)
+    o = _sockaddr_to_tuple(<sockaddr *>sa, salen)
     memcpy(&ctx.cache_sa[i], sa, salen)
     ctx.cache_len[i] = salen
     ctx.cache_obj[i] = o

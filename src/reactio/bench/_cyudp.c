@@ -2039,11 +2039,12 @@ struct __pyx_obj_7reactio_5_core__Listener {
   int closed;
   struct __pyx_obj_7reactio_5_core__StreamOptions *opts;
   int family;
+  PyObject *unix_file;
   void *backend_ops;
 };
 
 
-/* "reactio/_core.pxd":190
+/* "reactio/_core.pxd":191
  * 
  * 
  * cdef class _Pending:             # <<<<<<<<<<<<<<
@@ -2060,7 +2061,7 @@ struct __pyx_obj_7reactio_5_core__Pending {
 };
 
 
-/* "reactio/_core.pxd":198
+/* "reactio/_core.pxd":199
  * 
  * 
  * cdef class _PendingConnect(_Pending):             # <<<<<<<<<<<<<<
@@ -2078,7 +2079,7 @@ struct __pyx_obj_7reactio_5_core__PendingConnect {
 };
 
 
-/* "reactio/_core.pxd":206
+/* "reactio/_core.pxd":207
  * 
  * 
  * cdef class _PendingListen(_Pending):             # <<<<<<<<<<<<<<
@@ -2094,7 +2095,7 @@ struct __pyx_obj_7reactio_5_core__PendingListen {
 };
 
 
-/* "reactio/_core.pxd":212
+/* "reactio/_core.pxd":213
  * 
  * 
  * cdef class ReactRuntime:             # <<<<<<<<<<<<<<
@@ -2145,7 +2146,7 @@ struct __pyx_obj_7reactio_5_core_ReactRuntime {
 };
 
 
-/* "reactio/_core.pxd":248
+/* "reactio/_core.pxd":249
  * # ------------------------------------------------------------------ datagrams (_datagram.pxi)
  * 
  * cdef class DatagramReactor:             # <<<<<<<<<<<<<<
@@ -2159,7 +2160,7 @@ struct __pyx_obj_7reactio_5_core_DatagramReactor {
 };
 
 
-/* "reactio/_core.pxd":263
+/* "reactio/_core.pxd":264
  * 
  * 
  * cdef class DatagramContext:             # <<<<<<<<<<<<<<
@@ -2429,7 +2430,7 @@ struct __pyx_vtabstruct_7reactio_5_core_CmdSender {
 static struct __pyx_vtabstruct_7reactio_5_core_CmdSender *__pyx_vtabptr_7reactio_5_core_CmdSender;
 
 
-/* "reactio/_core.pxd":212
+/* "reactio/_core.pxd":213
  * 
  * 
  * cdef class ReactRuntime:             # <<<<<<<<<<<<<<
@@ -2445,7 +2446,7 @@ struct __pyx_vtabstruct_7reactio_5_core_ReactRuntime {
 static struct __pyx_vtabstruct_7reactio_5_core_ReactRuntime *__pyx_vtabptr_7reactio_5_core_ReactRuntime;
 
 
-/* "reactio/_core.pxd":248
+/* "reactio/_core.pxd":249
  * # ------------------------------------------------------------------ datagrams (_datagram.pxi)
  * 
  * cdef class DatagramReactor:             # <<<<<<<<<<<<<<
@@ -2464,7 +2465,7 @@ struct __pyx_vtabstruct_7reactio_5_core_DatagramReactor {
 static struct __pyx_vtabstruct_7reactio_5_core_DatagramReactor *__pyx_vtabptr_7reactio_5_core_DatagramReactor;
 
 
-/* "reactio/_core.pxd":263
+/* "reactio/_core.pxd":264
  * 
  * 
  * cdef class DatagramContext:             # <<<<<<<<<<<<<<
@@ -23268,7 +23269,7 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core__Pending), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__Pending),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__Pending) __PYX_ERR(3, 190, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__Pending) __PYX_ERR(3, 191, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core__PendingConnect = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "_PendingConnect",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core__PendingConnect), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__PendingConnect),
@@ -23277,7 +23278,7 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core__PendingConnect), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__PendingConnect),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__PendingConnect) __PYX_ERR(3, 198, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__PendingConnect) __PYX_ERR(3, 199, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core__PendingListen = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "_PendingListen",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core__PendingListen), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__PendingListen),
@@ -23286,7 +23287,7 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core__PendingListen), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__PendingListen),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__PendingListen) __PYX_ERR(3, 206, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__PendingListen) __PYX_ERR(3, 207, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core_ReactRuntime = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "ReactRuntime",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core_ReactRuntime), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_ReactRuntime),
@@ -23295,8 +23296,8 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core_ReactRuntime), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_ReactRuntime),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_ReactRuntime) __PYX_ERR(3, 212, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_ReactRuntime, (void**)&__pyx_vtabptr_7reactio_5_core_ReactRuntime) != 1)) __PYX_ERR(3, 212, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_ReactRuntime) __PYX_ERR(3, 213, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_ReactRuntime, (void**)&__pyx_vtabptr_7reactio_5_core_ReactRuntime) != 1)) __PYX_ERR(3, 213, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core_DatagramContext = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "DatagramContext",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core_DatagramContext), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_DatagramContext),
@@ -23305,8 +23306,8 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core_DatagramContext), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_DatagramContext),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_DatagramContext) __PYX_ERR(3, 263, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_DatagramContext, (void**)&__pyx_vtabptr_7reactio_5_core_DatagramContext) != 1)) __PYX_ERR(3, 263, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_DatagramContext) __PYX_ERR(3, 264, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_DatagramContext, (void**)&__pyx_vtabptr_7reactio_5_core_DatagramContext) != 1)) __PYX_ERR(3, 264, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_RefNannyFinishContext();
   return 0;

@@ -1,8 +1,9 @@
 """Entry point of the harness's Python children: ``python -m reactio.bench.worker``.
 
     worker check  LEG                      exit 0 when LEG's modules import, else say why
-    worker server LEG [--conns N] [--spin] [--timeout S] [--workers W]
+    worker server LEG [--conns N] [--spin] [--timeout S] [--workers W] [--unix PATH]
     worker client LEG --port P --count N --warmup W --size B --out FILE [--spin] [--timeout S]
+                  [--unix PATH]
     (--udp with check / server / client: the leg's UDP pair of pingpong --udp, udp_legs.py)
 
 The protocol with the harness (the same as the C programs'): the server prints
@@ -17,6 +18,9 @@ on the announced port with SO_REUSEPORT, until SIGTERM, which stops them all; it
 0 (``--conns`` does not apply). The reactio-py and reactio-cy legs run them with
 ``reactio.workers.run``; the other legs with ``run_forked`` below, which works the same way
 as the C server's ``--workers``.
+
+``--unix PATH`` (``pingpong --unix``): the connection is a Unix stream socket at PATH, not
+TCP; the server announces ``port 0`` once it listens there.
 """
 from __future__ import annotations
 
@@ -177,13 +181,14 @@ class LegModule(Protocol):
 
     def check(self, leg: str) -> None: ...
 
-    def serve(self, leg: str, conns: int, spin: bool,
-              announce: Callable[[int], None]) -> None: ...
+    def serve(self, leg: str, conns: int, spin: bool, announce: Callable[[int], None],
+              unix: Optional[str] = None) -> None: ...
 
     def serve_workers(self, leg: str, workers: int, spin: bool,
                       announce: Callable[[int], None], timeout: int) -> None: ...
 
-    def ping(self, leg: str, port: int, size: int, rec: Recorder, spin: bool) -> None: ...
+    def ping(self, leg: str, port: int, size: int, rec: Recorder, spin: bool,
+             unix: Optional[str] = None) -> None: ...
 
 
 def _impl(leg: str) -> LegModule:
@@ -212,6 +217,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--udp", action="store_true", help="pingpong --udp: the leg's UDP pair")
     p.add_argument("--flood-sink", type=int, metavar="RECV_BATCH",
                    help="udpflood: the leg's UDP echo sink (reactio: with this recv_batch)")
+    p.add_argument("--unix", metavar="PATH",
+                   help="a Unix stream socket at PATH instead of TCP on 127.0.0.1 (the server "
+                        "announces port 0); not with --workers")
     a = p.parse_args(argv)
 
     if a.role == "check":
@@ -239,7 +247,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif a.workers:
             mod.serve_workers(a.leg, a.workers, a.spin, announce_port, a.timeout)
         else:
-            mod.serve(a.leg, a.conns, a.spin, announce_port)
+            mod.serve(a.leg, a.conns, a.spin, announce_port, a.unix)
         return 0
     if a.port is None or a.count is None or a.out is None:
         p.error("client needs --port, --count and --out")
@@ -249,7 +257,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if a.udp:
         udp_legs.ping(a.leg, a.port, a.size, rec, a.spin)
     else:
-        mod.ping(a.leg, a.port, a.size, rec, a.spin)
+        mod.ping(a.leg, a.port, a.size, rec, a.spin, a.unix)
     rec.finish(a.out)
     return 0
 
