@@ -15,6 +15,7 @@ cdef enum:
     CMD_CLOSE = 3
     CMD_USER = 4
     CMD_CALL = 5              # cmd_sender.send_call
+    CMD_BIND_UDP = 6          # cmd_sender.send_bind_udp (_datagram.pxi)
     # internal, never counted as user commands
     CMD_RESOLVED = 10         # a name lookup finished (posted by the resolver thread)
     CMD_CONNECT_TIMEOUT = 11
@@ -137,6 +138,22 @@ cdef class CmdSender:
         p.handler = handler
         inbox.push(_new_command(CMD_LISTEN, p, None, deferred, on_completion))
 
+    def send_bind_udp(self, addr, reactor, deferred=None, on_completion=None, *,
+                      connect_to=None, reuse_port=False, broadcast=False, multicast_groups=(),
+                      multicast_interface=None, multicast_loop=True, multicast_ttl=1,
+                      recv_buffer_size=None, max_datagram_size=65507, recv_batch=32):
+        """Open a UDP endpoint bound to ``addr`` (numeric "host:port" or (host, port); port 0
+        picks one) for a DatagramReactor; docs/udp.md has every option.  on_bound runs, then
+        on_completion(reactor_id) -- or on_completion(OSError) when the bind fails.  Bad
+        options raise ValueError / TypeError here."""
+        cdef _Inbox inbox = self._inbox()
+        inbox.push(_bind_udp_command(addr, reactor, deferred, on_completion, dict(
+            connect_to=connect_to, reuse_port=reuse_port, broadcast=broadcast,
+            multicast_groups=multicast_groups, multicast_interface=multicast_interface,
+            multicast_loop=multicast_loop, multicast_ttl=multicast_ttl,
+            recv_buffer_size=recv_buffer_size, max_datagram_size=max_datagram_size,
+            recv_batch=recv_batch)))
+
     def send_close(self, ReactorID reactor_id not None, deferred=None, on_completion=None, *,
                    abort=False):
         """Close a stream (queued bytes are flushed first unless abort=True), a connect in
@@ -210,6 +227,8 @@ cdef int _execute(ReactRuntime rt, _Command cmd) except -1:
             _start_pending(rt, <_Pending>cmd.target, cmd.completion)
         elif cmd.kind == CMD_CALL:
             _run_call(rt, cmd)
+        elif cmd.kind == CMD_BIND_UDP:
+            _dg_exec_bind(rt, cmd)
         elif cmd.kind == CMD_RESOLVED:
             _resolved(rt, <_Pending>cmd.target, cmd.arg)
         elif cmd.kind == CMD_TIMER:
@@ -237,6 +256,8 @@ cdef int _exec_user(ReactRuntime rt, _Command cmd) except -1:
     if type(obj) is _Listener:
         return _complete_cmd(cmd, ReactorNotFoundError(
             f"{cmd.target} is a listener; user commands go to stream reactors"))
+    if type(obj) is DatagramContext:
+        return _dg_exec_user(rt, <DatagramContext>obj, cmd)
     ctx = <DispatchContext>obj
     if ctx.state != ST_OPEN:
         return _complete_cmd(cmd, ReactorClosedError(f"reactor {cmd.target} is not open"))
@@ -256,6 +277,8 @@ cdef int _exec_close(ReactRuntime rt, _Command cmd) except -1:
     try:
         if type(obj) is _Listener:
             _close_listener(rt, <_Listener>obj)
+        elif type(obj) is DatagramContext:
+            (<DatagramContext>obj).close()
         else:       # (a connect in progress ends too: its completion gets the error)
             _stream_event(rt, <DispatchContext>obj, EV_ABORT if cmd.abort else EV_CLOSE, None)
     finally:        # on_close may unwind with KeyboardInterrupt: the completion still runs

@@ -18,6 +18,7 @@ Layout of this module (one compilation unit, split by concern; docs/internals.md
   _backend.pxi     the backend interface: the only place that picks epoll or IOCP
   _epoll_loop.pxi  the epoll backend (Linux)
   _iocp_loop.pxi   the IOCP backend (Windows); _iocp_accept.pxi its AcceptEx listeners
+  _datagram*.pxi   UDP endpoints: DatagramReactor / DatagramContext, addresses, epoll I/O
 
 Rules the code keeps everywhere:
   * a callback's exception closes only its reactor; KeyboardInterrupt/SystemExit propagate;
@@ -37,7 +38,7 @@ from cpython.ref cimport PyObject
 from cpython.memoryview cimport PyMemoryView_FromMemory, PyMemoryView_FromObject
 from libc.stdint cimport INT64_MAX, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memcpy, memmove
+from libc.string cimport memcmp, memcpy, memmove
 
 from reactio._epoll cimport *
 from reactio cimport _iocp as w
@@ -53,7 +54,7 @@ import os
 import types
 import warnings
 
-from reactio import _net, _unix
+from reactio import _net, _udpnet, _unix
 from reactio.errors import (CommandNotHandledError, MessageResultError, MessageTooLargeError,
                             ReactioError, ReactorClosedError, ReactorNotFoundError,
                             RuntimeClosedError, SendQueueOverflowError)
@@ -330,3 +331,6 @@ include "_backend.pxi"
 include "_epoll_loop.pxi"
 include "_iocp_loop.pxi"
 include "_iocp_accept.pxi"
+include "_datagram.pxi"
+include "_datagram_addr.pxi"
+include "_datagram_epoll.pxi"

@@ -106,6 +106,8 @@ cdef int _epoll_poll(ReactRuntime rt, int timeout_ms) except -1:
             except BaseException as exc:
                 _callback_failed(rt, ctx, exc)
             _release(rt, ctx)
+        elif type(obj) is DatagramContext:
+            _dg_event(rt, <DatagramContext>obj, evs[i].events)
         else:
             _epoll_accept(rt, <_Listener>obj)
     return 0

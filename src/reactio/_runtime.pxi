@@ -81,6 +81,9 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
                 elif type(obj) is _Listener and (<_Listener>obj).fd >= 0:
                     rio_close((<_Listener>obj).fd)
                     (<_Listener>obj).fd = -1
+                elif type(obj) is DatagramContext and (<DatagramContext>obj).fd >= 0:
+                    rio_close((<DatagramContext>obj).fd)
+                    (<DatagramContext>obj).fd = -1
             if self.inbox is not None:
                 self.inbox.closed = True
             _be_release(self)
@@ -131,6 +134,8 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
             raise ReactorNotFoundError(f"no reactor {reactor_id}")
         if type(obj) is _Listener:
             return _sock_address((<_Listener>obj).fd, False)
+        if type(obj) is DatagramContext:
+            return _sock_address((<DatagramContext>obj).fd, False)
         return _sock_address((<DispatchContext>obj).fd, False)
 
     def peer_address(self, ReactorID reactor_id not None):
@@ -349,6 +354,8 @@ cdef int _close_everything(ReactRuntime rt, object err) except -1:
                 _finalize(rt, ctx)
         elif type(obj) is _Listener:
             _close_listener(rt, <_Listener>obj)
+        elif type(obj) is DatagramContext:
+            _dg_end(rt, <DatagramContext>obj, err)
     rt.ready = []
     while rt.inbox.queue:
         cmd = <_Command>rt.inbox.queue.popleft()
@@ -410,6 +417,10 @@ cdef int _close_in_child(ReactRuntime rt) except -1:
             rio_close((<_Listener>obj).fd)
             (<_Listener>obj).fd = -1
             (<_Listener>obj).closed = True
+        elif type(obj) is DatagramContext and (<DatagramContext>obj).fd >= 0:
+            rio_close((<DatagramContext>obj).fd)
+            (<DatagramContext>obj).fd = -1
+            (<DatagramContext>obj).state = ST_CLOSED
     return _be_release(rt)
 
 

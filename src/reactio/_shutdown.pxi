@@ -23,6 +23,8 @@ cdef int _shutdown_pass(ReactRuntime rt) except -1:
             ctx = <DispatchContext>obj
             if ctx.state == ST_OPEN or ctx.state == ST_HANDSHAKE:
                 _stream_event(rt, ctx, EV_CLOSE, None)
+        elif type(obj) is DatagramContext:
+            (<DatagramContext>obj).close()
     return 0
 
 

@@ -137,35 +137,36 @@ def run_once(leg: Leg, size: int, count: int, warmup: int, pins: Pins, spin: boo
 
 def run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
         pin: str, spin: bool, timeout: Optional[float], progress: Progress,
-        unix: bool = False, use_tls: bool = False) -> Dict[str, Any]:
+        unix: bool = False, udp: bool = False, use_tls: bool = False) -> Dict[str, Any]:
     """Run the ping-pong over ``legs`` for every size; returns the JSON-able result.  With
     ``unix``, every leg also runs over a Unix stream socket, in the same rounds (the two
     transports back to back, their order alternating by round), and ``unix_vs_tcp`` gives
-    each leg's Unix figures over its TCP ones.  With ``use_tls`` every leg runs over TLS
-    (bench/tls.py) and the ratios are to uvloop (to asyncio without uvloop): the C floor has
-    no TLS."""
+    each leg's Unix figures over its TCP ones.  With ``udp`` every leg runs its UDP server and
+    client instead (one datagram per message; not with ``unix``).  With ``use_tls`` every leg
+    runs over TLS (bench/tls.py) and the ratios are to uvloop (to asyncio without uvloop): the
+    C floor has no TLS."""
     if not use_tls:
         return _run(legs, sizes, count, warmup, rounds, pin, spin, timeout, progress, unix,
-                    FLOOR)
-    if unix:
-        raise ValueError("--tls and --unix: choose one (the TLS legs run over TCP)")
+                    udp, FLOOR)
+    if unix or udp:
+        raise ValueError("--tls runs over TCP: not with --unix or --udp")
     with tempfile.TemporaryDirectory(prefix="reactio-bench-tls-") as tmp:
         os.environ[tls.ENV] = str(tls.make_material(Path(tmp)))
         try:
             names = [leg.name for leg in legs]
             ref = "uvloop" if "uvloop" in names else "asyncio"
             return _run(legs, sizes, count, warmup, rounds, pin, spin, timeout, progress,
-                        False, ref)
+                        False, False, ref)
         finally:
             del os.environ[tls.ENV]
 
 
 def _run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
          pin: str, spin: bool, timeout: Optional[float], progress: Progress, unix: bool,
-         reference: str) -> Dict[str, Any]:
+         udp: bool, reference: str) -> Dict[str, Any]:
     pins = pin_plan(pin)
     shares = _split(count, rounds)
-    available, skipped = usable_legs(legs, True, "pingpong", progress)
+    available, skipped = usable_legs(legs, True, "pingpong", progress, udp)
     transports = TRANSPORTS if unix else TRANSPORTS[:1]
     results: List[Dict[str, Any]] = []
     comparisons: List[Dict[str, Any]] = []
@@ -195,7 +196,7 @@ def _run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int
         "params": {"count": count, "warmup_per_run": warmup, "rounds": len(shares),
                    "sizes": sizes, "pin": pin,
                    "cpus": pins_json(pins),
-                   "spin": spin, "legs": [leg.name for leg in legs], "unix": unix,
+                   "spin": spin, "legs": [leg.name for leg in legs], "unix": unix, "udp": udp,
                    "tls": tls.enabled(), "reference": reference},
         "results": results,
     }
@@ -216,7 +217,7 @@ def _rounds(per: Dict[Tuple[str, str], LegResult], available: List[Leg], shares:
                 if res.status != "ok":
                     continue
                 over = f" over {t}" if len(transports) > 1 else ""
-                label = f"pingpong {size} B{over}, round {r + 1}/{len(shares)}, {leg.name}"
+                label = f"pingpong{' --udp' if leg.udp else ''} {size} B{over}, round {r + 1}/{len(shares)}, {leg.name}"
                 t_out = timeout or (STARTUP_TIMEOUT + (share + warmup) * 0.002)
                 path = str(workdir / "pingpong.sock") if t == "unix" else None
                 try:

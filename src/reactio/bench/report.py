@@ -42,7 +42,9 @@ def pingpong_table(result: Dict[str, Any], machine_line: str) -> str:
     for block in result["results"]:
         lines.append("")
         over = f" over {block['transport']}" if "transport" in block else ""
-        lines.append(f"pingpong{over}, {block['size']} B messages, {p['count']:,} round trips per leg "
+        udp = p.get("udp")
+        lines.append(f"pingpong{over}{' --udp' if udp else ''}, {block['size']} B "
+                     f"{'datagrams' if udp else 'messages'}, {p['count']:,} round trips per leg "
                      f"in {p['rounds']} interleaved rounds (+{p['warmup_per_run']:,} warm-up "
                      f"per run), pin {pin}, {'busy poll' if p['spin'] else 'blocking poll'}")
         ref = p.get("reference", FLOOR)
