@@ -226,4 +226,7 @@ cdef class ReactRuntime:
 
     cdef bint _idle(self)
     cdef int _check_usable(self) except -1
+    cdef int _enter(self, double timeout) except -2
     cdef object _process(self, double timeout, bint wait_when_idle)
+    cdef int _loop(self, double timeout, bint forever, bint busy) except -1
+    cdef bint _turn(self, int timeout_ms, bint wait_when_idle) except -1

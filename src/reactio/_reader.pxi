@@ -183,9 +183,13 @@ cdef class MsgReader:
         return self.store.cap - self.end
 
     cdef Py_ssize_t _recv(self, DispatchContext ctx) except -100:
-        cdef Py_ssize_t room = self._ensure_space()
+        cdef Py_ssize_t room
         cdef ssize_t n
         cdef int err
+        if self.store is not None and self.store.cap - self.end >= self.recv_min:
+            room = self.store.cap - self.end    # the common case, without a call
+        else:
+            room = self._ensure_space()
         if room == 0:
             return READ_FULL
         while True:
