@@ -29,7 +29,7 @@ cdef class _Command:
     pass
 
 
-cdef inline _Command _new_command(int kind, object target, object a, object b,
+cdef inline _Command _new_command(int kind, object target, object arg,
                                   object deferred, object completion):
     cdef _Command c
     if deferred is not None and type(deferred) is not Deferred:
@@ -40,8 +40,7 @@ cdef inline _Command _new_command(int kind, object target, object a, object b,
     c = _Command.__new__(_Command)
     c.kind = kind
     c.target = target
-    c.a = a
-    c.b = b
+    c.arg = arg
     c.completion = completion
     c.due_ns = 0 if deferred is None else deferred.due_ns
     return c
@@ -102,7 +101,7 @@ cdef class CmdSender:
             p.timeout_ns = _limit_ns(timeout, "timeout")
         p.addr = addr
         p.reactor = reactor
-        inbox.push(_new_command(CMD_CONNECT, p, None, None, deferred, on_completion))
+        inbox.push(_new_command(CMD_CONNECT, p, None, deferred, on_completion))
 
     def send_listen(self, addr, handler not None, deferred=None, on_completion=None):
         """Listen on ``addr``; ``handler`` is a TcpListenerHandler, whose options
@@ -124,21 +123,22 @@ cdef class CmdSender:
         p.dual_stack = bool(getattr(handler, "dual_stack", False))
         p.addr = addr
         p.handler = handler
-        inbox.push(_new_command(CMD_LISTEN, p, None, None, deferred, on_completion))
+        inbox.push(_new_command(CMD_LISTEN, p, None, deferred, on_completion))
 
     def send_close(self, ReactorID reactor_id not None, deferred=None, on_completion=None, *,
                    abort=False):
         """Close a stream (queued bytes are flushed first unless abort=True), a connect in
         progress (its completion gets ReactorClosedError) or a listener."""
-        self._inbox().push(_new_command(CMD_CLOSE, reactor_id, bool(abort), None, deferred,
-                                        on_completion))
+        cdef _Command cmd = _new_command(CMD_CLOSE, reactor_id, None, deferred, on_completion)
+        cmd.abort = bool(abort)
+        self._inbox().push(cmd)
 
     def send_user_cmd(self, ReactorID reactor_id not None, cmd, deferred=None,
                       on_completion=None):
         """Deliver ``cmd`` to the reactor's on_command.  A stale or unknown id completes with
         ReactorNotFoundError; an exception from on_command is passed to on_completion (and
         closes the reactor)."""
-        self._inbox().push(_new_command(CMD_USER, reactor_id, cmd, None, deferred, on_completion))
+        self._inbox().push(_new_command(CMD_USER, reactor_id, cmd, deferred, on_completion))
 
     def send_call(self, callback, deferred=None, on_completion=None):
         """Run ``callback()`` on the runtime's thread (at the ``deferred`` time); on_completion
@@ -146,11 +146,7 @@ cdef class CmdSender:
         on_completion)."""
         if not callable(callback):
             raise TypeError(f"the callback must be callable, not {type(callback).__name__}")
-        self._inbox().push(_new_command(CMD_CALL, None, callback, None, deferred, on_completion))
-
-    def _post_internal(self, int kind, target, a):
-        """Used by helper threads (name resolution) to hand results to the loop."""
-        self._inbox().push(_new_command(kind, target, a, None, None, None))
+        self._inbox().push(_new_command(CMD_CALL, None, callback, deferred, on_completion))
 
     @property
     def closed(self):
@@ -203,15 +199,15 @@ cdef int _execute(ReactRuntime rt, _Command cmd) except -1:
         elif cmd.kind == CMD_CALL:
             _run_call(rt, cmd)
         elif cmd.kind == CMD_RESOLVED:
-            _resolved(rt, <_Pending>cmd.target, cmd.a)
+            _resolved(rt, <_Pending>cmd.target, cmd.arg)
         elif cmd.kind == CMD_TIMER:
             _run_timer(rt, <TimerHandle>cmd.target)
         elif cmd.kind == CMD_CONNECT_TIMEOUT:
             _exec_connect_timeout(rt, <_PendingConnect>cmd.target)
         elif cmd.kind == CMD_RESUME_ACCEPT:
-            _exec_resume_accept(rt, <_Listener>cmd.target, cmd.a)
+            _exec_resume_accept(rt, _lookup(rt, <ReactorID>cmd.target))
         elif cmd.kind == CMD_DRAIN_TIMEOUT:
-            _exec_drain_timeout(rt, <DispatchContext>cmd.target, cmd.a)
+            _exec_drain_timeout(rt, _lookup(rt, <ReactorID>cmd.target))
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:
@@ -233,7 +229,7 @@ cdef int _exec_user(ReactRuntime rt, _Command cmd) except -1:
     if ctx.state != ST_OPEN:
         return _complete_cmd(cmd, ReactorClosedError(f"reactor {cmd.target} is not open"))
     try:
-        failed = _call_reactor(rt, ctx, CB_COMMAND, cmd.a)
+        failed = _call_reactor(rt, ctx, CB_COMMAND, cmd.arg)
     except (KeyboardInterrupt, SystemExit) as exc:
         _complete_cmd(cmd, exc)     # exactly once, even when unwinding
         raise
@@ -249,14 +245,18 @@ cdef int _exec_close(ReactRuntime rt, _Command cmd) except -1:
         if type(obj) is _Listener:
             _close_listener(rt, <_Listener>obj)
         else:       # (a connect in progress ends too: its completion gets the error)
-            _stream_event(rt, <DispatchContext>obj, EV_ABORT if cmd.a else EV_CLOSE, None)
+            _stream_event(rt, <DispatchContext>obj, EV_ABORT if cmd.abort else EV_CLOSE, None)
     finally:        # on_close may unwind with KeyboardInterrupt: the completion still runs
         _complete_cmd(cmd, cmd.target)
     return 0
 
 
-cdef int _exec_drain_timeout(ReactRuntime rt, DispatchContext ctx, ReactorID rid) except -1:
-    if _lookup(rt, rid) is not ctx:
+cdef int _exec_drain_timeout(ReactRuntime rt, object obj) except -1:
+    """A stream's drain or linger time is up (obj: what its id finds now; None once the stream
+    is gone, its slot freed)."""
+    cdef DispatchContext ctx
+    if type(obj) is not DispatchContext:
         return 0
+    ctx = <DispatchContext>obj
     ctx.drain_timer = None
     return _stream_event(rt, ctx, EV_TIMEOUT, None)

@@ -23,11 +23,13 @@ cdef int _start_pending(ReactRuntime rt, _Pending p, object completion) except -
     cdef _PendingConnect c
     cdef _Command timer
     p.completion = completion
+    if rt.shutting_down:
+        return _connect_failed(rt, p, ReactorClosedError("the runtime is shutting down"))
     _resolve_defaults(rt, p.opts)
     rt.pending_connects.add(p)
     if type(p) is _PendingConnect and (<_PendingConnect>p).timeout_ns > 0:
         c = <_PendingConnect>p
-        timer = _new_command(CMD_CONNECT_TIMEOUT, c, None, None, None, None)
+        timer = _new_command(CMD_CONNECT_TIMEOUT, c, None, None, None)
         c.timer = timer
         _schedule(rt, timer, rio_monotonic_ns() + c.timeout_ns)
     try:
@@ -47,7 +49,7 @@ cdef int _start_pending(ReactRuntime rt, _Pending p, object completion) except -
 def _deliver_resolution(CmdSender sender, _Pending p, result):
     """On the resolver's thread: hand the lookup's result to the runtime's loop."""
     try:
-        sender._post_internal(CMD_RESOLVED, p, result)
+        sender._inbox().push(_new_command(CMD_RESOLVED, p, result, None, None))
     except RuntimeClosedError:
         pass        # close() already failed this command's completion
 

@@ -43,11 +43,14 @@ cdef class MsgReader:
     cdef readonly Py_ssize_t max_msg_size
     cdef bint busy                 # inside a read/dispatch: re-entry is refused
     cdef int last_errno            # errno of the failed recv() behind READ_ERROR
-    # IOCP: bytes a WSARecv completion put at the end of the buffer, not yet dispatched, and
-    # what that completion says about the socket (READ_AGAIN / READ_MORE / READ_EOF)
+    # The completion-model contract (a backend whose kernel reads into our buffer, as IOCP's
+    # WSARecv does; a readiness backend such as epoll leaves all three 0): bytes a completed
+    # read put at the end of the buffer, not yet dispatched; what that completion says about
+    # the socket (READ_AGAIN / READ_MORE / READ_EOF); and whether a posted read owns the free
+    # space now (then the buffer must not move).
     cdef Py_ssize_t arrived
     cdef int arrived_status
-    cdef bint io_pending           # IOCP: a WSARecv owns the free space; do not touch it
+    cdef bint io_pending
     # the memoryview handed to on_inbound_message, pointed at the next message (any place, any
     # size) when nobody else holds it: no allocation, no GC pressure per message
     cdef object view
@@ -74,7 +77,8 @@ cdef class MsgSender:
     cdef readonly Py_ssize_t high_water
     cdef readonly Py_ssize_t low_water
     cdef bint paused                # on_pause_writing was called, on_resume_writing is owed
-    cdef char *inflight_buf         # IOCP: the buffer a pending WSASend reads; never moved
+    cdef char *inflight_buf         # completion model: the buffer a posted send reads (IOCP's
+                                    # WSASend); never moved or freed while it is in flight
 
     cdef int _append(self, const char *data, Py_ssize_t n) except -1
     cdef void _release_buffer(self)
@@ -113,7 +117,9 @@ cdef class DispatchContext:
     cdef bint default_readable      # on_readable not overridden: call the reader directly
     cdef object close_error
     cdef _PendingConnect connect    # while connecting
-    cdef void *iocp_ops             # IOCP: rio_op[2] (receive; send or connect)
+    cdef void *backend_ops          # the backend's own per-stream record, freed with the
+                                    # stream (IOCP: rio_op[2], receive and send/connect;
+                                    # epoll: NULL, it keeps nothing per stream)
     cdef object py_on_inbound       # the Python function overriding on_inbound_message, or None
     cdef object drain_timer         # _Command: the drain_timeout of a graceful close
     cdef bint peer_eof              # the peer shut its write side (recv returned 0)
@@ -134,8 +140,13 @@ cdef class DispatchContext:
 
 cdef class _Command:
     cdef int kind
-    cdef object target          # ReactorID, or the object an internal command is about
-    cdef object a, b            # payload
+    # One record for every kind; each field has one meaning (None where a kind has no use for it).
+    cdef object target          # CMD_USER/CLOSE/DRAIN_TIMEOUT/RESUME_ACCEPT: the ReactorID it is
+                                # about (a stale id makes it a no-op); CONNECT/LISTEN/RESOLVED/
+                                # CONNECT_TIMEOUT: the _Pending; CMD_TIMER: the TimerHandle
+    cdef object arg             # what the sender handed over: CMD_USER the user's command,
+                                # CMD_CALL the callable, CMD_RESOLVED the addresses or the error
+    cdef bint abort             # CMD_CLOSE: reset instead of a graceful close
     cdef object completion
     cdef int64_t due_ns
     cdef bint cancelled         # internal timers are cancelled lazily
@@ -171,7 +182,8 @@ cdef class _Listener:
     cdef bint closed
     cdef _StreamOptions opts
     cdef int family
-    cdef void *iocp_ops             # IOCP: rio_op[ACCEPTS_PER_LISTENER]
+    cdef void *backend_ops          # the backend's per-listener record (IOCP:
+                                    # rio_op[ACCEPTS_PER_LISTENER]; epoll: NULL)
 
 
 cdef class _Pending:
@@ -221,6 +233,7 @@ cdef class ReactRuntime:
     cdef Py_ssize_t n_streams, n_listeners, n_user_deferred, n_timers
     cdef uint64_t n_sock_events, n_received_cmds
     cdef bint closed, in_process, stopping
+    cdef bint shutting_down         # shutdown() began: no connect or listen starts
     cdef readonly Py_ssize_t max_send_queue, max_msg_size, high_water, low_water
     cdef readonly double drain_timeout
 

@@ -12,7 +12,8 @@ Layout of this module (one compilation unit, split by concern; docs/internals.md
   _streams.pxi     new streams, accepted connections, listeners, callback failures
   _connect.pxi     connects and listens: resolution, address by address, bind
   _runtime.pxi     ReactRuntime: the public API, process_events, run, close
-  _shutdown.pxi    what close() does to every stream, listener, command and timer
+  _shutdown.pxi    ReactRuntime.shutdown(): the graceful stop
+  _close_all.pxi   what close() does to every stream, listener, command and timer
   _slots.pxi       slots: ReactorID allocation, lookup, release
   _timers.pxi      the timer heap, TimerHandle (call_later / call_at), send_call
   _backend.pxi     the backend interface: the only place that picks epoll or IOCP
@@ -350,6 +351,7 @@ include "_streams.pxi"
 include "_connect.pxi"
 include "_runtime.pxi"
 include "_shutdown.pxi"
+include "_close_all.pxi"
 include "_slots.pxi"
 include "_timers.pxi"
 include "_backend.pxi"

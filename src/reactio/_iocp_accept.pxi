@@ -8,7 +8,7 @@ cdef int _iocp_post_accepts(ReactRuntime rt, _Listener lst) except -1:
     cdef w.DWORD got = 0
     cdef w.SOCKET s
     for k in range(ACCEPTS_PER_LISTENER):
-        op = &(<w.rio_op *>lst.iocp_ops)[k]
+        op = &(<w.rio_op *>lst.backend_ops)[k]
         while not op.pending and not lst.closed and not lst.paused:
             s = w.WSASocketW(lst.family, w.SOCK_STREAM, w.IPPROTO_TCP, NULL, 0,
                              w.WSA_FLAG_OVERLAPPED | w.WSA_FLAG_NO_HANDLE_INHERIT)

@@ -34,7 +34,7 @@ cdef enum:
 
 
 cdef inline w.rio_op *_stream_op(DispatchContext ctx, int kind):
-    return &(<w.rio_op *>ctx.iocp_ops)[0 if kind == OP_RECV else 1]
+    return &(<w.rio_op *>ctx.backend_ops)[0 if kind == OP_RECV else 1]
 
 
 cdef inline int _op_start(ReactRuntime rt, w.rio_op *op, object owner, int kind) except -1:
@@ -98,15 +98,15 @@ cdef int _iocp_teardown(ReactRuntime rt) except -1:
 
 
 cdef int _iocp_add_stream(ReactRuntime rt, DispatchContext ctx) except -1:
-    ctx.iocp_ops = calloc(2, sizeof(w.rio_op))
-    if ctx.iocp_ops == NULL:
+    ctx.backend_ops = calloc(2, sizeof(w.rio_op))
+    if ctx.backend_ops == NULL:
         raise MemoryError()
     return _iocp_register(rt, ctx.fd, ctx.reactor_id)
 
 
 cdef int _iocp_add_listener(ReactRuntime rt, _Listener lst) except -1:
-    lst.iocp_ops = calloc(ACCEPTS_PER_LISTENER, sizeof(w.rio_op))
-    if lst.iocp_ops == NULL:
+    lst.backend_ops = calloc(ACCEPTS_PER_LISTENER, sizeof(w.rio_op))
+    if lst.backend_ops == NULL:
         raise MemoryError()
     return _iocp_register(rt, lst.fd, lst.reactor_id)
 
@@ -170,7 +170,7 @@ cdef int _iocp_poll(ReactRuntime rt, int timeout_ms) except -1:
     interrupt = None
     # The owners stay referenced until the whole batch is handled: a stream's receive and send
     # may both complete in one batch, and dropping the stream after the first would free the
-    # second's rio_op (its iocp_ops) before it is read.
+    # second's rio_op (its backend_ops) before it is read.
     owners = []
     for i in range(n):
         op = <w.rio_op *>ents[i].lpOverlapped

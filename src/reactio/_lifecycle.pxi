@@ -157,7 +157,7 @@ cdef int _set_stream_timer(ReactRuntime rt, DispatchContext ctx, int64_t delay_n
     cdef _Command timer
     if ctx.drain_timer is not None:
         _cancel(rt, <_Command>ctx.drain_timer)
-    timer = _new_command(CMD_DRAIN_TIMEOUT, ctx, ctx.reactor_id, None, None, None)
+    timer = _new_command(CMD_DRAIN_TIMEOUT, ctx.reactor_id, None, None, None)
     ctx.drain_timer = timer
     return _schedule(rt, timer, rio_monotonic_ns() + delay_ns)
 

@@ -69,8 +69,8 @@ cdef int _check_runtime_limits(object max_send_queue, object max_msg_size, objec
 cdef double _seconds(object value, str name) except? -1:
     """A number of seconds: a real number >= 0 (inf allowed, NaN refused)."""
     cdef double s
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a number of seconds, not bool")
+    if isinstance(value, (bool, str, bytes, bytearray)):     # float() would parse a str
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
     try:
         s = float(value)
     except (TypeError, ValueError):

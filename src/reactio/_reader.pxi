@@ -65,7 +65,11 @@ cdef class MsgReader:
     free space; the buffer grows only to hold a message that does not fit (up to max_msg_size)
     and keeps the partial message at its front between reads."""
 
-    def __cinit__(self, Py_ssize_t min_reserve, Py_ssize_t max_msg_size):
+    def __init__(self, min_reserve, max_msg_size):
+        """Deprecated: a stream's reader is made by the runtime (ctx.reader)."""
+        warnings.warn("constructing a MsgReader is deprecated (0.2; an error in 0.3): the "
+                      "runtime makes each stream's reader, see DispatchContext.reader",
+                      DeprecationWarning, stacklevel=2)
         _size_option(min_reserve, "recv_buffer_min_size", 1, MAX_RECV_RESERVE)
         _size_option(max_msg_size, "max_msg_size", 1, PY_SSIZE_T_MAX - min_reserve)
         self.recv_min = min_reserve

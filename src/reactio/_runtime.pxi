@@ -312,6 +312,19 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
 
     # ------------------------------------------------------------------ closing
 
+    def shutdown(self, timeout=5.0):
+        """Stop gracefully: listeners close, connects and listens in progress fail with
+        ReactorClosedError, every stream is closed as send_close() does (queued bytes flushed,
+        then the peer's EOF awaited), and the loop runs until no stream is left or ``timeout``
+        seconds (inf: no limit) have passed; then close() ends what is left (with a WARNING).
+        Commands that arrive meanwhile are run; connects and listens among them fail the same
+        way.  Returns how many streams were still open at the deadline (0: a clean stop).
+        Called like close(): from the runtime's thread, not from a callback.  Idempotent."""
+        if self.closed:
+            return 0
+        self._check_usable()
+        return _shutdown(self, timeout)
+
     def close(self):
         """Close every stream and listener (each on_close / on_close_listen runs; queued bytes
         get one last non-blocking write, and what the kernel does not take is dropped with a

@@ -18,10 +18,14 @@ cdef class MsgSender:
     """Per-stream send queue (a contiguous buffer with a moving head, compacted only when it
     needs room) and the in-order send completions."""
 
-    def __cinit__(self, Py_ssize_t max_send_queue, Py_ssize_t high_water, Py_ssize_t low_water):
+    def __init__(self, max_send_queue, high_water, low_water):
+        """Deprecated: a stream's sender is made by the runtime (ctx.sender)."""
+        warnings.warn("constructing a MsgSender is deprecated (0.2; an error in 0.3): the "
+                      "runtime makes each stream's sender, see DispatchContext.sender",
+                      DeprecationWarning, stacklevel=2)
         _size_option(max_send_queue, "max_send_queue", 1, PY_SSIZE_T_MAX)
-        if not 0 <= low_water <= high_water:
-            raise ValueError(f"watermarks need 0 <= low ({low_water}) <= high ({high_water})")
+        _size_option(high_water, "high_water", 0, PY_SSIZE_T_MAX)
+        _size_option(low_water, "low_water", 0, high_water)
         self.max_send_queue = max_send_queue
         self.high_water = high_water
         self.low_water = low_water
@@ -102,7 +106,7 @@ cdef class DispatchContext:
         raise TypeError("DispatchContext objects are created by the runtime")
 
     def __dealloc__(self):
-        free(self.iocp_ops)     # an op holds a reference to us while pending: none is
+        free(self.backend_ops)     # an op holds a reference to us while pending: none is
         # still open: the runtime was dropped without close() and the GC freed this first
         if self.fd >= 0:
             rio_close(self.fd)

@@ -1,83 +1,54 @@
-# The end of a runtime: what ReactRuntime.close() does to every stream, listener, command and
-# timer (_close_everything, in passes that survive a KeyboardInterrupt from a callback), the
-# warning about bytes dropped, and close() in a child after fork() (descriptors only).
+# A graceful stop, as a server's SIGTERM handler wants it: no new connections, every stream
+# closed the graceful way (its queued bytes flushed, our FIN, the peer's FIN awaited: what
+# send_close does), the loop run until they are gone or a deadline passes, then close() for
+# whatever is left.  Cold code.
 
-cdef int _close_everything(ReactRuntime rt, object err) except -1:
-    """One pass of close(): pending connects, streams (warning about what is dropped),
-    listeners, queued commands, timers."""
-    cdef _Command cmd
+# The longest single wait of the shutdown loop (it also returns on every event).
+cdef int64_t SHUTDOWN_POLL_NS = 100_000_000
+
+
+cdef int _shutdown_pass(ReactRuntime rt) except -1:
+    """Run once as a command on the runtime's thread (inside process_events, as send_close
+    runs): from here on no connect or listen starts (_start_pending refuses them); the ones in
+    progress fail, the listeners close, every open stream starts its graceful close."""
     cdef DispatchContext ctx
+    rt.shutting_down = True
+    err = ReactorClosedError("the runtime is shutting down")
     for p in list(rt.pending_connects):
-        _connect_failed(rt, <_PendingConnect>p, err)
-    _warn_unsent(rt)
+        _connect_failed(rt, <_Pending>p, err)
     for obj in list(rt.slots):
-        if type(obj) is DispatchContext:
-            ctx = <DispatchContext>obj
-            if ctx.state != ST_CLOSED:
-                ctx.state = ST_CLOSING      # the runtime's end: every stream ends with it
-                ctx.holds = 0
-                _finalize(rt, ctx)
-        elif type(obj) is _Listener:
+        if type(obj) is _Listener:
             _close_listener(rt, <_Listener>obj)
-    rt.ready = []
-    while rt.inbox.queue:
-        cmd = <_Command>rt.inbox.queue.popleft()
-        _complete(cmd.completion, err)
-    while rt.timers:
-        cmd = <_Command>heapq.heappop(rt.timers)[2]
-        if cmd.cancelled:
-            continue
-        if cmd.kind < CMD_RESOLVED:
-            rt.n_user_deferred -= 1
-            _complete(cmd.completion, err)
-        elif cmd.kind == CMD_TIMER:
-            (<TimerHandle>cmd.target).cancel()
+        elif type(obj) is DispatchContext:
+            ctx = <DispatchContext>obj
+            if ctx.state == ST_OPEN:
+                _stream_event(rt, ctx, EV_CLOSE, None)
     return 0
 
 
-cdef int _warn_unsent(ReactRuntime rt) except -1:
-    """close() gives every open stream one last non-blocking write and drops what the kernel
-    does not take: say how much, at WARNING."""
-    cdef Py_ssize_t nbytes = 0, nstreams = 0, queued
-    cdef DispatchContext ctx
-    for obj in rt.slots:
-        if type(obj) is not DispatchContext:
-            continue
-        ctx = <DispatchContext>obj
-        if ctx.state == ST_OPEN or ctx.state == ST_DRAINING:
-            _hold(ctx)
-            try:
-                ctx._flush()
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException:
-                pass
-            finally:
-                ctx.holds -= 1
-        if ctx.state < ST_CLOSED and ctx.sender is not None:
-            queued = ctx.sender.tail - ctx.sender.head
-            if queued > 0:
-                nbytes += queued
-                nstreams += 1
-    if nbytes:
-        log.warning("runtime close: %d unsent bytes of %d stream(s) dropped (close streams "
-                    "with send_close and run the loop until they are gone to deliver them)",
-                    nbytes, nstreams)
-    return 0
+def _shutdown_command(ReactRuntime rt):
+    _shutdown_pass(rt)
 
 
-cdef int _close_in_child(ReactRuntime rt) except -1:
-    """close() in a child after fork(): the poller, the sockets and the wake-up descriptor are
-    shared with the parent, which still uses them.  Close the child's descriptors and nothing
-    else: no poller call, no shutdown, no SO_LINGER, no writes, no callbacks."""
-    rt.closed = rt.inbox.closed = True
-    for obj in rt.slots:
-        if type(obj) is DispatchContext and (<DispatchContext>obj).fd >= 0:
-            rio_close((<DispatchContext>obj).fd)
-            (<DispatchContext>obj).fd = -1
-            (<DispatchContext>obj).state = ST_CLOSED
-        elif type(obj) is _Listener and (<_Listener>obj).fd >= 0:
-            rio_close((<_Listener>obj).fd)
-            (<_Listener>obj).fd = -1
-            (<_Listener>obj).closed = True
-    return _be_release(rt)
+cdef Py_ssize_t _shutdown(ReactRuntime rt, object timeout) except -1:
+    """ReactRuntime.shutdown(): returns the streams still open at the deadline."""
+    cdef double s = _seconds(timeout, "timeout")
+    cdef int64_t timeout_ns = NEVER_NS if s * 1e9 >= <double>NEVER_NS else <int64_t>(s * 1e9)
+    cdef int64_t now = rio_monotonic_ns()
+    cdef int64_t deadline = now + timeout_ns
+    cdef Py_ssize_t left
+    rt.cmd_sender.send_call(functools.partial(_shutdown_command, rt))
+    while True:
+        rt._process(min(max(deadline - now, 0), SHUTDOWN_POLL_NS) / 1e9, True)
+        now = rio_monotonic_ns()
+        if (rt.shutting_down and rt.n_streams == 0 and rt.n_listeners == 0
+                and not rt.pending_connects):
+            break
+        if now >= deadline:
+            break
+    left = rt.n_streams
+    if left:
+        log.warning("shutdown: %d stream(s) still closing after %g s; closing them now",
+                    left, s)
+    rt.close()
+    return left

@@ -23,7 +23,7 @@ cdef class _Listener:
         # still open: the runtime was dropped without close() and the GC freed this first
         if self.fd >= 0:
             rio_close(self.fd)
-        free(self.iocp_ops)     # a pending AcceptEx holds a reference to us: none is
+        free(self.backend_ops)     # a pending AcceptEx holds a reference to us: none is
 
 
 cdef DispatchContext _new_stream(ReactRuntime rt, int fd, Reactor reactor, _StreamOptions opts,
@@ -36,8 +36,14 @@ cdef DispatchContext _new_stream(ReactRuntime rt, int fd, Reactor reactor, _Stre
         ctx.rt = rt
         ctx.reactor = reactor
         ctx.fd = fd
-        ctx.reader = MsgReader(opts.recv_min, opts.max_msg_size)
-        ctx.sender = MsgSender(opts.max_send_queue, rt.high_water, rt.low_water)
+        # (no __init__: the options were validated when the connect or listen was sent)
+        ctx.reader = MsgReader.__new__(MsgReader)
+        ctx.reader.recv_min = opts.recv_min
+        ctx.reader.max_msg_size = opts.max_msg_size
+        ctx.sender = MsgSender.__new__(MsgSender)
+        ctx.sender.max_send_queue = opts.max_send_queue
+        ctx.sender.high_water = rt.high_water
+        ctx.sender.low_water = rt.low_water
         ctx.default_readable = getattr(type(reactor), "on_readable") is _DEFAULT_ON_READABLE
         f = getattr(type(reactor), "on_inbound_message")
         if type(f) is types.FunctionType and "on_inbound_message" not in getattr(
@@ -164,12 +170,17 @@ cdef int _pause_accepts(ReactRuntime rt, _Listener lst) except -1:
     cdef _Command timer
     _be_pause_accepts(rt, lst)
     lst.paused = True
-    timer = _new_command(CMD_RESUME_ACCEPT, lst, lst.reactor_id, None, None, None)
+    timer = _new_command(CMD_RESUME_ACCEPT, lst.reactor_id, None, None, None)
     return _schedule(rt, timer, rio_monotonic_ns() + ACCEPT_PAUSE_NS)
 
 
-cdef int _exec_resume_accept(ReactRuntime rt, _Listener lst, ReactorID rid) except -1:
-    if lst.closed or _lookup(rt, rid) is not lst:
+cdef int _exec_resume_accept(ReactRuntime rt, object obj) except -1:
+    """The accept pause is over (obj: what the listener's id finds now; None once it closed)."""
+    cdef _Listener lst
+    if type(obj) is not _Listener:
+        return 0
+    lst = <_Listener>obj
+    if lst.closed:
         return 0
     lst.paused = False
     return _be_resume_accepts(rt, lst)

@@ -44,7 +44,7 @@ cdef TimerHandle _schedule_call(ReactRuntime rt, int64_t when, object callback, 
     h.when = when
     h.callback = callback
     h.args = args
-    h.cmd = _new_command(CMD_TIMER, h, None, None, None, None)
+    h.cmd = _new_command(CMD_TIMER, h, None, None, None)
     rt.n_timers += 1
     _schedule(rt, h.cmd, when)
     return h
@@ -70,13 +70,13 @@ cdef int _run_call(ReactRuntime rt, _Command cmd) except -1:
     """cmd_sender.send_call(): run the callable; its return value or its exception goes to the
     completion."""
     try:
-        result = cmd.a()
+        result = cmd.arg()
     except (KeyboardInterrupt, SystemExit) as exc:
         _complete_cmd(cmd, exc)
         raise
     except BaseException as exc:
         if cmd.completion is None:
-            log.error("send_call: %r raised %s and no on_completion receives it", cmd.a,
+            log.error("send_call: %r raised %s and no on_completion receives it", cmd.arg,
                       type(exc).__name__, exc_info=exc)
             return 0
         result = exc
@@ -97,7 +97,7 @@ cdef int _schedule(ReactRuntime rt, _Command cmd, int64_t due_ns) except -1:
 cdef int _cancel(ReactRuntime rt, _Command cmd) except -1:
     if not cmd.cancelled:
         cmd.cancelled = True
-        cmd.target = cmd.a = cmd.b = cmd.completion = None  # the heap entry stays a while
+        cmd.target = cmd.arg = cmd.completion = None  # the heap entry stays a while
         rt.n_cancelled_timers += 1
         if rt.n_cancelled_timers > 64 and rt.n_cancelled_timers * 2 > len(rt.timers):
             rt.timers = [t for t in rt.timers if not (<_Command>t[2]).cancelled]

@@ -57,10 +57,6 @@ Address = Union[str, Tuple[str, int], Tuple[str, int, int, int]]
 _Result = Union[ReactorID, BaseException]
 _T = TypeVar("_T")
 
-# Generation 0 is never given to a reactor (generations start at 1 and skip 0 when they wrap),
-# so a command to this id completes with ReactorNotFoundError without touching anything.
-_NO_REACTOR = ReactorID(0, 0)
-
 # runtimes attached now, by id() (a ReactRuntime takes no attributes and no weak references;
 # the handle keeps the runtime alive while it is in here, so its id cannot be reused)
 _attached: Dict[int, "AttachHandle"] = {}
@@ -237,16 +233,17 @@ class AttachHandle:
         """An idle runtime (no reactors, nothing queued) returns from process_events() without
         polling, so a wake-up left on its descriptor (by stop(), or a command that was run
         before its wake-up was read) would keep the descriptor readable and the loop spinning.
-        A command to no reactor makes the next process_events() poll, which reads it."""
+        A command (a call that does nothing else) makes the next process_events() poll,
+        which reads it."""
         if self._draining_wake:
             return
         self._draining_wake = True
 
-        def drained(result: _Result) -> None:
+        def drained() -> None:
             self._draining_wake = False
 
         try:
-            self.runtime.cmd_sender.send_user_cmd(_NO_REACTOR, None, None, drained)
+            self.runtime.cmd_sender.send_call(drained)
         except RuntimeClosedError:
             self._draining_wake = False
 
@@ -438,9 +435,7 @@ async def call(rt: Union[ReactRuntime, CmdSender], fn: Callable[..., _T], *args:
         else:
             fut.set_exception(value)
 
-    def completion(result: _Result) -> None:        # on the runtime's thread
-        # The command went to no reactor (_NO_REACTOR): its completion is only a way to run
-        # on the runtime's thread; `result` is the ReactorNotFoundError that says so.
+    def run() -> None:                              # on the runtime's thread
         value: Any
         try:
             ok, value = True, fn(*args)
@@ -454,5 +449,5 @@ async def call(rt: Union[ReactRuntime, CmdSender], fn: Callable[..., _T], *args:
         except RuntimeError:
             pass                                    # the loop is closed: nobody awaits
 
-    sender.send_user_cmd(_NO_REACTOR, None, None, completion)
+    sender.send_call(run)
     return await fut

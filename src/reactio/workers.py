@@ -35,7 +35,6 @@ the connection's addresses and ports, not by load.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import os
 import select
@@ -45,11 +44,10 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from reactio._core import DispatchContext, ReactorID, ReactRuntime
-from reactio.errors import ReactioError, ReactorNotFoundError, RuntimeClosedError
-from reactio.listener import TcpListenerHandler
+from reactio._core import ReactRuntime
+from reactio.errors import ReactioError
 
 __all__ = ["run", "current_worker", "reserve_port", "WorkerInfo", "WorkersCrashedError"]
 
@@ -394,7 +392,7 @@ def _worker_main(sup: _Supervisor, index: int, restarts: int, mask: Any) -> int:
             if not state["stop"]:
                 rt.run_forever()
             if state["stop"]:
-                _graceful_close(rt, sup.stop_timeout)
+                rt.shutdown(sup.stop_timeout)
         finally:
             rt.close()
     except BaseException as exc:
@@ -408,66 +406,4 @@ def _worker_main(sup: _Supervisor, index: int, restarts: int, mask: Any) -> int:
     except Exception:                           # an exit code is all that is left to give
         pass
     return code
-
-
-def _ignore(result: object) -> None:
-    pass
-
-
-def _live_reactors(rt: ReactRuntime) -> Tuple[List[ReactorID], List[ReactorID]]:
-    """(listener ids, open stream ids) of ``rt``.
-
-    The runtime has no public list of its reactors, so they are found among the objects the
-    garbage collector tracks: DispatchContexts whose cmd_sender is this runtime's (open
-    streams), and the ReactorIDs that the runtime's listener objects, or TcpListenerHandlers,
-    hold (a listener is an id with a local address and no stream).  A stale id from before
-    the fork matches nothing live (or a live reactor of this runtime, which is closed anyway)."""
-    streams: List[ReactorID] = []
-    candidates: Set[ReactorID] = set()
-    sender = rt.cmd_sender
-    for obj in gc.get_objects():
-        t = type(obj)
-        if t is DispatchContext:
-            if obj.cmd_sender is sender and obj.is_open:
-                streams.append(obj.reactor_id)
-        elif t.__name__ == "_Listener" and t.__module__ == "reactio._core":
-            candidates.update(r for r in gc.get_referents(obj) if type(r) is ReactorID)
-        elif isinstance(obj, TcpListenerHandler) and type(obj.reactor_id) is ReactorID:
-            candidates.add(obj.reactor_id)
-    listeners: List[ReactorID] = []
-    for rid in candidates:
-        try:
-            rt.local_address(rid)
-        except (ReactorNotFoundError, OSError):
-            continue
-        if rt.get_context(rid) is None:
-            listeners.append(rid)
-    return listeners, streams
-
-
-def _graceful_close(rt: ReactRuntime, timeout: float) -> None:
-    """Stop accepting, close every stream gracefully (flush, EOF), wait for them up to
-    ``timeout`` seconds.  rt.close() afterwards closes whatever is left."""
-    deadline = time.monotonic() + timeout
-    listeners, streams = _live_reactors(rt)
-    try:
-        for rid in listeners + streams:
-            rt.cmd_sender.send_close(rid, None, _ignore)
-    except RuntimeClosedError:
-        return
-    closing = set(streams)
-    next_scan = time.monotonic() + 0.5
-    while rt.count_streams() > 0:
-        now = time.monotonic()
-        if now >= deadline:
-            log.warning("worker: %d stream(s) still closing after %g s; closing the runtime",
-                        rt.count_streams(), timeout)
-            return
-        if now >= next_scan:        # streams that came after the first scan (connects)
-            next_scan = now + 0.5
-            for rid in _live_reactors(rt)[1]:
-                if rid not in closing:
-                    closing.add(rid)
-                    rt.cmd_sender.send_close(rid, None, _ignore)
-        rt.process_events(min(0.05, max(0.0, deadline - now)))
 
