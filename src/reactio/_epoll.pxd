@@ -101,6 +101,7 @@ cdef extern from "reactio_sys.h" nogil:
     bint rio_memoryview_bytes(object o, const char **buf, Py_ssize_t *len)
     bint rio_deque_nonempty(object dq)
     bint rio_type_is(PyObject *o, object t)
+    bint rio_memoryview_sole(object mv)
 
     # --- errno and clocks
     int rio_errno()

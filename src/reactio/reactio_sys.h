@@ -325,6 +325,19 @@ static inline int rio_memoryview_bytes(PyObject *o, const char **buf, Py_ssize_t
 #endif
 }
 
+/* True when nobody but its one holder can see memory through this memoryview: one reference,
+ * nothing exported from it, and no other memoryview (a slice the user kept) on its managed
+ * buffer.  Then the bytes under it may be handed to another stream. */
+static inline int rio_memoryview_sole(PyObject *mv) {
+#ifdef _Py_MEMORYVIEW_RELEASED
+    PyMemoryViewObject *m = (PyMemoryViewObject *)mv;
+    return Py_REFCNT(mv) == 1 && m->exports == 0 && m->mbuf != NULL && m->mbuf->exports == 1;
+#else
+    (void)mv;
+    return 0;
+#endif
+}
+
 /* Py_TYPE(o) is t, for a borrowed pointer (no reference taken). */
 static inline int rio_type_is(PyObject *o, PyObject *t) { return Py_TYPE(o) == (PyTypeObject *)t; }
 
