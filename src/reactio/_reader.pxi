@@ -40,7 +40,8 @@ cdef Py_ssize_t KEEP_BUFFER = 64 * 1024
 # the runtime for the next stream that reads (so 10,000 idle connections hold no receive
 # buffer, only the one parked); with fewer, each keeps its own (the hand-over costs ~40
 # instructions per read, and a few buffers are little memory).
-cdef Py_ssize_t PARK_ABOVE_STREAMS = 64
+cdef enum:
+    PARK_ABOVE_STREAMS = 64
 
 
 @cython.final
@@ -277,8 +278,8 @@ cdef class MsgReader:
             if self.end - self.start > before:
                 self._dispatch_all(ctx, self.end - self.start - before)
             self._after_read(ctx, r)
-            if (self.start == self.end and self.store is not None and READS_INLINE
-                    and ctx.rt.n_streams > PARK_ABOVE_STREAMS):
+            if (ctx.rt.n_streams > PARK_ABOVE_STREAMS and self.start == self.end
+                    and self.store is not None and READS_INLINE):
                 self._park(ctx.rt)
         finally:
             self.busy = False
@@ -315,8 +316,8 @@ cdef class MsgReader:
                     r = READ_AGAIN
                     break
             self._after_read(ctx, r)
-            if (self.start == self.end and self.store is not None and READS_INLINE
-                    and ctx.rt.n_streams > PARK_ABOVE_STREAMS):
+            if (ctx.rt.n_streams > PARK_ABOVE_STREAMS and self.start == self.end
+                    and self.store is not None and READS_INLINE):
                 self._park(ctx.rt)
         finally:
             self.busy = False

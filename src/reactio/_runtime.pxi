@@ -230,6 +230,8 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
     cdef object _process(self, double timeout, bint wait_when_idle):
         cdef int timeout_ms = self._enter(timeout)
         try:
+            if self.ready:
+                _run_ready(self)    # completions owed by sends made outside process_events
             return self._turn(timeout_ms, wait_when_idle)
         finally:
             self.in_process = False
@@ -244,6 +246,8 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
         if busy:
             timeout_ms = 0
         try:
+            if self.ready:
+                _run_ready(self)    # completions owed by sends made outside the loop
             while not (forever and self.stopping):
                 before = self.n_sock_events
                 if not self._turn(timeout_ms, forever) and not forever:
@@ -263,10 +267,10 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
     cdef bint _turn(self, int timeout_ms, bint wait_when_idle) except -1:
         """One iteration of the loop: wait up to timeout_ms (-1: no limit) for events, handle
         them, then due timers, queued commands, owed completions.  Returns False, without
-        waiting, when the runtime is idle (unless wait_when_idle)."""
+        waiting, when the runtime is idle (unless wait_when_idle).  (Completions owed by sends
+        made outside the loop are run by the caller, once, before the first turn: inside the
+        loop every send is made by a callback, and the end of its turn runs them.)"""
         cdef int64_t wait_ns
-        if self.ready:
-            _run_ready(self)    # completions owed by sends made outside process_events
         if not wait_when_idle and self.n_streams == 0 and self._idle():
             if self.inbox.external and self.inbox.wake_pending:
                 _be_poll(self, 0)   # consume the wake-up: the other loop polls fileno()
