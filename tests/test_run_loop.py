@@ -2,7 +2,9 @@
 GIL it keeps for short waits when no other thread exists.  Functional only: what the loops
 deliver and when they return, never how fast."""
 import os
+import signal
 import threading
+import time
 
 import pytest
 
@@ -133,6 +135,36 @@ def test_run_refuses_a_nan_timeout_and_reentry(rt):
     rt.call_later(0, reenter)
     rt.run_forever(5.0)
     assert len(errors) == 1 and "re-entrantly" in str(errors[0])
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="no pthread_kill here")
+def test_a_signal_handler_runs_in_a_busy_loop(rt):
+    """A signal that arrives while the loop is not in epoll_wait gets no EINTR; the loop must
+    still run its Python handler (Ctrl-C's KeyboardInterrupt).  A busy loop with a helper
+    thread runs no Python code at all, so without the per-turn check this hangs."""
+    def handler(signum, frame):
+        raise _Stop()
+
+    def kill_main():
+        time.sleep(0.05)
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    main = threading.main_thread().ident
+    if threading.get_ident() != main:
+        pytest.skip("signal handlers run in the main thread only")
+    old = signal.signal(signal.SIGUSR1, handler)
+    t = threading.Thread(target=kill_main)
+    try:
+        t.start()
+        with pytest.raises(_Stop):
+            rt.run_forever(busy_poll=True)
+    finally:
+        t.join(10)
+        signal.signal(signal.SIGUSR1, old)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")

@@ -258,6 +258,10 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
                         pass
                 if self.fork_epoch != _fork_epoch:
                     self._check_usable()    # a callback forked: the child may not go on
+                # A signal that arrived outside epoll_wait (no EINTR) has its Python handler
+                # run here (KeyboardInterrupt for Ctrl-C): a Python loop would have run it
+                # between two process_events() calls, a Cython reactor runs no bytecode.
+                PyErr_CheckSignals()
             if forever:
                 self.stopping = False
         finally:
