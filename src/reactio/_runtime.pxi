@@ -252,16 +252,16 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
                 before = self.n_sock_events
                 if not self._turn(timeout_ms, forever) and not forever:
                     break
-                if (timeout_ms == 0 and self.n_sock_events == before
-                        and not rio_sole_python_thread()):
-                    with nogil:
-                        pass
+                if timeout_ms == 0 and self.n_sock_events == before:
+                    # an empty busy poll: run the handler of a signal that came outside the
+                    # wait (no EINTR; a Cython reactor runs no bytecode that would run it),
+                    # then let other threads take the GIL
+                    PyErr_CheckSignals()
+                    if not rio_sole_python_thread():
+                        with nogil:
+                            pass
                 if self.fork_epoch != _fork_epoch:
                     self._check_usable()    # a callback forked: the child may not go on
-                # A signal that arrived outside epoll_wait (no EINTR) has its Python handler
-                # run here (KeyboardInterrupt for Ctrl-C): a Python loop would have run it
-                # between two process_events() calls, a Cython reactor runs no bytecode.
-                PyErr_CheckSignals()
             if forever:
                 self.stopping = False
         finally:
