@@ -7,9 +7,12 @@ cannot pass.  Network tests use loopback only and are bounded by pytest-timeout.
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 
 import pytest
 
+import reactio
 from reactio import ReactRuntime
 
 
@@ -65,3 +68,25 @@ def rt():
     runtime = ReactRuntime()
     yield runtime
     runtime.close()
+
+
+@pytest.fixture
+def unix_dir():
+    """A fresh directory for Unix socket files, with a short name: pytest's tmp_path can be
+    longer than the 107 bytes a socket path may have (sun_path)."""
+    path = tempfile.mkdtemp(prefix="rio-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(params=["tcp", "unix"])
+def stream_addr(request):
+    """A listen address for each stream transport (loopback TCP, a Unix socket file): tests
+    that take it check the same stream semantics over both.  support.runtime.listen returns
+    what connect() and raw_client() take for either."""
+    if request.param == "tcp":
+        return "127.0.0.1:0"
+    if reactio.BACKEND == "iocp":
+        pytest.skip("the IOCP backend refuses Unix sockets "
+                    "(test_unix_streams.py::test_iocp_refuses_unix_addresses)")
+    return f"unix:{request.getfixturevalue('unix_dir')}/s.sock"

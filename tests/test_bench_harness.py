@@ -65,6 +65,34 @@ def test_pingpong_reactio_aio_leg(tmp_path):
     assert aio_leg["ratio_p50"] > 0 and "reactio-aio" in text
 
 
+def test_pingpong_unix_legs_against_tcp(tmp_path):
+    """pingpong --unix: every leg over TCP and over a Unix socket in the same rounds, and a
+    unix/tcp ratio per leg computed from the two blocks' own figures."""
+    data, text = run_bench(tmp_path, "pingpong", "--unix", "--legs",
+                           "c,reactio-py,reactio-cy,asyncio,uvloop,reactio-aio", "--count",
+                           "300", "--warmup", "50", "--rounds", "2", "--size", "64",
+                           "--pin", "none")
+    run = data["runs"][0]
+    assert run["params"]["unix"] is True
+    blocks = {b["transport"]: {leg["leg"]: leg for leg in b["legs"]} for b in run["results"]}
+    assert set(blocks) == {"tcp", "unix"}
+    (cmp,) = run["unix_vs_tcp"]
+    rows = {row["leg"]: row for row in cmp["legs"]}
+    optional = {"reactio-cy", "uvloop", "reactio-aio"}      # may be missing here
+    for name in ("c", "reactio-py", "asyncio", *optional):
+        tcp, unix = blocks["tcp"][name], blocks["unix"][name]
+        if name in optional and tcp["status"] == "skipped":
+            assert unix["status"] == "skipped" and name not in rows
+            continue
+        assert tcp["status"] == unix["status"] == "ok", (tcp, unix)
+        assert unix["latency_us"]["n"] == 300
+        assert rows[name]["p50_unix_over_tcp"] == pytest.approx(
+            unix["latency_us"]["p50"] / tcp["latency_us"]["p50"])
+        assert unix["ratio_p50"] == pytest.approx(
+            unix["latency_us"]["p50"] / blocks["unix"]["c"]["latency_us"]["p50"])
+    assert "pingpong over unix" in text and "Unix socket vs loopback TCP" in text
+
+
 def test_scale_workers(tmp_path):
     """scale --workers 2: every server in two processes on one port; each run ends with the
     server stopped by SIGTERM (exit 0), and its CPU time is its process tree's."""

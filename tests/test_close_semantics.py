@@ -40,9 +40,9 @@ class BigThenClose(SinkReactor):
 
 
 @pytest.mark.parametrize("how", ["close once", "close twice", "close then send_close"])
-def test_every_queued_byte_arrives_however_often_close_is_asked(rt, how):
+def test_every_queued_byte_arrives_however_often_close_is_asked(rt, how, stream_addr):
     server = BigThenClose(how)
-    lid, port = listen_factory(rt, lambda: server)
+    lid, port = listen_factory(rt, lambda: server, addr=stream_addr)
     peer = raw_client(port)
     data = recv_exact_nb(rt, peer, BIG, timeout=30)
     assert data == payload()
@@ -54,11 +54,11 @@ def test_every_queued_byte_arrives_however_often_close_is_asked(rt, how):
     peer.close()
 
 
-def test_peer_input_while_draining_does_not_reset_the_flush(rt):
+def test_peer_input_while_draining_does_not_reset_the_flush(rt, stream_addr):
     """The peer writes before it reads: reactio-rs would close() with that input unread and
     the kernel would reset the connection, losing the tail of the reply."""
     server = BigThenClose("close once")
-    lid, port = listen_factory(rt, lambda: server)
+    lid, port = listen_factory(rt, lambda: server, addr=stream_addr)
     peer = raw_client(port)
     pump_until(rt, lambda: rt.count_streams() == 1)
     peer.sendall(b"bye" * 1000)
@@ -72,9 +72,9 @@ def test_peer_input_while_draining_does_not_reset_the_flush(rt):
     assert server.err is None
 
 
-def test_close_waits_for_the_peer_eof_after_half_close(rt):
+def test_close_waits_for_the_peer_eof_after_half_close(rt, stream_addr):
     server = BigThenClose("close once")
-    lid, port = listen_factory(rt, lambda: server)
+    lid, port = listen_factory(rt, lambda: server, addr=stream_addr)
     peer = raw_client(port)
     assert recv_exact_nb(rt, peer, BIG, timeout=30) == payload()
     peer.setblocking(True)

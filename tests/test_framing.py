@@ -31,9 +31,9 @@ def test_message_result_values_are_cached_and_validated():
         DropMsgSize(-1)
 
 
-def test_partial_and_coalesced_frames(rt):
+def test_partial_and_coalesced_frames(rt, stream_addr):
     server = EchoReactor()
-    lid, port = listen_factory(rt, lambda: server, recv_buffer_min_size=16)
+    lid, port = listen_factory(rt, lambda: server, recv_buffer_min_size=16, addr=stream_addr)
     peer = raw_client(port)
     frames = [frame(bytes([65 + i]) * (i * 37 % 300)) for i in range(40)]
     wire = b"".join(frames)
@@ -228,11 +228,11 @@ def test_fast_dispatch_strategy(rt):
     peer.close()
 
 
-def test_bytes_before_eof_are_dispatched_then_reply_flushed(rt):
+def test_bytes_before_eof_are_dispatched_then_reply_flushed(rt, stream_addr):
     """Half-close: the peer sends frames then shutdown(SHUT_WR); every frame is dispatched and
     every reply reaches the peer before the connection closes."""
     server = EchoReactor()
-    lid, port = listen_factory(rt, lambda: server)
+    lid, port = listen_factory(rt, lambda: server, addr=stream_addr)
     peer = raw_client(port)
     wire = b"".join(frame(b"q" * 1000) for _ in range(200))
     peer.sendall(wire)

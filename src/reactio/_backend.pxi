@@ -30,6 +30,11 @@ cdef bint READS_INLINE = not REACTIO_IOCP
 
 BACKEND = "iocp" if REACTIO_IOCP else "epoll"     # which event backend this build runs on
 
+# "unix:" addresses: the IOCP backend refuses them (docs/unix.md).  Windows has AF_UNIX since
+# 10 1803, but wine (8.0), where this backend is tested, has none (WSAEAFNOSUPPORT), and untested
+# code is not shipped.
+cdef bint UNIX_SOCKETS = not REACTIO_IOCP
+
 
 cdef inline int _be_init(ReactRuntime rt) except -1:
     if REACTIO_IOCP:
@@ -93,6 +98,8 @@ cdef inline int _be_stream_opened(ReactRuntime rt, DispatchContext ctx) except -
 cdef inline object _be_connect_socket(int family, object sockaddr_, bint nodelay):
     if REACTIO_IOCP:
         return _net.new_socket(family, nodelay)     # ConnectEx needs it registered first
+    if family == AF_UNIX:
+        return _unix.start_connect(sockaddr_)[0]
     return _net.start_connect(family, sockaddr_, nodelay)[0]
 
 

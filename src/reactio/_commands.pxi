@@ -85,13 +85,15 @@ cdef class CmdSender:
     def send_connect(self, addr, recv_buffer_min_size, Reactor reactor not None,
                      deferred=None, on_completion=None, *, timeout=None, max_send_queue=None,
                      max_msg_size=None, nodelay=True):
-        """Connect to ``addr`` ("host:port" or (host, port)) without blocking the loop (names are
+        """Connect to ``addr`` ("host:port" or (host, port); "unix:/path" or "unix:@name" for
+        a Unix stream socket, see docs/unix.md) without blocking the loop (names are
         resolved on a helper thread); on success reactor.on_connected runs, then
         on_completion(reactor_id).  Failures reach on_completion as exceptions:
         ConnectionRefusedError, TimeoutError (``timeout`` seconds, None or inf: no limit),
         socket.gaierror, ValueError for a malformed address, ReactorClosedError when the
-        stream is closed (send_close) before it connects.  Bad option values raise
-        ValueError here."""
+        stream is closed (send_close) before it connects; for a Unix socket also
+        FileNotFoundError, PermissionError, BlockingIOError (the listener's backlog is
+        full).  Bad option values raise ValueError here."""
         cdef _Inbox inbox = self._inbox()
         cdef _PendingConnect p = _PendingConnect.__new__(_PendingConnect)
         p.opts = _stream_options(recv_buffer_min_size, max_send_queue, max_msg_size, nodelay)
@@ -104,7 +106,9 @@ cdef class CmdSender:
         inbox.push(_new_command(CMD_CONNECT, p, None, deferred, on_completion))
 
     def send_listen(self, addr, handler not None, deferred=None, on_completion=None):
-        """Listen on ``addr``; ``handler`` is a TcpListenerHandler, whose options
+        """Listen on ``addr`` ("host:port", (host, port), or "unix:/path" / "unix:@name": a
+        Unix listener removes the socket file it created when it closes, see docs/unix.md);
+        ``handler`` is a TcpListenerHandler, whose options
         (recv_buffer_min_size, max_send_queue, max_msg_size, nodelay, backlog, reuse_port,
         dual_stack attributes, where present) are checked here: a bad value raises ValueError.
         on_completion gets the listener's ReactorID (rt.local_address(id) tells a port-0

@@ -33,6 +33,9 @@ cdef int _start_pending(ReactRuntime rt, _Pending p, object completion) except -
         c.timer = timer
         _schedule(rt, timer, rio_monotonic_ns() + c.timeout_ns)
     try:
+        path = _unix.parse(p.addr)
+        if path is not None:
+            return _unix_resolved(rt, p, path)
         host, port = _net.parse_address(p.addr)
         infos = _net.resolve_numeric(host, port)
     except Exception as exc:
@@ -67,13 +70,26 @@ cdef int _resolved(ReactRuntime rt, _Pending p, object result) except -1:
     return _try_next_address(rt, <_PendingConnect>p)
 
 
+cdef int _unix_resolved(ReactRuntime rt, _Pending p, str path) except -1:
+    """A "unix:" address needs no lookup; a Unix stream has no TCP_NODELAY to set."""
+    if not UNIX_SOCKETS:
+        raise OSError(errno.EAFNOSUPPORT, f"Unix sockets are not supported on the {BACKEND} "
+                      f"backend ({p.addr!r}; see docs/unix.md)")
+    p.opts.nodelay = False
+    return _resolved(rt, p, [(AF_UNIX, path)])
+
+
 cdef int _bind(ReactRuntime rt, _PendingListen p) except -1:
     """Open the listening socket on the first address, register it, on_start_listen."""
     cdef _Listener lst
     handler = p.handler
     family, sockaddr_ = p.infos[0]
+    unix_file = None
     try:
-        fd = _net.open_listener(family, sockaddr_, p.backlog, p.reuse_port, p.dual_stack)
+        if family == AF_UNIX:
+            fd, unix_file = _unix.open_listener(sockaddr_, p.backlog, p.reuse_port)
+        else:
+            fd = _net.open_listener(family, sockaddr_, p.backlog, p.reuse_port, p.dual_stack)
     except OSError as exc:      # (EADDRINUSE and the like: say which address)
         return _connect_failed(rt, p, OSError(exc.errno,
                                               f"{exc.strerror} (listen on {p.addr!r})"))
@@ -84,12 +100,14 @@ cdef int _bind(ReactRuntime rt, _PendingListen p) except -1:
     lst.handler = handler
     lst.opts = p.opts
     lst.family = family
+    lst.unix_file = unix_file
     lst.reactor_id = _alloc_slot(rt, lst)
     try:
         _be_add_listener(rt, lst)
     except Exception as exc:
         _free_slot(rt, lst.reactor_id.slot)
         rio_close(fd)
+        _unix.remove_file(unix_file)
         lst.fd = -1             # closed here; __dealloc__ must not close the number again
         lst.closed = True
         return _connect_failed(rt, p, exc)

@@ -184,6 +184,7 @@ cdef class _Listener:
     cdef bint closed
     cdef _StreamOptions opts
     cdef int family
+    cdef object unix_file           # the socket file to remove at close (_unix.open_listener)
     cdef void *backend_ops          # the backend's per-listener record (IOCP:
                                     # rio_op[ACCEPTS_PER_LISTENER]; epoll: NULL)
 

@@ -12,10 +12,13 @@ from typing_extensions import deprecated, disjoint_base
 _T = TypeVar("_T")
 _DeferredT = TypeVar("_DeferredT", bound="Deferred")
 
-# ``"host:port"``, ``"[v6addr]:port"``, ``(host, port)`` or ``(host, port, flowinfo, scope_id)``
+# ``"host:port"``, ``"[v6addr]:port"``, ``(host, port)`` or ``(host, port, flowinfo, scope_id)``;
+# ``"unix:/path"`` or ``"unix:@name"`` (Linux abstract namespace) for a Unix stream socket
 _Address = Union[str, Tuple[str, int], Tuple[str, int, int, int]]
-# what socket.getpeername()/getsockname() give for AF_INET / AF_INET6
-_SockAddr = Union[Tuple[str, int], Tuple[str, int, int, int]]
+# (host, port) / (host, port, flowinfo, scope_id) as socket.getpeername() gives them for
+# AF_INET / AF_INET6; for a Unix socket a str: the path, "@name" (abstract), "" (unnamed).
+# Any, as typeshed types socket.getpeername(): a port read as ``addr[1]`` stays an int.
+_SockAddr = Any
 # A completion runs exactly once, on the runtime's thread, with the ReactorID on success or
 # the exception instance that stopped the command (it is never raised).
 _CompletionResult = Union["ReactorID", BaseException]
@@ -220,14 +223,19 @@ class CmdSender:
         max_send_queue: Optional[int] = None,
         max_msg_size: Optional[int] = None,
         nodelay: bool = True,
-    ) -> None: ...
+    ) -> None:
+        """Connect to addr ("host:port", (host, port), "unix:/path", "unix:@name") without
+        blocking the loop; on_completion gets the ReactorID or the error."""
     def send_listen(
         self,
         addr: _Address,
         handler: _ListenerHandler,
         deferred: Optional[Deferred] = None,
         on_completion: Optional[_Completion] = None,
-    ) -> None: ...
+    ) -> None:
+        """Listen on addr ("host:port", (host, port), "unix:/path", "unix:@name": a Unix
+        listener removes the socket file it made when it closes); on_completion gets the
+        listener's ReactorID or the error."""
     def send_close(
         self,
         reactor_id: ReactorID,

@@ -45,6 +45,7 @@ from reactio cimport _iocp as w
 
 import collections
 import enum
+import errno
 import functools
 import heapq
 import operator
@@ -53,7 +54,7 @@ import os
 import types
 import warnings
 
-from reactio import _net
+from reactio import _net, _unix
 from reactio.errors import (CommandNotHandledError, MessageResultError, MessageTooLargeError,
                             ReactioError, ReactorClosedError, ReactorNotFoundError,
                             RuntimeClosedError, SendQueueOverflowError)
@@ -346,6 +347,7 @@ include "_limits.pxi"
 include "_lifecycle.pxi"
 include "_reader.pxi"
 include "_sender.pxi"
+include "_sockaddr.pxi"
 include "_commands.pxi"
 include "_streams.pxi"
 include "_connect.pxi"

@@ -63,12 +63,16 @@ cdef extern from "reactio_sys.h" nogil:
         uint32_t sin6_flowinfo
         in6_addr sin6_addr
         uint32_t sin6_scope_id
+    struct sockaddr_un:                 # sys/un.h, Windows afunix.h: sun_path at offset 2
+        sa_family_t sun_family
+        char sun_path[108]
     struct linger:
         int l_onoff
         int l_linger
     enum:
         AF_INET
         AF_INET6
+        AF_UNIX
         SOL_SOCKET
         SO_ERROR
         SO_LINGER

@@ -190,5 +190,5 @@ cdef int _epoll_accept(ReactRuntime rt, _Listener lst) except -1:
             log.info("listener %s: accept failed: %s (connection dropped)",
                      lst.reactor_id, os.strerror(err))
             continue
-        _adopt(rt, lst, fd, _sockaddr_to_tuple(<sockaddr *>&ss))
+        _adopt(rt, lst, fd, _sockaddr_to_tuple(<sockaddr *>&ss, n))
     return 0

@@ -63,5 +63,5 @@ cdef int _iocp_accepted(ReactRuntime rt, _Listener lst, w.rio_op *op, int err) e
                  os.strerror(w.WSAGetLastError()))
         w.closesocket(s)
         return 0
-    _adopt(rt, lst, <int>s, _sockaddr_to_tuple(<sockaddr *>&peer))
+    _adopt(rt, lst, <int>s, _sockaddr_to_tuple(<sockaddr *>&peer, sizeof(peer)))
     return 0

@@ -141,10 +141,14 @@ cdef class DispatchContext:
 
     @property
     def nodelay(self):
+        """TCP_NODELAY; always False on a Unix stream (no such option there; setting it is
+        a no-op, so one reactor serves both transports)."""
         cdef int v = 0
         cdef socklen_t n = sizeof(v)
         self._check_fd()
         if rio_getsockopt(self.fd, IPPROTO_TCP, TCP_NODELAY, &v, &n) != 0:
+            if _is_unix_socket(self.fd):
+                return False
             raise _net.os_error(rio_errno(), "getsockopt(TCP_NODELAY)")
         return v != 0
 
@@ -153,7 +157,8 @@ cdef class DispatchContext:
         cdef int v = on
         self._check_fd()
         if rio_setsockopt(self.fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof(v)) != 0:
-            raise _net.os_error(rio_errno(), "setsockopt(TCP_NODELAY)")
+            if not _is_unix_socket(self.fd):
+                raise _net.os_error(rio_errno(), "setsockopt(TCP_NODELAY)")
 
     def _check_fd(self):
         if self.state == ST_CLOSED:
@@ -436,32 +441,3 @@ cdef class AutoSendBuffer:
         else:
             del self.buf[:]
         return False
-
-
-cdef object _sockaddr_to_tuple(sockaddr *sa):
-    cdef char host[64]
-    cdef sockaddr_in *sin
-    cdef sockaddr_in6 *sin6
-    if sa.sa_family == AF_INET:
-        sin = <sockaddr_in *>sa
-        inet_ntop(AF_INET, &sin.sin_addr, host, sizeof(host))
-        return ((<bytes>host).decode("ascii"), ntohs(sin.sin_port))
-    if sa.sa_family == AF_INET6:
-        sin6 = <sockaddr_in6 *>sa
-        inet_ntop(AF_INET6, &sin6.sin6_addr, host, sizeof(host))
-        return ((<bytes>host).decode("ascii"), ntohs(sin6.sin6_port),
-                ntohl(sin6.sin6_flowinfo), sin6.sin6_scope_id)
-    return None
-
-
-cdef object _sock_address(int fd, bint peer):
-    cdef sockaddr_storage ss
-    cdef socklen_t n = sizeof(ss)
-    cdef int rc
-    if peer:
-        rc = getpeername(fd, <sockaddr *>&ss, &n)
-    else:
-        rc = getsockname(fd, <sockaddr *>&ss, &n)
-    if rc != 0:
-        raise _net.os_error(rio_errno(), "getpeername" if peer else "getsockname")
-    return _sockaddr_to_tuple(<sockaddr *>&ss)

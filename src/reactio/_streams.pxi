@@ -151,6 +151,7 @@ cdef int _close_listener(ReactRuntime rt, _Listener lst) except -1:
     lst.closed = True
     _be_close_socket(rt, lst.fd, False)
     lst.fd = -1
+    _unix.remove_file(lst.unix_file)    # (None: not a Unix listener, or an abstract name)
     _free_slot(rt, lst.reactor_id.slot)
     rt.n_listeners -= 1
     try:

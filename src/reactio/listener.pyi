@@ -1,9 +1,11 @@
 # Type stubs of reactio/listener.py (whose callbacks are not annotated inline).
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, Optional
 
 from reactio._core import CmdSender, Reactor, ReactorID
 
-_SockAddr = Union[Tuple[str, int], Tuple[str, int, int, int]]
+# (host, port[, flowinfo, scope_id]) for TCP, a str for a Unix socket (its path, "@name", or
+# "" for an unnamed peer): Any, as typeshed types socket.getpeername()
+_SockAddr = Any
 
 class TcpListenerHandler:
     """Base class of listener handlers: what a listening socket does with each accepted

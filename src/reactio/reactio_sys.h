@@ -27,6 +27,7 @@
 #  include <winsock2.h>
 #  include <ws2tcpip.h>
 #  include <mswsock.h>
+#  include <afunix.h>
 #  include <windows.h>
 #  define REACTIO_IOCP 1
 #  if defined(_MSC_VER) && !defined(ssize_t)
@@ -87,6 +88,7 @@ static inline int rio_setsockopt(rio_sock_t s, int level, int name, const void *
 #  include <time.h>
 #  include <sys/types.h>
 #  include <sys/socket.h>
+#  include <sys/un.h>
 #  include <sys/epoll.h>
 #  include <sys/eventfd.h>
 #  include <netinet/in.h>

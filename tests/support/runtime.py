@@ -44,12 +44,15 @@ def run_until_idle(rt: ReactRuntime, timeout: float = 5.0) -> None:
 
 
 def listen(rt: ReactRuntime, handler, addr="127.0.0.1:0"):
-    """Start a listener; returns (listener_id, port)."""
+    """Start a listener; returns (listener_id, port), and for a ``"unix:"`` address
+    (listener_id, that address): what connect() and raw_client() take either way."""
     done = Completion()
     rt.cmd_sender.send_listen(addr, handler, Deferred.IMMEDIATE, done)
     pump_until(rt, lambda: done.done)
     lid = done.result
     assert isinstance(lid, reactio.ReactorID), lid
+    if isinstance(addr, str) and addr.startswith("unix:"):
+        return lid, addr
     return lid, rt.local_address(lid)[1]
 
 
@@ -63,10 +66,12 @@ def listen_factory(rt: ReactRuntime, factory, recv_buffer_min_size=4096, addr="1
 
 def connect(rt: ReactRuntime, port: int, reactor, recv_buffer_min_size=4096, host="127.0.0.1",
             **options):
-    """An outbound connection served by ``reactor``; returns what its completion got (the
-    ReactorID, or the error)."""
+    """An outbound connection served by ``reactor`` (to ``port`` on ``host``, or to the
+    ``"unix:"`` address ``port``); returns what its completion got (the ReactorID, or the
+    error)."""
     done = Completion()
-    rt.cmd_sender.send_connect((host, port), recv_buffer_min_size, reactor, Deferred.IMMEDIATE,
+    addr = port if isinstance(port, str) else (host, port)
+    rt.cmd_sender.send_connect(addr, recv_buffer_min_size, reactor, Deferred.IMMEDIATE,
                                done, **options)
     pump_until(rt, lambda: done.done)
     return done.result

@@ -11,11 +11,24 @@ from reactio import ReactRuntime
 from support.runtime import pump_until
 
 
-def raw_client(port: int, host="127.0.0.1") -> socket.socket:
-    """A blocking client socket (5 s timeout, TCP_NODELAY) connected to ``host:port``."""
+def raw_client(port, host="127.0.0.1") -> socket.socket:
+    """A blocking client socket (5 s timeout, TCP_NODELAY) connected to ``host:port``, or to
+    the ``"unix:"`` address ``port`` (what support.runtime.listen returned)."""
+    if isinstance(port, str):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(5)
+        s.connect(unix_sockaddr(port))
+        return s
     s = socket.create_connection((host, port), timeout=5)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
+
+
+def unix_sockaddr(addr: str) -> str:
+    """The socket module's address for reactio's ``"unix:/path"`` / ``"unix:@name"``."""
+    assert addr.startswith("unix:"), addr
+    path = addr[len("unix:"):]
+    return "\0" + path[1:] if path.startswith("@") else path
 
 
 def recv_exact_nb(rt: ReactRuntime, sock: socket.socket, n: int, timeout: float = 5.0) -> bytes:

@@ -1,6 +1,6 @@
 """Command line of ``python -m reactio.bench``.
 
-    python -m reactio.bench pingpong [--compare] [--count N] [--size B ...] [--pin MODE] ...
+    python -m reactio.bench pingpong [--compare] [--unix] [--count N] [--size B ...] [--pin MODE] ...
     python -m reactio.bench scale [--conns 1,10,100,1000] [--duration S] [--legs ...] ...
     python -m reactio.bench scale --workers N ...   (every server in N processes, one port)
     python -m reactio.bench pipeline [--depth 16] [--count N] [--trace-count N] ...
@@ -134,6 +134,9 @@ def _parser() -> argparse.ArgumentParser:
                          "without --legs: " + ",".join(PINGPONG_DEFAULT_LEGS) + ")")
     pp.add_argument("--timeout", type=_positive_seconds,
                     help="seconds one run (server + client) may take (default: from COUNT)")
+    pp.add_argument("--unix", action="store_true",
+                    help="run every leg over a Unix stream socket too, in the same rounds, "
+                         "and report each leg's Unix figures against its loopback TCP ones")
     common(pp, "same-core")
 
     sp = sub.add_parser(
@@ -323,7 +326,8 @@ def _bench(args: argparse.Namespace, argv: List[str]) -> int:
         if args.command == "pingpong":
             from . import pingpong
             result = pingpong.run(legs, args.size or [64, 1024], args.count, args.warmup,
-                                  args.rounds or 10, args.pin, args.spin, args.timeout, progress)
+                                  args.rounds or 10, args.pin, args.spin, args.timeout, progress,
+                                  args.unix)
             text = report.pingpong_table(result, line)
         elif args.command == "scale":
             from . import scale

@@ -182,10 +182,11 @@ class Leg:
         return lines[-1] if lines else f"import check failed (exit status {out.returncode})"
 
     def server_argv(self, conns: int, spin: bool, timeout: float,
-                    workers: Optional[int] = None) -> List[str]:
+                    workers: Optional[int] = None, unix: Optional[str] = None) -> List[str]:
         """A server that prints ``port N``, serves ``conns`` connections, exits after; with
         ``workers``, one that serves from that many processes sharing the port
-        (SO_REUSEPORT) until SIGTERM, then exits 0."""
+        (SO_REUSEPORT) until SIGTERM, then exits 0; with ``unix``, one that listens on the
+        Unix stream socket at that path (and prints ``port 0``)."""
         if self.name == FLOOR:
             argv = [str(self._exes["server"]), "--conns", str(conns)]
         else:
@@ -194,18 +195,22 @@ class Leg:
         argv += ["--timeout", str(int(timeout) + 1)]
         if workers:
             argv += ["--workers", str(workers)]
+        if unix:
+            argv += ["--unix", unix]
         return argv + (["--spin"] if spin else [])
 
     def client_argv(self, port: int, count: int, warmup: int, size: int, out: Path,
-                    spin: bool, timeout: float) -> List[str]:
-        """A pingpong client: ``progress N`` lines, ``done COUNT ELAPSED_NS``, samples in out."""
+                    spin: bool, timeout: float, unix: Optional[str] = None) -> List[str]:
+        """A pingpong client: ``progress N`` lines, ``done COUNT ELAPSED_NS``, samples in out;
+        connected to 127.0.0.1:port, or to the Unix socket at path ``unix``."""
         if self.name == FLOOR:
-            argv = [str(self._exes["client"]), str(port), str(count), str(warmup), str(size),
-                    str(out)]
+            argv = [str(self._exes["client"]), f"unix:{unix}" if unix else str(port),
+                    str(count), str(warmup), str(size), str(out)]
         else:
             argv = [sys.executable, "-m", "reactio.bench.worker", "client", self.name,
                     "--port", str(port), "--count", str(count), "--warmup", str(warmup),
                     "--size", str(size), "--out", str(out)]
+            argv += ["--unix", unix] if unix else []
         argv += ["--timeout", str(int(timeout) + 1)]
         return argv + (["--spin"] if spin else [])
 

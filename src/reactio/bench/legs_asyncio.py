@@ -39,7 +39,7 @@ def _nodelay(transport: asyncio.BaseTransport) -> None:
     # Both loops already set TCP_NODELAY on TCP transports; say it anyway, the leg's
     # contract does not rest on a loop's default.
     sock = transport.get_extra_info("socket")
-    if sock is not None:
+    if sock is not None and sock.family != getattr(socket, "AF_UNIX", None):
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
@@ -99,14 +99,20 @@ class EchoServer(asyncio.Protocol):
             st.done.set_result(None)
 
 
-def serve(leg: str, conns: int, spin: bool, announce: Callable[[int], None]) -> None:
+def serve(leg: str, conns: int, spin: bool, announce: Callable[[int], None],
+          unix: Optional[str] = None) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         state = _ServerState(conns, loop.create_future())
-        server = await loop.create_server(lambda: EchoServer(state), "127.0.0.1", 0,
-                                          backlog=4096)
+        if unix:
+            server = await loop.create_unix_server(lambda: EchoServer(state), unix,
+                                                   backlog=4096)
+            announce(0)
+        else:
+            server = await loop.create_server(lambda: EchoServer(state), "127.0.0.1", 0,
+                                              backlog=4096)
+            announce(server.sockets[0].getsockname()[1])
         state.server = server
-        announce(server.sockets[0].getsockname()[1])
         await state.done
         server.close()
 
@@ -186,11 +192,16 @@ class PingClient(asyncio.Protocol):
             self.done.set_exception(ConnectionError(f"connection lost early: {exc}"))
 
 
-def ping(leg: str, port: int, size: int, rec: Recorder, spin: bool) -> None:
+def ping(leg: str, port: int, size: int, rec: Recorder, spin: bool,
+         unix: Optional[str] = None) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        await loop.create_connection(lambda: PingClient(size, rec, done), "127.0.0.1", port)
+        if unix:
+            await loop.create_unix_connection(lambda: PingClient(size, rec, done), unix)
+        else:
+            await loop.create_connection(lambda: PingClient(size, rec, done), "127.0.0.1",
+                                         port)
         await done
 
     _run(leg, main())

@@ -68,11 +68,13 @@ class _ServerState:
             ctx.cmd_sender.send_close(listener_id)
 
 
-def _listen(rt: ReactRuntime, handler: TcpListenerHandler) -> int:
-    """Start listening on 127.0.0.1, port 0; returns the port."""
+def _listen(rt: ReactRuntime, handler: TcpListenerHandler, unix: Optional[str] = None) -> int:
+    """Start listening on 127.0.0.1, port 0, or on the Unix socket ``unix``; returns the port
+    (0 for a Unix socket)."""
     from reactio import Deferred
     result: List[Union[ReactorID, BaseException]] = []
-    rt.cmd_sender.send_listen(("127.0.0.1", 0), handler, Deferred.IMMEDIATE, result.append)
+    addr = f"unix:{unix}" if unix else ("127.0.0.1", 0)
+    rt.cmd_sender.send_listen(addr, handler, Deferred.IMMEDIATE, result.append)
     deadline = time.monotonic() + 30
     while not result:
         if time.monotonic() > deadline:
@@ -81,7 +83,7 @@ def _listen(rt: ReactRuntime, handler: TcpListenerHandler) -> int:
     listener = result[0]
     if isinstance(listener, BaseException):
         raise listener
-    return rt.local_address(listener)[1]
+    return 0 if unix else rt.local_address(listener)[1]
 
 
 def _run(rt: ReactRuntime, spin: bool) -> None:
@@ -93,10 +95,11 @@ def _run(rt: ReactRuntime, spin: bool) -> None:
         rt.run(-1.0)
 
 
-def serve(leg: str, conns: int, spin: bool, announce: Callable[[int], None]) -> None:
+def serve(leg: str, conns: int, spin: bool, announce: Callable[[int], None],
+          unix: Optional[str] = None) -> None:
     from reactio import DefaultTcpListenerHandler, ReactRuntime
     if leg == "reactio-aio":
-        return _aio_serve(conns, announce)
+        return _aio_serve(conns, announce, unix)
     state = _ServerState(conns)
     factory: Callable[[int, object], Reactor]
     if leg == "reactio-cy":
@@ -107,7 +110,7 @@ def serve(leg: str, conns: int, spin: bool, announce: Callable[[int], None]) -> 
         factory = lambda count, param: PyEchoServer(state)  # noqa: E731
     with ReactRuntime() as rt:
         handler = DefaultTcpListenerHandler(factory, 4096, None, backlog=4096)
-        announce(_listen(rt, handler))
+        announce(_listen(rt, handler, unix))
         _run(rt, spin)
 
 
@@ -176,7 +179,8 @@ def serve_workers(leg: str, workers: int, spin: bool, announce: Callable[[int], 
         pipe.close()
 
 
-def ping(leg: str, port: int, size: int, rec: Recorder, spin: bool) -> None:
+def ping(leg: str, port: int, size: int, rec: Recorder, spin: bool,
+         unix: Optional[str] = None) -> None:
     from reactio import Deferred, ReactRuntime
     if leg == "reactio-aio":
         leg = "reactio-py"          # the same client: only the server differs (module doc)
@@ -190,7 +194,8 @@ def ping(leg: str, port: int, size: int, rec: Recorder, spin: bool) -> None:
         client = PyPingClient(size, rec, errors)
     connected: List[Union[ReactorID, BaseException]] = []
     with ReactRuntime() as rt:
-        rt.cmd_sender.send_connect(("127.0.0.1", port), max(4096, 2 * size), client,
+        addr = f"unix:{unix}" if unix else ("127.0.0.1", port)
+        rt.cmd_sender.send_connect(addr, max(4096, 2 * size), client,
                                    Deferred.IMMEDIATE, connected.append)
         _run(rt, spin)
     if connected and isinstance(connected[0], BaseException):
@@ -212,7 +217,7 @@ def _uvloop_run(main: Callable[[], Awaitable[None]]) -> None:
         loop.close()
 
 
-def _aio_serve(conns: int, announce: Callable[[int], None]) -> None:
+def _aio_serve(conns: int, announce: Callable[[int], None], unix: Optional[str]) -> None:
     """The reactio-py server, its runtime attached to uvloop: returns once ``conns``
     connections were accepted and closed."""
     import asyncio
@@ -236,8 +241,9 @@ def _aio_serve(conns: int, announce: Callable[[int], None]) -> None:
             with aio.attach(rt):
                 handler = DefaultTcpListenerHandler(lambda count, param: Server(state), 4096,
                                                     None, backlog=4096)
-                lid = await aio.listen(rt, ("127.0.0.1", 0), handler)
-                announce(rt.local_address(lid)[1])
+                lid = await aio.listen(rt, f"unix:{unix}" if unix else ("127.0.0.1", 0),
+                                       handler)
+                announce(0 if unix else rt.local_address(lid)[1])
                 await done
 
     _uvloop_run(main)

@@ -23,6 +23,7 @@ from .procs import Child, ChildError, Pins, deadline_in, pin_plan, pins_json
 from .progress import Progress
 
 STARTUP_TIMEOUT = 60.0  # a child must report within this (Python start-up, imports)
+TRANSPORTS = ("tcp", "unix")    # pingpong --unix runs both, tcp alone otherwise
 
 
 class LegResult:
@@ -46,6 +47,18 @@ class LegResult:
     def fail(self, status: str, reason: str) -> None:
         self.status, self.reason = status, reason
 
+    def add_round(self, r: int, samples: "array[int]", elapsed: int) -> None:
+        self.samples.extend(samples)
+        self.elapsed_ns += elapsed
+        s = sorted(samples)
+        self.rounds.append({"round": r + 1, "count": len(s),
+                            "p50_us": stats.percentile(s, 0.5) / 1e3,
+                            "p99_us": stats.percentile(s, 0.99) / 1e3,
+                            "elapsed_s": elapsed / 1e9})
+
+    def rate(self) -> Optional[float]:
+        return len(self.samples) / (self.elapsed_ns / 1e9) if self.elapsed_ns else None
+
     def to_dict(self, floor: Optional["LegResult"]) -> Dict[str, Any]:
         d: Dict[str, Any] = {"leg": self.leg.name, "description": self.leg.description,
                              "status": self.status}
@@ -55,8 +68,7 @@ class LegResult:
             return d
         s = self.summary()
         d["latency_us"] = s
-        d["round_trips_per_s"] = (len(self.samples) / (self.elapsed_ns / 1e9)
-                                  if self.elapsed_ns else None)
+        d["round_trips_per_s"] = self.rate()
         f = floor.summary() if floor is not None and floor.ok else None
         d["ratio_p50"] = stats.ratio(s["p50"], f["p50"] if f is not None else None)
         d["ratio_p99"] = stats.ratio(s["p99"], f["p99"] if f is not None else None)
@@ -78,8 +90,9 @@ def _split(count: int, rounds: int) -> List[int]:
 
 def run_once(leg: Leg, size: int, count: int, warmup: int, pins: Pins, spin: bool,
              timeout: float, workdir: Path, progress: Progress,
-             label: str) -> Tuple[array[int], int]:
-    """One server/client pair of ``leg``: returns (samples, elapsed_ns of the recorded part).
+             label: str, unix: Optional[str] = None) -> Tuple[array[int], int]:
+    """One server/client pair of ``leg`` (over TCP, or the Unix socket at path ``unix``):
+    returns (samples, elapsed_ns of the recorded part).
 
     Raises ChildError (with the child's stderr) when anything goes wrong.
     """
@@ -87,13 +100,15 @@ def run_once(leg: Leg, size: int, count: int, warmup: int, pins: Pins, spin: boo
     deadline = deadline_in(timeout)
     server_cpus, client_cpus = pins
     progress.update(f"{label}: starting")
-    with Child(f"{leg.name} server", leg.server_argv(1, spin, timeout), workdir=workdir,
-               cpus=server_cpus, env=leg.env) as server:
+    if unix:
+        Path(unix).unlink(missing_ok=True)      # (a server that does not remove its own)
+    with Child(f"{leg.name} server", leg.server_argv(1, spin, timeout, unix=unix),
+               workdir=workdir, cpus=server_cpus, env=leg.env) as server:
         line = server.read_line(min(deadline, deadline_in(STARTUP_TIMEOUT)))
         if not line or not line.startswith("port "):
             raise server.failure(f"did not report its port (got {line!r})")
         port = int(line.split()[1])
-        argv = leg.client_argv(port, count, warmup, size, out, spin, timeout)
+        argv = leg.client_argv(port, count, warmup, size, out, spin, timeout, unix)
         with Child(f"{leg.name} client", argv, workdir=workdir, cpus=client_cpus,
                    env=leg.env) as client:
             while True:
@@ -120,50 +135,88 @@ def run_once(leg: Leg, size: int, count: int, warmup: int, pins: Pins, spin: boo
 
 
 def run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
-        pin: str, spin: bool, timeout: Optional[float], progress: Progress) -> Dict[str, Any]:
-    """Run the ping-pong over ``legs`` for every size; returns the JSON-able result."""
+        pin: str, spin: bool, timeout: Optional[float], progress: Progress,
+        unix: bool = False) -> Dict[str, Any]:
+    """Run the ping-pong over ``legs`` for every size; returns the JSON-able result.  With
+    ``unix``, every leg also runs over a Unix stream socket, in the same rounds (the two
+    transports back to back, their order alternating by round), and ``unix_vs_tcp`` gives
+    each leg's Unix figures over its TCP ones."""
     pins = pin_plan(pin)
     shares = _split(count, rounds)
     available, skipped = usable_legs(legs, True, "pingpong", progress)
-
+    transports = TRANSPORTS if unix else TRANSPORTS[:1]
     results: List[Dict[str, Any]] = []
+    comparisons: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="reactio-bench-") as tmp:
         workdir = Path(tmp)
         for size in sizes:
-            per_leg = {leg.name: LegResult(leg) for leg in legs}
-            for name, reason in skipped.items():
-                per_leg[name].fail("skipped", reason)
-            for r, share in enumerate(shares):
-                for leg in round_order(available, r):
-                    res = per_leg[leg.name]
-                    if res.status != "ok":
-                        continue
-                    label = f"pingpong {size} B, round {r + 1}/{len(shares)}, {leg.name}"
-                    t = timeout or (STARTUP_TIMEOUT + (share + warmup) * 0.002)
-                    try:
-                        samples, elapsed = run_once(leg, size, share, warmup, pins, spin, t,
-                                                    workdir, progress, label)
-                    except (ChildError, OSError, ValueError) as e:
-                        res.fail("failed", f"round {r + 1}: {e}")
-                        progress.note(f"pingpong: leg {leg.name} failed: {e}")
-                        continue
-                    res.samples.extend(samples)
-                    res.elapsed_ns += elapsed
-                    s = sorted(samples)
-                    res.rounds.append({"round": r + 1, "count": len(s),
-                                       "p50_us": stats.percentile(s, 0.5) / 1e3,
-                                       "p99_us": stats.percentile(s, 0.99) / 1e3,
-                                       "elapsed_s": elapsed / 1e9})
+            per = {(t, leg.name): LegResult(leg) for t in transports for leg in legs}
+            for (t, name), res in per.items():
+                if name in skipped:
+                    res.fail("skipped", skipped[name])
+            _rounds(per, available, shares, size, warmup, pins, spin, timeout, workdir,
+                    progress, transports)
             progress.clear()
-            floor = per_leg.get(FLOOR)
-            results.append({"size": size,
-                            "legs": [per_leg[leg.name].to_dict(floor) for leg in legs]})
-    return {
+            for t in transports:
+                floor = per.get((t, FLOOR))
+                block: Dict[str, Any] = {"size": size, "legs": [per[(t, leg.name)].to_dict(
+                    floor) for leg in legs]}
+                if unix:
+                    block["transport"] = t
+                results.append(block)
+            if unix:
+                comparisons.append(_unix_vs_tcp(size, legs, per))
+    out: Dict[str, Any] = {
         "command": "pingpong",
         "params": {"count": count, "warmup_per_run": warmup, "rounds": len(shares),
                    "sizes": sizes, "pin": pin,
                    "cpus": pins_json(pins),
-                   "spin": spin, "legs": [leg.name for leg in legs]},
+                   "spin": spin, "legs": [leg.name for leg in legs], "unix": unix},
         "results": results,
     }
+    if unix:
+        out["unix_vs_tcp"] = comparisons
+    return out
 
+
+def _rounds(per: Dict[Tuple[str, str], LegResult], available: List[Leg], shares: List[int],
+            size: int, warmup: int, pins: Pins, spin: bool, timeout: Optional[float],
+            workdir: Path, progress: Progress, transports: Tuple[str, ...]) -> None:
+    """Every round of one size: each available leg once per transport (``per`` is keyed by
+    (transport, leg name)); a failed run fails that leg on that transport."""
+    for r, share in enumerate(shares):
+        for leg in round_order(available, r):
+            for t in transports if r % 2 == 0 else transports[::-1]:
+                res = per[(t, leg.name)]
+                if res.status != "ok":
+                    continue
+                over = f" over {t}" if len(transports) > 1 else ""
+                label = f"pingpong {size} B{over}, round {r + 1}/{len(shares)}, {leg.name}"
+                t_out = timeout or (STARTUP_TIMEOUT + (share + warmup) * 0.002)
+                path = str(workdir / "pingpong.sock") if t == "unix" else None
+                try:
+                    samples, elapsed = run_once(leg, size, share, warmup, pins, spin, t_out,
+                                                workdir, progress, label, path)
+                except (ChildError, OSError, ValueError) as e:
+                    res.fail("failed", f"round {r + 1}: {e}")
+                    progress.note(f"pingpong: leg {leg.name}{over} failed: {e}")
+                    continue
+                res.add_round(r, samples, elapsed)
+
+
+def _unix_vs_tcp(size: int, legs: List[Leg], per: Dict[Tuple[str, str], LegResult]
+                 ) -> Dict[str, Any]:
+    """Each leg's Unix-socket figures against its TCP ones (ratios below 1: Unix faster)."""
+    rows = []
+    for leg in legs:
+        tcp, unix = per[("tcp", leg.name)], per[("unix", leg.name)]
+        if not (tcp.ok and unix.ok):
+            continue
+        tp50, up50 = tcp.summary()["p50"], unix.summary()["p50"]
+        tp99, up99 = tcp.summary()["p99"], unix.summary()["p99"]
+        rows.append({"leg": leg.name, "tcp_p50_us": tp50, "unix_p50_us": up50,
+                     "p50_unix_over_tcp": stats.ratio(up50, tp50),
+                     "tcp_p99_us": tp99, "unix_p99_us": up99,
+                     "p99_unix_over_tcp": stats.ratio(up99, tp99),
+                     "tcp_round_trips_per_s": tcp.rate(), "unix_round_trips_per_s": unix.rate()})
+    return {"size": size, "legs": rows}

@@ -72,7 +72,8 @@ def plot_pingpong(result: Dict[str, Any], path: str, title: str = "") -> None:
             lambda v, _pos: f"{v:g}" if f"{v:g}"[0] in "235" else ""))
         ax.set_xlabel("percentile")
         ax.set_ylabel("round-trip latency (µs)")
-        ax.set_title(f"pingpong, {block['size']} B messages")
+        over = f" over {block['transport']}" if "transport" in block else ""
+        ax.set_title(f"pingpong{over}, {block['size']} B messages")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")
     _finish(fig, title, path)

@@ -41,7 +41,8 @@ def pingpong_table(result: Dict[str, Any], machine_line: str) -> str:
     cols = ["min"] + [label for label, _ in PERCENTILES] + ["max", "mean"]
     for block in result["results"]:
         lines.append("")
-        lines.append(f"pingpong, {block['size']} B messages, {p['count']:,} round trips per leg "
+        over = f" over {block['transport']}" if "transport" in block else ""
+        lines.append(f"pingpong{over}, {block['size']} B messages, {p['count']:,} round trips per leg "
                      f"in {p['rounds']} interleaved rounds (+{p['warmup_per_run']:,} warm-up "
                      f"per run), pin {pin}, {'busy poll' if p['spin'] else 'blocking poll'}")
         lines.append("latency in µs, ratios to the C floor")
@@ -56,9 +57,27 @@ def pingpong_table(result: Dict[str, Any], machine_line: str) -> str:
                          + _num(row["round_trips_per_s"], 9, "{:,.0f}")
                          + _ratio(row["ratio_p50"], 8) + _ratio(row["ratio_p99"], 8))
         lines += _reasons(block["legs"])
+    for cmp in result.get("unix_vs_tcp", []):
+        lines += _unix_vs_tcp_table(cmp)
     if p["spin"] and any(x in p["legs"] for x in ("asyncio", "uvloop")):
         lines.append("note: asyncio and uvloop cannot busy-poll; they block in every mode")
     return "\n".join(lines)
+
+
+def _unix_vs_tcp_table(cmp: Dict[str, Any]) -> List[str]:
+    """pingpong --unix: each leg's Unix socket against its loopback TCP, same run."""
+    lines = ["", f"Unix socket vs loopback TCP, {cmp['size']} B messages (same run): p50 in µs, "
+             "unix/tcp < 1 means Unix is faster",
+             f"{'leg':<11}{'tcp p50':>9}{'unix p50':>9}{'unix/tcp':>9}{'tcp p99':>9}"
+             f"{'unix p99':>9}{'unix/tcp':>9}{'tcp rt/s':>10}{'unix rt/s':>10}"]
+    for row in cmp["legs"]:
+        lines.append(f"{row['leg']:<11}" + _num(row["tcp_p50_us"], 9)
+                     + _num(row["unix_p50_us"], 9) + _ratio(row["p50_unix_over_tcp"], 9)
+                     + _num(row["tcp_p99_us"], 9) + _num(row["unix_p99_us"], 9)
+                     + _ratio(row["p99_unix_over_tcp"], 9)
+                     + _num(row["tcp_round_trips_per_s"], 10, "{:,.0f}")
+                     + _num(row["unix_round_trips_per_s"], 10, "{:,.0f}"))
+    return lines
 
 
 def scale_table(result: Dict[str, Any], machine_line: str) -> str:

@@ -1,8 +1,9 @@
 """Entry point of the harness's Python children: ``python -m reactio.bench.worker``.
 
     worker check  LEG                      exit 0 when LEG's modules import, else say why
-    worker server LEG [--conns N] [--spin] [--timeout S] [--workers W]
+    worker server LEG [--conns N] [--spin] [--timeout S] [--workers W] [--unix PATH]
     worker client LEG --port P --count N --warmup W --size B --out FILE [--spin] [--timeout S]
+                  [--unix PATH]
 
 The protocol with the harness (the same as the C programs'): the server prints
 ``port N`` once it listens on 127.0.0.1:N, serves N connections and exits 0 when they are
@@ -16,6 +17,9 @@ on the announced port with SO_REUSEPORT, until SIGTERM, which stops them all; it
 0 (``--conns`` does not apply). The reactio-py and reactio-cy legs run them with
 ``reactio.workers.run``; the other legs with ``run_forked`` below, which works the same way
 as the C server's ``--workers``.
+
+``--unix PATH`` (``pingpong --unix``): the connection is a Unix stream socket at PATH, not
+TCP; the server announces ``port 0`` once it listens there.
 """
 from __future__ import annotations
 
@@ -176,13 +180,14 @@ class LegModule(Protocol):
 
     def check(self, leg: str) -> None: ...
 
-    def serve(self, leg: str, conns: int, spin: bool,
-              announce: Callable[[int], None]) -> None: ...
+    def serve(self, leg: str, conns: int, spin: bool, announce: Callable[[int], None],
+              unix: Optional[str] = None) -> None: ...
 
     def serve_workers(self, leg: str, workers: int, spin: bool,
                       announce: Callable[[int], None], timeout: int) -> None: ...
 
-    def ping(self, leg: str, port: int, size: int, rec: Recorder, spin: bool) -> None: ...
+    def ping(self, leg: str, port: int, size: int, rec: Recorder, spin: bool,
+             unix: Optional[str] = None) -> None: ...
 
 
 def _impl(leg: str) -> LegModule:
@@ -208,6 +213,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--spin", action="store_true")
     p.add_argument("--timeout", type=int, default=600)
     p.add_argument("--workers", type=int)
+    p.add_argument("--unix", metavar="PATH",
+                   help="a Unix stream socket at PATH instead of TCP on 127.0.0.1 (the server "
+                        "announces port 0); not with --workers")
     a = p.parse_args(argv)
 
     if a.role == "check":
@@ -226,14 +234,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         if a.workers:
             mod.serve_workers(a.leg, a.workers, a.spin, announce_port, a.timeout)
         else:
-            mod.serve(a.leg, a.conns, a.spin, announce_port)
+            mod.serve(a.leg, a.conns, a.spin, announce_port, a.unix)
         return 0
     if a.port is None or a.count is None or a.out is None:
         p.error("client needs --port, --count and --out")
     if not HDR <= a.size <= HDR + 0xFFFF:
         p.error("--size must be 10..65545")
     rec = Recorder(a.count, a.warmup)
-    mod.ping(a.leg, a.port, a.size, rec, a.spin)
+    mod.ping(a.leg, a.port, a.size, rec, a.spin, a.unix)
     rec.finish(a.out)
     return 0
 

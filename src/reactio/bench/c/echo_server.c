@@ -7,9 +7,10 @@
  * needs to do for this protocol (frame, echo), so it is the floor the other servers are
  * compared with.
  *
- * Usage: echo_server [--conns N] [--spin] [--timeout S] [--workers W]
+ * Usage: echo_server [--conns N] [--spin] [--timeout S] [--workers W] [--unix PATH]
  *   Binds 127.0.0.1 on an ephemeral port and prints "port <n>" on stdout (the harness reads
- *   it). Accepts N connections (default 1), then closes the listener, and exits 0 once all
+ *   it); with --unix, listens on a Unix stream socket at PATH instead (removed at exit) and
+ *   prints "port 0". Accepts N connections (default 1), then closes the listener, and exits 0 once all
  *   of them are closed. --spin polls epoll with a zero timeout (busy poll) instead of
  *   blocking. --timeout S (default 600) is a watchdog: SIGALRM ends the process, so a lost
  *   harness never leaves it behind.
@@ -33,6 +34,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/un.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -165,6 +167,19 @@ static int open_listener(int port, int reuse_port, int do_listen) {
     return lfd;
 }
 
+/* A listening Unix stream socket at path (a stale file there is removed first). */
+static int open_unix_listener(const char *path) {
+    struct sockaddr_un ua = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof ua.sun_path) fail("unix socket path too long");
+    strcpy(ua.sun_path, path);
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (lfd < 0) die("socket(AF_UNIX)");
+    unlink(path);
+    if (bind(lfd, (struct sockaddr *)&ua, sizeof ua) < 0) die("bind(unix)");
+    if (listen(lfd, 4096) < 0) die("listen");
+    return lfd;
+}
+
 static int bound_port(int fd) {
     struct sockaddr_in addr;
     socklen_t alen = sizeof addr;
@@ -204,6 +219,7 @@ static void serve(int lfd, long target, int spin) {
                         fprintf(stderr, "echo_server: accept: %s\n", strerror(errno));
                         break;
                     }
+                    /* (fails harmlessly on a Unix socket: once per connection) */
                     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
                     struct conn *nc = calloc(1, sizeof *nc);
                     if (!nc) { errno = ENOMEM; die("calloc"); }
@@ -306,12 +322,14 @@ static int run_workers(long workers, int spin, long timeout_s) {
 int main(int argc, char **argv) {
     long target = 1, timeout_s = 600, workers = 0;
     int spin = 0;
+    const char *unix_path = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--conns") && i + 1 < argc) target = atol(argv[++i]);
         else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) timeout_s = atol(argv[++i]);
         else if (!strcmp(argv[i], "--workers") && i + 1 < argc) workers = atol(argv[++i]);
         else if (!strcmp(argv[i], "--spin")) spin = 1;
-        else { fprintf(stderr, "usage: echo_server [--conns N] [--spin] [--timeout S] [--workers W]\n"); return 2; }
+        else if (!strcmp(argv[i], "--unix") && i + 1 < argc) unix_path = argv[++i];
+        else { fprintf(stderr, "usage: echo_server [--conns N] [--spin] [--timeout S] [--workers W] [--unix PATH]\n"); return 2; }
     }
     if (target < 1) target = 1;
     alarm((unsigned)timeout_s);
@@ -319,6 +337,14 @@ int main(int argc, char **argv) {
     raise_nofile();
     if (workers > 0) return run_workers(workers, spin, timeout_s);
 
+    if (unix_path) {
+        int lfd = open_unix_listener(unix_path);
+        printf("port 0\n");
+        fflush(stdout);
+        serve(lfd, target, spin);
+        unlink(unix_path);
+        return 0;
+    }
     int lfd = open_listener(0, 0, 1);
     printf("port %d\n", bound_port(lfd));
     fflush(stdout);

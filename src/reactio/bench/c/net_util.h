@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -105,6 +106,21 @@ static inline int connect_loopback(int port) {
     if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) die("TCP_NODELAY");
     struct sockaddr_in addr = loopback_addr(port);
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) die("connect");
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) die("fcntl");
+    return fd;
+}
+
+/* ADDR is a loopback port number or "unix:PATH": a connected stream to it (blocking connect,
+ * then non-blocking), TCP_NODELAY on TCP. */
+static inline int connect_to(const char *addr) {
+    if (strncmp(addr, "unix:", 5) != 0) return connect_loopback(atoi(addr));
+    struct sockaddr_un ua = {.sun_family = AF_UNIX};
+    if (strlen(addr + 5) >= sizeof ua.sun_path) fail("unix socket path too long");
+    strcpy(ua.sun_path, addr + 5);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) die("socket(AF_UNIX)");
+    if (connect(fd, (struct sockaddr *)&ua, sizeof ua) < 0) die("connect(unix)");
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) die("fcntl");
     return fd;

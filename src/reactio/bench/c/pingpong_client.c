@@ -1,7 +1,8 @@
 /*
  * pingpong_client.c: the C floor client of `python -m reactio.bench pingpong`.
  *
- * One TCP connection to 127.0.0.1:PORT with TCP_NODELAY, strict ping-pong (one message in
+ * One TCP connection to 127.0.0.1:PORT with TCP_NODELAY (or, when PORT is "unix:PATH", a Unix
+ * stream socket connection to PATH), strict ping-pong (one message in
  * flight), reactio's wire format:
  *   u16 body length (little-endian) | i64 CLOCK_MONOTONIC send time in ns (little-endian) | body
  * A message is SIZE bytes in all. The round-trip time is taken with CLOCK_MONOTONIC from just
@@ -53,7 +54,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: pingpong_client PORT COUNT WARMUP SIZE SAMPLES_FILE [--spin] [--timeout S]\n");
         return 2;
     }
-    int port = atoi(argv[1]);
+    const char *addr = argv[1];
     long count = atol(argv[2]), warmup = atol(argv[3]), size = atol(argv[4]);
     const char *samples_path = argv[5];
     int spin = 0;
@@ -74,7 +75,7 @@ int main(int argc, char **argv) {
     init_msg(msg, size);
 
     /* Blocking connect: no signal handler is installed, so it cannot return EINTR. */
-    int fd = connect_loopback(port);
+    int fd = connect_to(addr);
     int ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0) die("epoll_create1");
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
