@@ -53,6 +53,8 @@ if sys.platform != "win32":
     # the Cython reactors of the bench harness's reactio-cy leg (python -m reactio.bench)
     extensions.append(Extension("reactio.bench._cyecho", ["src/reactio/bench/_cyecho.pyx"],
                                 **build_options))
+    extensions.append(Extension("reactio.bench._cyudp", ["src/reactio/bench/_cyudp.pyx"],
+                                **build_options))
 
 directives = {
     "boundscheck": False,

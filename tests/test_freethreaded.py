@@ -27,9 +27,9 @@ from typing import Any, Optional
 
 import pytest
 
-from reactio import (DefaultTcpListenerHandler, DropMsgSize, DuplicateReactorNameError,
-                     ReactorID, ReactorNotFoundError, ReactorUID, ReactRuntime, Reactor,
-                     RuntimeClosedError, ThreadedReactorMgr)
+from reactio import (BACKEND, DatagramReactor, DefaultTcpListenerHandler, DropMsgSize,
+                     DuplicateReactorNameError, ReactorID, ReactorNotFoundError, ReactorUID,
+                     ReactRuntime, Reactor, RuntimeClosedError, ThreadedReactorMgr)
 from reactio import _net
 from reactio.simpleio import SimpleIoListener
 
@@ -678,3 +678,42 @@ def test_stream_used_from_another_thread_is_refused_while_its_runtime_runs():
                                         done.append)
         wait_for(lambda: done, 10, "send on the loop thread")
         assert not isinstance(done[0], BaseException), done
+
+
+class _BoundEndpoint(DatagramReactor):
+    def __init__(self) -> None:
+        self.ctx: Any = None
+
+    def on_bound(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def on_datagram(self, buf: Any, addr: Any, ctx: Any) -> None:
+        pass
+
+
+@pytest.mark.skipif(not FREE_THREADED, reason="the endpoint's thread check is compiled in on "
+                    "free-threaded (and debug) builds only; under the GIL it costs nothing")
+@pytest.mark.skipif(BACKEND == "iocp", reason="the IOCP backend refuses datagram endpoints")
+def test_datagram_endpoint_used_from_another_thread_is_refused_while_its_runtime_runs():
+    with ReactRuntime() as rt:
+        ep = _BoundEndpoint()
+        done: list[Any] = []
+        rt.cmd_sender.send_bind_udp(("127.0.0.1", 0), ep, None, done.append)
+        t = run_in_thread(rt)
+        try:
+            wait_for(lambda: done, 10, "the bind")
+            assert not isinstance(done[0], BaseException), done
+            addr = ("127.0.0.1", 9)     # (discard: nothing listens; a datagram is just sent)
+            with pytest.raises(RuntimeError, match="another thread"):
+                ep.ctx.send_to(b"x", addr)
+            with pytest.raises(RuntimeError, match="another thread"):
+                ep.ctx.close()
+            assert ep.ctx.is_open
+            sent: list[Any] = []      # the same call on the loop thread is fine
+            rt.cmd_sender.send_call(lambda: ep.ctx.send_to(b"x", addr), None, sent.append)
+            wait_for(lambda: sent, 10, "send_to on the loop thread")
+            assert sent[0] is True, sent
+        finally:
+            rt.stop()
+            t.join(10)
+        assert not t.is_alive()

@@ -26,7 +26,7 @@ echo "== building an instrumented copy of the extension in $WORK ($CLANG)" >&2
 mkdir -p "$WORK/src"
 cp "$ROOT/setup.py" "$WORK/"
 cp -r "$ROOT/src/reactio" "$WORK/src/"
-find "$WORK/src" \( -name '*.so' -o -name '*.pyd' -o -name '_core.c' -o -name '_cyecho.c' \) -delete
+find "$WORK/src" \( -name '*.so' -o -name '*.pyd' -o -name '_core.c' -o -name '_cyecho.c' -o -name '_cyudp.c' \) -delete
 ln -s src/reactio "$WORK/reactio"        # build_ext --inplace without pyproject's package-dir
 (cd "$WORK" && CC="$CLANG" LDSHARED="$CLANG -shared" CFLAGS="-fsanitize=fuzzer-no-link" \
     "$PY" setup.py -q build_ext --inplace >"$WORK/build.log" 2>&1) || {

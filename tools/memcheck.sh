@@ -47,7 +47,7 @@ echo "== building a $MODE copy of the extension in $WORK"
 mkdir -p "$WORK/src"
 cp "$ROOT/setup.py" "$WORK/"
 cp -r "$ROOT/src/reactio" "$WORK/src/"
-find "$WORK/src" \( -name '*.so' -o -name '*.pyd' -o -name '_core.c' -o -name '_cyecho.c' \) -delete
+find "$WORK/src" \( -name '*.so' -o -name '*.pyd' -o -name '_core.c' -o -name '_cyecho.c' -o -name '_cyudp.c' \) -delete
 ln -s src/reactio "$WORK/reactio"        # build_ext --inplace without pyproject's package-dir
 if [ "$MODE" = asan ]; then export REACTIO_ASAN=1; else export REACTIO_DEBUG=1; fi
 (cd "$WORK" && "$PY" setup.py -q build_ext --inplace >"$WORK/build.log" 2>&1) || {

@@ -7,6 +7,8 @@ from reactio._core import (
     BACKEND,
     AutoSendBuffer,
     CmdSender,
+    DatagramContext,
+    DatagramReactor,
     Deferred,
     DispatchContext,
     DropMsgSize,
@@ -39,7 +41,7 @@ from reactio.utils import Timer, set_log_level
 __version__ = "0.1.0"
 
 __all__ = [
-    "BACKEND", "AutoSendBuffer", "CmdSender", "Deferred", "DispatchContext", "DropMsgSize", "ExpectMsgSize",
+    "BACKEND", "AutoSendBuffer", "CmdSender", "DatagramContext", "DatagramReactor", "Deferred", "DispatchContext", "DropMsgSize", "ExpectMsgSize",
     "MessageResult", "MsgReader", "MsgSender", "ReactorID", "ReactRuntime", "Reactor",
     "SendOrQueResult", "TimerHandle", "monotonic_ns",
     "CommandNotHandledError", "MessageResultError", "MessageTooLargeError", "ReactioError",

@@ -155,3 +155,10 @@ cdef inline int _be_after_flush(ReactRuntime rt, DispatchContext ctx) except -1:
     if REACTIO_IOCP:
         return _iocp_arm_send(rt, ctx)
     return 0        # write interest stays on until the queue is empty
+
+
+cdef inline int _be_dgram_add(ReactRuntime rt, DatagramContext ctx) except -1:
+    """Watch a new datagram endpoint (send_bind_udp refuses them on IOCP, before this)."""
+    if REACTIO_IOCP:
+        raise NotImplementedError("datagram endpoints on the IOCP backend")
+    return _epoll_ctl(rt, EPOLL_CTL_ADD, ctx.fd, _epoll_bits(ctx.want), _poll_key(ctx.reactor_id))

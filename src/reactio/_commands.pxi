@@ -22,6 +22,7 @@ cdef enum:
     CMD_CLOSE = 3
     CMD_USER = 4
     CMD_CALL = 5              # cmd_sender.send_call
+    CMD_BIND_UDP = 6          # cmd_sender.send_bind_udp (_datagram.pxi)
     # internal, never counted as user commands
     CMD_RESOLVED = 10         # a name lookup finished (posted by the resolver thread)
     CMD_CONNECT_TIMEOUT = 11
@@ -103,6 +104,22 @@ cdef class _Inbox:
         return 0
 
 
+cdef inline void _inbox_not_polling(_Inbox inbox) noexcept:
+    """The loop's wait is over (the end of its side of the handshake above)."""
+    rio_mutex_lock(&inbox.lock)
+    inbox.polling = False
+    rio_mutex_unlock(&inbox.lock)
+
+
+cdef inline bint _external_wake_owed(_Inbox inbox) noexcept:
+    """Another event loop polls fileno() and a wake-up of it is pending (to be consumed)."""
+    cdef bint owed
+    rio_mutex_lock(&inbox.lock)
+    owed = inbox.external and inbox.wake_pending
+    rio_mutex_unlock(&inbox.lock)
+    return owed
+
+
 @cython.final
 cdef class CmdSender:
     """Sends commands to one runtime; thread-safe.  Every command takes a ``deferred``
@@ -120,7 +137,8 @@ cdef class CmdSender:
 
     def send_connect(self, addr, recv_buffer_min_size, Reactor reactor not None,
                      deferred=None, on_completion=None, *, timeout=None, max_send_queue=None,
-                     max_msg_size=None, nodelay=True):
+                     max_msg_size=None, nodelay=True, ssl=None, server_hostname=None,
+                     ssl_handshake_timeout=None):
         """Connect to ``addr`` ("host:port" or (host, port); "unix:/path" or "unix:@name" for
         a Unix stream socket, see docs/unix.md) without blocking the loop (names are
         resolved on a helper thread); on success reactor.on_connected runs, then
@@ -129,10 +147,15 @@ cdef class CmdSender:
         socket.gaierror, ValueError for a malformed address, ReactorClosedError when the
         stream is closed (send_close) before it connects; for a Unix socket also
         FileNotFoundError, PermissionError, BlockingIOError (the listener's backlog is
-        full).  Bad option values raise ValueError here."""
+        full).  Bad option values raise ValueError here.  ``ssl=SSLContext`` makes it a TLS
+        stream (docs/tls.md): the certificate is checked against ``server_hostname``
+        (default: the address's host), on_connected runs after the handshake, and a handshake
+        failure (ssl.SSLError, TimeoutError after ``ssl_handshake_timeout`` seconds, default
+        60) reaches on_completion."""
         cdef _Inbox inbox = self._inbox()
         cdef _PendingConnect p = _PendingConnect.__new__(_PendingConnect)
         p.opts = _stream_options(recv_buffer_min_size, max_send_queue, max_msg_size, nodelay)
+        _tls_options(p.opts, ssl, server_hostname, ssl_handshake_timeout, False)
         if timeout is not None:
             if _seconds(timeout, "timeout") == 0:
                 raise ValueError("timeout must be more than 0 seconds (None: no limit)")
@@ -146,7 +169,7 @@ cdef class CmdSender:
         Unix listener removes the socket file it created when it closes, see docs/unix.md);
         ``handler`` is a TcpListenerHandler, whose options
         (recv_buffer_min_size, max_send_queue, max_msg_size, nodelay, backlog, reuse_port,
-        dual_stack attributes, where present) are checked here: a bad value raises ValueError.
+        dual_stack, ssl, ssl_handshake_timeout attributes, where present) are checked here: a bad value raises ValueError.
         on_completion gets the listener's ReactorID (rt.local_address(id) tells a port-0
         listener's port) or the error (OSError with errno EADDRINUSE, PermissionError, ...)."""
         cdef _Inbox inbox = self._inbox()
@@ -155,6 +178,8 @@ cdef class CmdSender:
                                  getattr(handler, "max_send_queue", None),
                                  getattr(handler, "max_msg_size", None),
                                  getattr(handler, "nodelay", True))
+        _tls_options(p.opts, getattr(handler, "ssl", None), None,
+                     getattr(handler, "ssl_handshake_timeout", None), True)
         p.backlog = _size_option(getattr(handler, "backlog", 1024), "backlog", 0, 65535)
         p.reuse_port = bool(getattr(handler, "reuse_port", False))
         if p.reuse_port and not _net.HAS_REUSE_PORT:
@@ -164,6 +189,22 @@ cdef class CmdSender:
         p.addr = addr
         p.handler = handler
         inbox.push(_new_command(CMD_LISTEN, p, None, deferred, on_completion))
+
+    def send_bind_udp(self, addr, reactor, deferred=None, on_completion=None, *,
+                      connect_to=None, reuse_port=False, broadcast=False, multicast_groups=(),
+                      multicast_interface=None, multicast_loop=True, multicast_ttl=1,
+                      recv_buffer_size=None, max_datagram_size=65507, recv_batch=32):
+        """Open a UDP endpoint bound to ``addr`` (numeric "host:port" or (host, port); port 0
+        picks one) for a DatagramReactor; docs/udp.md has every option.  on_bound runs, then
+        on_completion(reactor_id) -- or on_completion(OSError) when the bind fails.  Bad
+        options raise ValueError / TypeError here."""
+        cdef _Inbox inbox = self._inbox()
+        inbox.push(_bind_udp_command(addr, reactor, deferred, on_completion, dict(
+            connect_to=connect_to, reuse_port=reuse_port, broadcast=broadcast,
+            multicast_groups=multicast_groups, multicast_interface=multicast_interface,
+            multicast_loop=multicast_loop, multicast_ttl=multicast_ttl,
+            recv_buffer_size=recv_buffer_size, max_datagram_size=max_datagram_size,
+            recv_batch=recv_batch)))
 
     def send_close(self, ReactorID reactor_id not None, deferred=None, on_completion=None, *,
                    abort=False):
@@ -242,12 +283,13 @@ cdef inline bint _runs_elsewhere(ReactRuntime rt) noexcept:
             and PyThread_get_thread_ident() != rio_load_ulong(&rt.owner_thread))
 
 
-cdef int _refuse_foreign_thread(DispatchContext ctx) except -1:
-    """A stream belongs to its runtime's thread while the runtime runs (free-threaded and debug
-    builds check it: there a send from another thread races the loop's own writes)."""
-    if _runs_elsewhere(ctx.rt):
-        raise RuntimeError(f"reactor {ctx.reactor_id} used from another thread while its runtime "
-                           "runs: a stream is used from its runtime's thread; reach it through "
+cdef int _refuse_foreign_thread(ReactRuntime rt, ReactorID reactor_id) except -1:
+    """A stream or datagram endpoint belongs to its runtime's thread while the runtime runs
+    (free-threaded and debug builds check it: there a send from another thread races the
+    loop's own writes)."""
+    if _runs_elsewhere(rt):
+        raise RuntimeError(f"reactor {reactor_id} used from another thread while its runtime "
+                           "runs: a reactor is used from its runtime's thread; reach it through "
                            "cmd_sender (send_user_cmd, send_call)")
     return 0
 
@@ -298,6 +340,8 @@ cdef int _execute(ReactRuntime rt, _Command cmd) except -1:
             _start_pending(rt, <_Pending>cmd.target, cmd.completion)
         elif cmd.kind == CMD_CALL:
             _run_call(rt, cmd)
+        elif cmd.kind == CMD_BIND_UDP:
+            _dg_exec_bind(rt, cmd)
         elif cmd.kind == CMD_RESOLVED:
             _resolved(rt, <_Pending>cmd.target, cmd.arg)
         elif cmd.kind == CMD_TIMER:
@@ -325,6 +369,8 @@ cdef int _exec_user(ReactRuntime rt, _Command cmd) except -1:
     if type(obj) is _Listener:
         return _complete_cmd(cmd, ReactorNotFoundError(
             f"{cmd.target} is a listener; user commands go to stream reactors"))
+    if type(obj) is DatagramContext:
+        return _dg_exec_user(rt, <DatagramContext>obj, cmd)
     ctx = <DispatchContext>obj
     if ctx.state != ST_OPEN:
         return _complete_cmd(cmd, ReactorClosedError(f"reactor {cmd.target} is not open"))
@@ -344,6 +390,8 @@ cdef int _exec_close(ReactRuntime rt, _Command cmd) except -1:
     try:
         if type(obj) is _Listener:
             _close_listener(rt, <_Listener>obj)
+        elif type(obj) is DatagramContext:
+            (<DatagramContext>obj).close()
         else:       # (a connect in progress ends too: its completion gets the error)
             _stream_event(rt, <DispatchContext>obj, EV_ABORT if cmd.abort else EV_CLOSE, None)
     finally:        # on_close may unwind with KeyboardInterrupt: the completion still runs

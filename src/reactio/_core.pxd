@@ -4,6 +4,7 @@
 # the C vtable, with no Python call and (through on_inbound_raw / send_raw) no Python object per
 # message.
 from libc.stdint cimport uint32_t, uint64_t, int64_t
+from reactio._epoll cimport sockaddr, sockaddr_storage, socklen_t
 
 
 cdef class ReactorID:
@@ -64,6 +65,8 @@ cdef class MsgReader:
     cdef int fast_read(self, DispatchContext ctx) except -1
     cdef int fast_dispatch(self, DispatchContext ctx) except -1
     cdef void _release_buffer(self)
+    cdef void _park(self, ReactRuntime rt)
+    cdef void _adopt_spare(self, ReactRuntime rt)
 
 
 cdef class MsgSender:
@@ -101,6 +104,20 @@ cdef class Reactor:
     cpdef on_resume_writing(self, DispatchContext ctx)
 
 
+cdef class _TlsStream:
+    # The TLS layer of one stream (_tls.pxi): ciphertext in/out through two MemoryBIOs, above
+    # the backend.  The send queue holds ciphertext; the receive buffer, plaintext.
+    cdef object sslobj, incoming, outgoing
+    cdef object listener_id         # inbound: the listener, for on_connected after the handshake
+    cdef object peer                # inbound: the peer's address, for the log of a failure
+    cdef object error               # the SSLError that ends the stream (a bad record, truncation)
+    cdef bytes records              # the records of the last send (send_raw writes them)
+    cdef int64_t timeout_ns         # ssl_handshake_timeout
+    cdef bint opened                # the handshake succeeded (on_close is owed)
+    cdef bint peer_closed           # the peer's close_notify was read
+    cdef bint partial               # the SSLObject holds a part of a record
+
+
 cdef class DispatchContext:
     cdef ReactRuntime rt
     cdef readonly Reactor reactor
@@ -124,6 +141,7 @@ cdef class DispatchContext:
     cdef object drain_timer         # _Command: the drain_timeout of a graceful close
     cdef bint peer_eof              # the peer shut its write side (recv returned 0)
     cdef bint corked                # a multi-message read is being dispatched: hold replies
+    cdef _TlsStream tls             # None for plain TCP: the one check TLS costs a plain stream
 
     # Send: 0 = all bytes written, 1 = some bytes queued.  Raises on a closed or broken
     # connection and when the queue would exceed max_send_queue (the connection is then closed).
@@ -178,6 +196,8 @@ cdef class CmdSender:
 cdef class _StreamOptions:
     cdef Py_ssize_t recv_min, max_send_queue, max_msg_size
     cdef bint nodelay
+    cdef object ssl_context, server_hostname    # TLS (ssl=); None: plain TCP
+    cdef int64_t handshake_ns                   # ssl_handshake_timeout
 
 
 cdef class _Listener:
@@ -233,6 +253,10 @@ cdef class ReactRuntime:
     cdef set pending_connects       # _Pending: resolving, connecting, or binding
     cdef list ready                 # DispatchContext with send completions owed (in_ready)
     cdef list iocp_rearm            # IOCP: DispatchContext whose next WSARecv waits a turn
+    # an empty receive buffer (and its memoryview, or None) that a stream parked after a read:
+    # the next stream that reads takes it (MsgReader._park / _adopt_spare)
+    cdef _RecvStore spare_store
+    cdef object spare_view
     cdef unsigned long fork_epoch   # _fork_epoch when made: a forked child may not use it
     cdef unsigned long owner_thread # thread running process_events(), while in_process (atomic)
     cdef bint initialized
@@ -248,4 +272,73 @@ cdef class ReactRuntime:
 
     cdef bint _idle(self)
     cdef int _check_usable(self) except -1
+    cdef int _enter(self, double timeout) except -2
     cdef object _process(self, double timeout, bint wait_when_idle)
+    cdef int _loop(self, double timeout, bint forever, bint busy) except -1
+    cdef bint _turn(self, int timeout_ms, bint wait_when_idle) except -1
+
+
+# ------------------------------------------------------------------ datagrams (_datagram.pxi)
+
+cdef class DatagramReactor:
+    cdef object _close_error
+
+    cpdef on_bound(self, DatagramContext ctx)
+    cpdef on_datagram(self, object buf, object addr, DatagramContext ctx)
+    # Zero-object path: the default wraps the datagram in a memoryview, builds (or reuses) the
+    # sender's address tuple and calls on_datagram.  A Cython subclass may override it to read
+    # the bytes and the raw address in place, and reply with ctx.send_to_raw(..., addr, addrlen).
+    cdef int on_datagram_raw(self, char *data, Py_ssize_t size, const sockaddr *addr,
+                             socklen_t addrlen, DatagramContext ctx) except -1
+    cpdef on_error(self, object exc, DatagramContext ctx)
+    cpdef on_command(self, object cmd, DatagramContext ctx)
+    cpdef on_close(self, ReactorID reactor_id, object cmd_sender)
+
+
+cdef class DatagramContext:
+    cdef ReactRuntime rt
+    cdef readonly DatagramReactor reactor
+    cdef readonly ReactorID reactor_id
+    cdef MsgReader reader           # its store is the receive buffer, its view the datagram's
+    cdef int fd
+    cdef int family
+    cdef int state                  # ST_OPEN, ST_CLOSING or ST_CLOSED
+    cdef int holds                  # as DispatchContext.holds: finalize waits for 0
+    cdef int want                   # WANT_READ | WANT_WRITE (datagrams wait in the out batch)
+    cdef bint connected             # connect_to was given: send() and ctx.peer work
+    cdef bint corked                # a receive batch is being dispatched: replies are batched
+    cdef object close_error
+    cdef object peer                # the connected peer's address tuple, else None
+    cdef object py_on_datagram      # the Python function overriding on_datagram, or None
+    cdef Py_ssize_t slot            # bytes per received datagram (max_datagram_size + 1)
+    cdef Py_ssize_t max_payload     # the largest datagram the family can carry
+    cdef int nbatch                 # datagrams per recvmmsg (recv_batch)
+    cdef void *rmsgs                # mmsghdr[nbatch], iovec[nbatch], sockaddr_storage[nbatch]
+    cdef void *riov
+    cdef sockaddr_storage *raddrs
+    # addresses handed to on_datagram: a direct-mapped cache of the tuples built for senders
+    cdef sockaddr_storage *cache_sa
+    cdef socklen_t *cache_len
+    cdef list cache_obj
+    cdef int last_idx               # the cache entry of the last sender (send_to fast path)
+    cdef dict sa_of                 # address tuple -> raw sockaddr bytes, for send_to
+    # the out batch: datagrams queued during a dispatch (or while the socket is full)
+    cdef char *obuf
+    cdef Py_ssize_t olen
+    cdef int nout, ohead
+    cdef Py_ssize_t *ooff
+    cdef Py_ssize_t *olens
+    cdef sockaddr_storage *osa
+    cdef socklen_t *osalen
+    cdef void *omsgs
+    cdef void *oiov
+    cdef readonly uint64_t recv_calls, datagrams_received, send_calls, datagrams_sent
+    cdef readonly uint64_t send_dropped, truncated
+
+    # Send one datagram to addr (addrlen 0: the connected peer).  1 when sent or queued,
+    # 0 when the out batch is full and the socket does not take more (the datagram is
+    # dropped and counted in send_dropped).  Raises OSError(EMSGSIZE) for a datagram larger
+    # than the protocol carries, ReactorClosedError on a closed endpoint.
+    cdef int send_to_raw(self, const char *data, Py_ssize_t n, const sockaddr *addr,
+                          socklen_t addrlen) except -1
+    cdef int _flush_out(self) except -1

@@ -3,8 +3,9 @@
 # _core.pxd for Cython users.  Checked against the built module by `python -m mypy.stubtest
 # reactio` (tools/build-dist.sh).
 import enum
+import ssl
 from types import TracebackType
-from typing import Any, Callable, ClassVar, Literal, Optional, Protocol, Tuple, Type, TypeVar, Union, final
+from typing import Any, Callable, ClassVar, Iterable, Literal, Optional, Protocol, Tuple, Type, TypeVar, Union, final
 
 from _typeshed import ReadableBuffer
 from typing_extensions import deprecated, disjoint_base
@@ -169,6 +170,9 @@ class DispatchContext:
     @nodelay.setter
     def nodelay(self, on: bool) -> None: ...
     def fileno(self) -> int: ...
+    @property
+    def ssl_object(self) -> Optional[ssl.SSLObject]:
+        """The stream's ssl.SSLObject (peer certificate, cipher, ALPN, version); None for plain TCP."""
     def send_or_que(
         self, data: ReadableBuffer, on_sent: Optional[_Completion] = None
     ) -> SendOrQueResult:
@@ -198,6 +202,59 @@ class AutoSendBuffer:
         tb: Optional[TracebackType],
     ) -> None: ...
 
+@disjoint_base
+class DatagramReactor:
+    """One UDP endpoint's handling.  Subclass it and override on_datagram (required) and any
+    other callback; a callback that raises closes this endpoint (on_close still runs)."""
+
+    def on_bound(self, ctx: DatagramContext) -> None: ...
+    def on_datagram(self, buf: memoryview, addr: _SockAddr, ctx: DatagramContext) -> None:
+        """One datagram; buf is valid only during the call."""
+    def on_error(self, exc: BaseException, ctx: DatagramContext) -> None: ...
+    def on_command(self, cmd: Any, ctx: DatagramContext) -> None: ...
+    def on_close(self, reactor_id: ReactorID, cmd_sender: CmdSender) -> None: ...
+    @property
+    def close_error(self) -> Optional[BaseException]: ...
+
+@final
+class DatagramContext:
+    """A datagram reactor's handle on its socket (created by the runtime)."""
+
+    @property
+    def reactor(self) -> DatagramReactor: ...
+    @property
+    def reactor_id(self) -> ReactorID: ...
+    @property
+    def cmd_sender(self) -> CmdSender: ...
+    @property
+    def is_open(self) -> bool: ...
+    @property
+    def peer(self) -> Optional[_SockAddr]: ...
+    @property
+    def local_address(self) -> _SockAddr: ...
+    @property
+    def max_datagram_size(self) -> int: ...
+    @property
+    def recv_calls(self) -> int: ...
+    @property
+    def datagrams_received(self) -> int: ...
+    @property
+    def send_calls(self) -> int: ...
+    @property
+    def datagrams_sent(self) -> int: ...
+    @property
+    def send_dropped(self) -> int: ...
+    @property
+    def truncated(self) -> int: ...
+    def fileno(self) -> int: ...
+    def send_to(self, data: ReadableBuffer, addr: _Address) -> bool:
+        """One datagram to addr: True when sent or queued, False when dropped (full)."""
+    def send(self, data: ReadableBuffer) -> bool:
+        """One datagram to the connect_to peer."""
+    def join_group(self, group: str, interface: Union[str, int, None] = None) -> None: ...
+    def leave_group(self, group: str, interface: Union[str, int, None] = None) -> None: ...
+    def close(self) -> None: ...
+
 class _ListenerHandler(Protocol):
     """What send_listen needs of a handler (reactio.TcpListenerHandler provides it).  The
     runtime also reads the optional attributes recv_buffer_min_size, max_send_queue,
@@ -223,6 +280,9 @@ class CmdSender:
         max_send_queue: Optional[int] = None,
         max_msg_size: Optional[int] = None,
         nodelay: bool = True,
+        ssl: Optional[ssl.SSLContext] = None,
+        server_hostname: Optional[str] = None,
+        ssl_handshake_timeout: Optional[float] = None,
     ) -> None:
         """Connect to addr ("host:port", (host, port), "unix:/path", "unix:@name") without
         blocking the loop; on_completion gets the ReactorID or the error."""
@@ -236,6 +296,26 @@ class CmdSender:
         """Listen on addr ("host:port", (host, port), "unix:/path", "unix:@name": a Unix
         listener removes the socket file it made when it closes); on_completion gets the
         listener's ReactorID or the error."""
+    def send_bind_udp(
+        self,
+        addr: _Address,
+        reactor: DatagramReactor,
+        deferred: Optional[Deferred] = None,
+        on_completion: Optional[_Completion] = None,
+        *,
+        connect_to: Optional[_Address] = None,
+        reuse_port: bool = False,
+        broadcast: bool = False,
+        multicast_groups: Iterable[str] = (),
+        multicast_interface: Union[str, int, None] = None,
+        multicast_loop: bool = True,
+        multicast_ttl: int = 1,
+        recv_buffer_size: Optional[int] = None,
+        max_datagram_size: int = 65507,
+        recv_batch: int = 32,
+    ) -> None:
+        """Open a UDP endpoint bound to a numeric address; on_bound runs, then
+        on_completion(reactor_id), or on_completion(OSError) when the bind fails."""
     def send_close(
         self,
         reactor_id: ReactorID,
@@ -322,8 +402,8 @@ class ReactRuntime:
     def process_events(self, timeout: float = 0.01) -> bool:
         """Wait up to timeout seconds (0: poll, negative: no limit), handle events, timers and
         commands; False (without waiting) when the runtime is idle."""
-    def run(self, timeout: float = 1.0) -> None: ...
-    def run_forever(self, timeout: float = 1.0) -> None: ...
+    def run(self, timeout: float = 1.0, *, busy_poll: bool = False) -> None: ...
+    def run_forever(self, timeout: float = 1.0, *, busy_poll: bool = False) -> None: ...
     def stop(self) -> None: ...
     def shutdown(self, timeout: float = 5.0) -> int: ...
     def close(self) -> None: ...

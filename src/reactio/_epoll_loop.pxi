@@ -61,29 +61,56 @@ cdef int _epoll_close_socket(ReactRuntime rt, int fd, bint abort) except -1:
     return 0
 
 
+# How long a wait may hold the GIL when no other thread can want it (rio_sole_python_thread):
+# well under CPython's 5 ms switch interval, so a C thread that starts calling into Python
+# meanwhile waits no longer than the GIL makes it wait anyway.
+cdef int HELD_WAIT_MS = 1
+
+
 cdef int _epoll_poll(ReactRuntime rt, int timeout_ms) except -1:
     cdef epoll_event *evs = <epoll_event *>rt.events
-    cdef int n, i, err
+    cdef int n, i, err, held
     cdef uint64_t key, counter
     cdef uint32_t slot
-    cdef _Inbox inbox = rt.inbox
-    cdef list slots = rt.slots
+    cdef PyObject *obj
     cdef DispatchContext ctx
+    cdef DatagramContext dg
+    cdef _Listener lst
+    # (rt.inbox and rt.slots are read through rt: a local would cost a reference per wait)
     if timeout_ms != 0:
-        rio_mutex_lock(&inbox.lock)         # (the handshake of _commands.pxi)
-        inbox.polling = True
-        rio_mutex_unlock(&inbox.lock)
-        if inbox.queue or rt.ready:
+        rio_mutex_lock(&rt.inbox.lock)      # (the handshake of _commands.pxi)
+        rt.inbox.polling = True
+        rio_mutex_unlock(&rt.inbox.lock)
+        if rio_deque_nonempty(rt.inbox.queue) or rt.ready:
             timeout_ms = 0
     if timeout_ms == 0:     # a poll never blocks: keep the GIL (no hand-off per busy-poll)
         n = epoll_wait(rt.epfd, evs, rt.max_events, 0)
     else:
-        with nogil:
-            n = epoll_wait(rt.epfd, evs, rt.max_events, timeout_ms)
-    if inbox.polling:       # (only this thread writes it)
-        rio_mutex_lock(&inbox.lock)
-        inbox.polling = False
-        rio_mutex_unlock(&inbox.lock)
+        n = 0
+        if rio_sole_python_thread():
+            # Nobody else can want the GIL: the first HELD_WAIT_MS of the wait keep it (a
+            # release and re-take costs ~400 instructions per wake-up, as much as the rest
+            # of a Cython echo); only a wait that lasts longer releases it.  (Never on a
+            # free-threaded build: there a wait always detaches.)
+            held = timeout_ms if 0 < timeout_ms < HELD_WAIT_MS else HELD_WAIT_MS
+            n = epoll_wait(rt.epfd, evs, rt.max_events, held)
+            if n == 0 and timeout_ms > 0:
+                timeout_ms -= held
+        if n == 0 and timeout_ms != 0:
+            # before a long wait: the handler of a signal that came while the loop was busy
+            # (no EINTR then) runs now, not at the next event (once per wait that outlasts
+            # HELD_WAIT_MS, not per message: the check costs ~50 instructions)
+            try:
+                PyErr_CheckSignals()
+            except BaseException:
+                _inbox_not_polling(rt.inbox)
+                raise
+            with nogil:
+                n = epoll_wait(rt.epfd, evs, rt.max_events, timeout_ms)
+    if rt.inbox.polling:    # (only this thread writes it; in place: a call costs a reference)
+        rio_mutex_lock(&rt.inbox.lock)
+        rt.inbox.polling = False
+        rio_mutex_unlock(&rt.inbox.lock)
     if n < 0:
         err = rio_errno()
         if err == EINTR:
@@ -93,30 +120,40 @@ cdef int _epoll_poll(ReactRuntime rt, int timeout_ms) except -1:
     for i in range(n):
         key = evs[i].data.u64
         if key == WAKE_KEY:
-            rio_read_u64(inbox.evfd, &counter)
-            rio_mutex_lock(&inbox.lock)
-            inbox.wake_pending = False
-            rio_mutex_unlock(&inbox.lock)
+            rio_read_u64(rt.inbox.evfd, &counter)
+            rio_mutex_lock(&rt.inbox.lock)
+            rt.inbox.wake_pending = False
+            rio_mutex_unlock(&rt.inbox.lock)
             continue
         rio_bump_u64(&rt.n_sock_events, 1)
         slot = <uint32_t>(key & 0xFFFFFFFFULL)
         if slot >= rt.nslots or rt.gens[slot] != <uint32_t>(key >> 32):
             continue        # the reactor closed earlier in this batch
-        obj = <object>PyList_GET_ITEM(slots, slot)
-        if type(obj) is DispatchContext:
-            ctx = <DispatchContext>obj
-            _hold(ctx)
-            try:
-                _epoll_stream_event(rt, ctx, evs[i].events)
-            except (KeyboardInterrupt, SystemExit):
-                _release(rt, ctx)
-                raise
-            except BaseException as exc:
-                _callback_failed(rt, ctx, exc)
-            _release(rt, ctx)
+        obj = PyList_GET_ITEM(rt.slots, slot)     # borrowed: the slot holds it
+        if rio_type_is(obj, DispatchContext):
+            ctx = <DispatchContext>obj      # a reference of our own: finalize frees the slot's
+            _epoll_held_event(rt, ctx, evs[i].events)
+        elif rio_type_is(obj, DatagramContext):
+            dg = <DatagramContext>obj       # a reference of our own, as for ctx: closing the
+            _dg_event(rt, dg, evs[i].events)    # endpoint in its callback frees the slot's
         else:
-            _epoll_accept(rt, <_Listener>obj)
+            lst = <_Listener>obj
+            _epoll_accept(rt, lst)
     return 0
+
+
+cdef int _epoll_held_event(ReactRuntime rt, DispatchContext ctx, uint32_t ev) except -1:
+    """One event of a stream, held while it is handled; a callback's exception closes that
+    stream only."""
+    _hold(ctx)
+    try:
+        _epoll_stream_event(rt, ctx, ev)
+    except (KeyboardInterrupt, SystemExit):
+        _release(rt, ctx)
+        raise
+    except BaseException as exc:
+        _callback_failed(rt, ctx, exc)
+    return _release(rt, ctx)
 
 
 cdef int _epoll_stream_event(ReactRuntime rt, DispatchContext ctx, uint32_t ev) except -1:
@@ -130,6 +167,11 @@ cdef int _epoll_stream_event(ReactRuntime rt, DispatchContext ctx, uint32_t ev) 
             ctx._flush()
         if ctx.state == ST_OPEN and ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
             _stream_readable(rt, ctx)
+    elif st == ST_HANDSHAKE:
+        if ev & EPOLLOUT:
+            ctx._flush()
+        if ctx.state == ST_HANDSHAKE and ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
+            _tls_handshake_input_cold(rt, ctx)
     elif st == ST_CONNECTING:
         if rio_getsockopt(ctx.fd, SOL_SOCKET, SO_ERROR, &err, &n) != 0:
             err = rio_errno()

@@ -29,6 +29,7 @@ PROGRAMS = {
     "loadgen": "loadgen.c",
     "pipeline_client": "pipeline_client.c",
     "idle_client": "idle_client.c",
+    "udp_pingpong": "udp_pingpong.c",
 }
 
 

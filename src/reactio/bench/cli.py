@@ -132,6 +132,13 @@ def _parser() -> argparse.ArgumentParser:
     pp.add_argument("--compare", action="store_true",
                     help="run every leg: " + ", ".join(ALL_LEGS) + " (without it and "
                          "without --legs: " + ",".join(PINGPONG_DEFAULT_LEGS) + ")")
+    pp.add_argument("--tls", action="store_true",
+                    help="every leg over TLS (ssl= contexts, a throwaway self-signed "
+                         "certificate made with the openssl command); the C floor has no "
+                         "TLS, so the ratios are to uvloop")
+    pp.add_argument("--udp", action="store_true",
+                    help="one UDP datagram per message instead of a TCP connection (the C "
+                         "floor is c/udp_pingpong.c; reactio-aio has no UDP leg)")
     pp.add_argument("--timeout", type=_positive_seconds,
                     help="seconds one run (server + client) may take (default: from COUNT)")
     pp.add_argument("--unix", action="store_true",
@@ -207,6 +214,16 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--depth", type=_depth, default=1,
                     help="messages per burst (default 1: strict ping-pong)")
     basic(cp, 1)
+
+    up = sub.add_parser(
+        "udpflood", help="datagrams/s and system calls per datagram of one UDP echo endpoint",
+        description="A C flooder sends COUNT datagrams as fast as sendmmsg takes them to each "
+                    "leg's UDP echo endpoint; reports datagrams/s handled, loss, and (reactio) "
+                    "system calls per datagram, with recv_batch=32 (recvmmsg/sendmmsg) and "
+                    "recv_batch=1 (one recvmsg + one sendto per datagram, asyncio's way).")
+    up.add_argument("--count", type=_positive_int, default=500_000,
+                    help="datagrams per run (default 500000)")
+    basic(up, 1)
 
     ip = sub.add_parser(
         "idle", help="server memory (RSS) per idle connection",
@@ -309,6 +326,7 @@ def _in_process(args: argparse.Namespace, argv: List[str]) -> int:
 
 def _bench(args: argparse.Namespace, argv: List[str]) -> int:
     from . import cbuild, plot, tools
+    from .tls import TlsSetupError
     want_plot: Optional[str] = getattr(args, "plot", None)
     if want_plot:
         try:
@@ -357,9 +375,11 @@ def _bench(args: argparse.Namespace, argv: List[str]) -> int:
     try:
         if args.command == "pingpong":
             from . import pingpong
+            if args.udp and args.unix:
+                raise ValueError("--udp and --unix are two different transports: one at a time")
             result = pingpong.run(legs, args.size or [64, 1024], args.count, args.warmup,
                                   args.rounds or 10, args.pin, args.spin, args.timeout, progress,
-                                  args.unix)
+                                  args.unix, args.udp, args.tls)
             text = report.pingpong_table(result, line)
         elif args.command == "scale":
             from . import scale
@@ -377,6 +397,10 @@ def _bench(args: argparse.Namespace, argv: List[str]) -> int:
             result = pipeline.run(legs, args.depth, args.size, args.count, args.warmup,
                                   args.trace_count, args.rounds, args.pin, progress)
             text = report.pipeline_table(result, line)
+        elif args.command == "udpflood":
+            from . import udpflood
+            result = udpflood.run(args.count, args.size, args.rounds, progress, names)
+            text = udpflood.table(result, line)
         elif args.command == "cost":
             from . import cost
             result = cost.run(legs, args.count, args.size, args.depth, args.rounds, progress)
@@ -389,7 +413,7 @@ def _bench(args: argparse.Namespace, argv: List[str]) -> int:
         print(f"error: a C program of the {args.command} mode cannot be built: {e}",
               file=sys.stderr)
         return 2
-    except tools.ToolMissing as e:
+    except (tools.ToolMissing, TlsSetupError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ValueError as e:  # e.g. --pin split on a single CPU

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
-from . import cbuild
+from . import cbuild, tls
 from .procs import ChildError
 
 if TYPE_CHECKING:
@@ -62,13 +62,13 @@ def parse_legs(text: Optional[str], default: List[str]) -> List[str]:
 
 
 def usable_legs(legs: List["Leg"], need_client: bool, command: str,
-                progress: "Progress") -> Tuple[List["Leg"], Dict[str, str]]:
+                progress: "Progress", udp: bool = False) -> Tuple[List["Leg"], Dict[str, str]]:
     """The legs that can run, in order, and by name why each of the others cannot (noted on
     ``progress`` as skipped for ``command``)."""
     available: List[Leg] = []
     skipped: Dict[str, str] = {}
     for leg in legs:
-        reason = leg.check(need_client=need_client)
+        reason = leg.check(need_client=need_client, udp=udp)
         if reason:
             skipped[leg.name] = reason
             progress.note(f"{command}: leg {leg.name} skipped: {reason}")
@@ -153,15 +153,22 @@ class Leg:
         self._checked = False
         self._reason: Optional[str] = None
         self._exes: Dict[str, Path] = {}
+        self.udp = False        # pingpong --udp: this leg's UDP server and client (udp_legs)
 
-    def check(self, need_client: bool = True) -> Optional[str]:
+    def check(self, need_client: bool = True, udp: bool = False) -> Optional[str]:
         if not self._checked:
             self._checked = True
+            self.udp = udp
             self._reason = self._check_c(need_client) if self.name == FLOOR else self._check_py()
         return self._reason
 
     def _check_c(self, need_client: bool) -> Optional[str]:
+        if tls.enabled():
+            return "the C floor has no TLS (--tls: the ratios are to uvloop)"
         try:
+            if self.udp:
+                self._exes["udp"] = cbuild.build("udp_pingpong")
+                return None
             self._exes["server"] = cbuild.build("echo_server")
             if need_client:
                 self._exes["client"] = cbuild.build("pingpong_client")
@@ -171,6 +178,7 @@ class Leg:
 
     def _check_py(self) -> Optional[str]:
         argv = [sys.executable, "-m", "reactio.bench.worker", "check", self.name]
+        argv += ["--udp"] if self.udp else []
         try:
             out = subprocess.run(argv, capture_output=True, text=True, timeout=120,
                                  env=child_env(), stdin=subprocess.DEVNULL)
@@ -188,8 +196,12 @@ class Leg:
         ``workers``, one that serves from that many processes sharing the port
         (SO_REUSEPORT) until SIGTERM, then exits 0; with ``unix``, one that listens on the
         Unix stream socket at that path (and prints ``port 0``); with ``threads``, one process
-        running that many runtime threads, until SIGTERM (reactio legs only)."""
-        if self.name == FLOOR:
+        running that many runtime threads, until SIGTERM (reactio legs only); for a UDP leg
+        (check(udp=True)), its UDP echo server (udp_legs.py, c/udp_pingpong.c)."""
+        if self.udp:
+            argv = ([str(self._exes["udp"]), "server"] if self.name == FLOOR else [
+                sys.executable, "-m", "reactio.bench.worker", "server", self.name, "--udp"])
+        elif self.name == FLOOR:
             argv = [str(self._exes["server"]), "--conns", str(conns)]
         else:
             argv = [sys.executable, "-m", "reactio.bench.worker", "server", self.name,
@@ -208,13 +220,17 @@ class Leg:
         """A pingpong client: ``progress N`` lines, ``done COUNT ELAPSED_NS``, samples in out;
         connected to 127.0.0.1:port, or to the Unix socket at path ``unix``."""
         if self.name == FLOOR:
-            argv = [str(self._exes["client"]), f"unix:{unix}" if unix else str(port),
-                    str(count), str(warmup), str(size), str(out)]
+            if self.udp:
+                argv = [str(self._exes["udp"]), "client", str(port)]
+            else:
+                argv = [str(self._exes["client"]), f"unix:{unix}" if unix else str(port)]
+            argv += [str(count), str(warmup), str(size), str(out)]
         else:
             argv = [sys.executable, "-m", "reactio.bench.worker", "client", self.name,
                     "--port", str(port), "--count", str(count), "--warmup", str(warmup),
                     "--size", str(size), "--out", str(out)]
             argv += ["--unix", unix] if unix else []
+            argv += ["--udp"] if self.udp else []
         argv += ["--timeout", str(int(timeout) + 1)]
         return argv + (["--spin"] if spin else [])
 

@@ -2,9 +2,10 @@
 the Python one driven by uvloop through ``reactio.aio.attach`` (reactio-aio).
 
 reactio-py and reactio-cy run the same loop shape a user would write: one ``ReactRuntime``
-per process, a listener (server) or a connect (client), then ``process_events`` until the
-runtime is idle. Blocking mode waits in epoll without a time limit (``timeout=-1``), like
-the C floor; ``--spin`` passes ``timeout=0`` (busy poll). reactio-aio runs the very same
+per process, a listener (server) or a connect (client), then ``rt.run()`` until the
+runtime is idle (the loop never returns to Python between events). Blocking mode waits in
+epoll without a time limit (``run(-1)``), like the C floor; ``--spin`` busy-polls
+(``run(busy_poll=True)``). reactio-aio runs the very same
 reactors with the runtime attached to a uvloop event loop (``reactio.aio.attach``: uvloop
 waits in its own epoll, which watches the runtime's) and awaits ``aio.listen`` /
 ``aio.connect``; like the asyncio legs it ignores ``--spin``. It is the one leg that is not
@@ -27,6 +28,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Awaitable, Callable, List, Optional, Union
 
+from . import tls
 from .worker import Recorder
 
 if TYPE_CHECKING:
@@ -52,10 +54,6 @@ def check(leg: str) -> None:
             import uvloop  # noqa: F401
         except ImportError as e:
             raise ImportError(f"uvloop is not installed here (pip install uvloop): {e}") from None
-
-
-def _timeout(spin: bool) -> float:
-    return 0.0 if spin else -1.0
 
 
 class _ServerState:
@@ -89,14 +87,13 @@ def _listen(rt: ReactRuntime, handler: TcpListenerHandler, unix: Optional[str] =
     return 0 if unix else rt.local_address(listener)[1]
 
 
-def _run(rt: ReactRuntime, spin: bool, cy: bool) -> None:
-    timeout = _timeout(spin)
-    if cy:
-        from . import _cyecho
-        _cyecho.run(rt, timeout)
+def _run(rt: ReactRuntime, spin: bool) -> None:
+    """Until the runtime is idle, the loop in C between events: blocking waits, or with
+    ``spin`` a busy poll (``run(busy_poll=True)``)."""
+    if spin:
+        rt.run(busy_poll=True)
     else:
-        while rt.process_events(timeout):
-            pass
+        rt.run(-1.0)
 
 
 def serve(leg: str, conns: int, spin: bool, announce: Callable[[int], None],
@@ -113,9 +110,10 @@ def serve(leg: str, conns: int, spin: bool, announce: Callable[[int], None],
         from ._pyecho import PyEchoServer
         factory = lambda count, param: PyEchoServer(state)  # noqa: E731
     with ReactRuntime() as rt:
-        handler = DefaultTcpListenerHandler(factory, 4096, None, backlog=4096)
+        handler = DefaultTcpListenerHandler(factory, 4096, None, backlog=4096,
+                                            ssl=tls.server_context())
         announce(_listen(rt, handler, unix))
-        _run(rt, spin, leg == "reactio-cy")
+        _run(rt, spin)
 
 
 def serve_workers(leg: str, workers: int, spin: bool, announce: Callable[[int], None],
@@ -200,8 +198,9 @@ def ping(leg: str, port: int, size: int, rec: Recorder, spin: bool,
     with ReactRuntime() as rt:
         addr = f"unix:{unix}" if unix else ("127.0.0.1", port)
         rt.cmd_sender.send_connect(addr, max(4096, 2 * size), client,
-                                   Deferred.IMMEDIATE, connected.append)
-        _run(rt, spin, leg == "reactio-cy")
+                                   Deferred.IMMEDIATE, connected.append,
+                                   ssl=tls.client_context())
+        _run(rt, spin)
     if connected and isinstance(connected[0], BaseException):
         raise connected[0]
     if errors:
@@ -244,7 +243,8 @@ def _aio_serve(conns: int, announce: Callable[[int], None], unix: Optional[str])
         with ReactRuntime() as rt:
             with aio.attach(rt):
                 handler = DefaultTcpListenerHandler(lambda count, param: Server(state), 4096,
-                                                    None, backlog=4096)
+                                                    None, backlog=4096,
+                                                    ssl=tls.server_context())
                 lid = await aio.listen(rt, f"unix:{unix}" if unix else ("127.0.0.1", 0),
                                        handler)
                 announce(0 if unix else rt.local_address(lid)[1])

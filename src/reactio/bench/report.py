@@ -42,12 +42,17 @@ def pingpong_table(result: Dict[str, Any], machine_line: str) -> str:
     for block in result["results"]:
         lines.append("")
         over = f" over {block['transport']}" if "transport" in block else ""
-        lines.append(f"pingpong{over}, {block['size']} B messages, {p['count']:,} round trips per leg "
+        udp = p.get("udp")
+        lines.append(f"pingpong{over}{' --udp' if udp else ''}, {block['size']} B "
+                     f"{'datagrams' if udp else 'messages'}, {p['count']:,} round trips per leg "
                      f"in {p['rounds']} interleaved rounds (+{p['warmup_per_run']:,} warm-up "
                      f"per run), pin {pin}, {'busy poll' if p['spin'] else 'blocking poll'}")
-        lines.append("latency in µs, ratios to the C floor")
+        ref = p.get("reference", FLOOR)
+        lines.append("latency in µs, ratios to the C floor" if ref == FLOOR else
+                     f"over TLS; latency in µs, ratios (/R) to the {ref} leg")
+        r = "C" if ref == FLOOR else "R"
         head = f"{'leg':<11}" + "".join(c.rjust(9) for c in cols) + \
-            f"{'rt/s':>9}{'p50/C':>8}{'p99/C':>8}"
+            f"{'rt/s':>9}{'p50/' + r:>8}{'p99/' + r:>8}"
         lines.append(head)
         for row in block["legs"]:
             if row["status"] != "ok":
@@ -176,8 +181,8 @@ def cost_table(result: Dict[str, Any], machine_line: str) -> str:
              f"client), server under {p['valgrind']} --tool=callgrind, (runs of "
              f"{2 * p['count']:,} minus {p['count']:,} messages) / {p['count']:,}, "
              f"{p['rounds']} round(s)",
-             "exact: not affected by the machine's load; fixed = start-up, accept, close "
-             "and exit, per run"]
+             "exact but for the reactio legs' waits over 1 ms (a GIL release each, more on a "
+             "loaded machine); fixed = start-up, accept, close and exit, per run"]
     lines.append("")
     lines.append(f"{'leg':<11}{'instr/msg':>12}{'spread':>9}{'/C':>9}{'fixed':>15}")
     for block in result["results"]:

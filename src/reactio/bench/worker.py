@@ -5,6 +5,7 @@
                   [--unix PATH]
     worker client LEG --port P --count N --warmup W --size B --out FILE [--spin] [--timeout S]
                   [--unix PATH]
+    (--udp with check / server / client: the leg's UDP pair of pingpong --udp, udp_legs.py)
 
 The protocol with the harness (the same as the C programs'): the server prints
 ``port N`` once it listens on 127.0.0.1:N, serves N connections and exits 0 when they are
@@ -217,6 +218,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--timeout", type=int, default=600)
     p.add_argument("--workers", type=int)
     p.add_argument("--threads", type=int)
+    p.add_argument("--udp", action="store_true", help="pingpong --udp: the leg's UDP pair")
+    p.add_argument("--flood-sink", type=int, metavar="RECV_BATCH",
+                   help="udpflood: the leg's UDP echo sink (reactio: with this recv_batch)")
     p.add_argument("--unix", metavar="PATH",
                    help="a Unix stream socket at PATH instead of TCP on 127.0.0.1 (the server "
                         "announces port 0); not with --workers")
@@ -225,6 +229,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if a.role == "check":
         try:
             _impl(a.leg).check(a.leg)
+            if a.udp:
+                from . import udp_legs
+                udp_legs.check(a.leg)
         except Exception as e:  # the reason is the point: print it, exit non-zero
             print(f"{type(e).__name__}: {e}")
             return 1
@@ -234,8 +241,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     signal.alarm(a.timeout)
     raise_nofile_limit()
     mod = _impl(a.leg)
+    if a.udp:
+        from . import udp_legs
     if a.role == "server":
-        if a.threads:
+        if a.udp and a.flood_sink:
+            udp_legs.flood_sink(a.leg, a.flood_sink, announce_port)
+        elif a.udp:
+            udp_legs.serve(a.leg, a.spin, announce_port)
+        elif a.threads:
             from .threads import serve_threads
             serve_threads(a.leg, a.threads, announce_port)
         elif a.workers:
@@ -248,7 +261,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not HDR <= a.size <= HDR + 0xFFFF:
         p.error("--size must be 10..65545")
     rec = Recorder(a.count, a.warmup)
-    mod.ping(a.leg, a.port, a.size, rec, a.spin, a.unix)
+    if a.udp:
+        udp_legs.ping(a.leg, a.port, a.size, rec, a.spin)
+    else:
+        mod.ping(a.leg, a.port, a.size, rec, a.spin, a.unix)
     rec.finish(a.out)
     return 0
 
