@@ -5,7 +5,8 @@
 # slot freed, on_close), with the same holding rule as streams (_lifecycle.pxi): finalize runs
 # once, when nothing holds the endpoint.  DispatchContext is a final class (its hot calls are
 # direct C calls), so an endpoint is its own small class, not a subclass of it.
-# How datagrams are read and sent is the backend's (_datagram_epoll.pxi).
+# How datagrams are read and sent is the backend's (_datagram_epoll.pxi, _datagram_iocp.pxi,
+# through _backend.pxi); the batches they share are in _datagram_batch.pxi.
 from reactio._dgram cimport *
 
 # Address tuples kept per endpoint, direct-mapped by a hash of the raw sockaddr: a datagram
@@ -89,6 +90,7 @@ cdef class DatagramContext:
         if self.fd >= 0:
             rio_close(self.fd)
         _dg_free_buffers(self)
+        free(self.backend_ops)      # (a pending op holds a reference: none is pending here)
 
     @property
     def cmd_sender(self):
@@ -146,10 +148,10 @@ cdef class DatagramContext:
                                           f"{self.max_payload})")
         if addrlen > sizeof(sockaddr_storage):
             raise ValueError("send_to_raw: addrlen larger than a sockaddr_storage")
-        return _dg_send(self, data, n, addr, addrlen)
+        return _be_dg_send(self, data, n, addr, addrlen)
 
     cdef int _flush_out(self) except -1:
-        return _dg_flush(self)
+        return _be_dg_flush(self)
 
     def join_group(self, group, interface=None):
         """Join a multicast group (numeric address) on ``interface`` (IPv4: its address; IPv6:
@@ -212,17 +214,14 @@ cdef int _dg_finalize(ReactRuntime rt, DatagramContext ctx) except -1:
     """CLOSING -> CLOSED, once: last send of the out batch, socket closed, slot freed,
     on_close."""
     ctx.state = ST_CLOSED
-    if ctx.nout > ctx.ohead:
-        try:
-            _dg_flush_once(ctx)
-        except OSError:
-            pass
-    _be_close_socket(rt, ctx.fd, False)
+    _be_dg_last_flush(ctx)
+    _be_close_socket(rt, ctx.fd, False)     # (IOCP: cancels; the packets still come)
     ctx.fd = -1
     _free_slot(rt, ctx.reactor_id.slot)
     rt.n_streams -= 1
-    ctx.reader._release_buffer()
-    _dg_free_buffers(ctx)
+    if not _be_dg_io_pending(ctx):          # else __dealloc__ frees them, after the packets
+        ctx.reader._release_buffer()
+        _dg_free_buffers(ctx)
     reactor = ctx.reactor
     err = ctx.close_error
     reactor._close_error = err
@@ -306,6 +305,8 @@ cdef int _dg_exec_bind(ReactRuntime rt, _Command cmd) except -1:
     except Exception as exc:
         return _complete_cmd(cmd, exc)
     failed = _dg_call(rt, ctx, DCB_BOUND, None)
+    if ctx.state == ST_OPEN:
+        _be_dgram_opened(rt, ctx)
     return _complete_cmd(cmd, ctx.reactor_id if failed is None else failed)
 
 
@@ -319,7 +320,7 @@ cdef DatagramContext _dg_new(ReactRuntime rt, int fd, DatagramReactor reactor, o
     ctx.slot = spec.max_datagram_size + 1      # one byte more: a longer datagram is truncated
     ctx.max_payload = _udpnet.MAX_PAYLOAD[spec.family]
     ctx.reader = MsgReader.__new__(MsgReader)    # (only its buffer and view are used)
-    ctx.reader.store = _RecvStore(ctx.slot * ctx.nbatch)
+    ctx.reader.store = _RecvStore(_be_dgram_recv_bytes(ctx.slot, ctx.nbatch))
     ctx.cache_obj = [None] * ADDR_CACHE
     ctx.sa_of = {}
     f = getattr(type(reactor), "on_datagram")
@@ -366,8 +367,5 @@ def _bind_udp_command(addr, reactor, deferred, on_completion, kw):
     """send_bind_udp's checks (in the caller's thread) and its command."""
     if not isinstance(reactor, DatagramReactor):
         raise TypeError(f"reactor must be a DatagramReactor, not {type(reactor).__name__}")
-    if REACTIO_IOCP:
-        raise NotImplementedError("datagram endpoints are not supported by the IOCP backend "
-                                  "yet (reactio.BACKEND == 'iocp')")
     spec = _udpnet.check_options(addr, **kw)
     return _new_command(CMD_BIND_UDP, spec, reactor, deferred, on_completion)
