@@ -17,7 +17,7 @@ import reactio
 from reactio import (DatagramReactor, Deferred, MessageTooLargeError, ReactorClosedError,
                      ReactorID, ReactRuntime)
 
-from support.env import BACKEND, HAS_IPV6
+from support.env import BACKEND, HAS_IPV6, UNDER_WINE
 from support.runtime import Completion, pump_until
 
 HELPERS = os.path.join(os.path.dirname(__file__), "helpers")
@@ -156,13 +156,21 @@ def test_replies_of_one_batch_leave_in_one_sendmmsg(rt):
     assert received == sent == 64 and calls >= 64, counters
 
 
-def test_port_unreachable_reaches_a_connected_endpoint_without_closing_it(rt):
-    """ICMP port unreachable: a connected endpoint's on_error gets ConnectionRefusedError and
-    it stays open; an unconnected endpoint sending to the same closed port is not closed."""
+def _dead_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
     dead = s.getsockname()
     s.close()
+    return dead
+
+
+@pytest.mark.skipif(UNDER_WINE, reason="wine never reports ICMP port unreachable on a "
+                    "connected UDP socket: its recv() says WSAEWOULDBLOCK while select() flags the socket "
+                    "exceptional, so an overlapped WSARecvFrom never fails with WSAECONNRESET")
+def test_port_unreachable_reaches_a_connected_endpoint_without_closing_it(rt):
+    """ICMP port unreachable: a connected endpoint's on_error gets ConnectionRefusedError and
+    it stays open."""
+    dead = _dead_port()
     ctxs = []
     conn = Sink()
     conn.on_bound = ctxs.append
@@ -171,16 +179,22 @@ def test_port_unreachable_reaches_a_connected_endpoint_without_closing_it(rt):
     pump_until(rt, lambda: conn.errors)
     assert isinstance(conn.errors[0], ConnectionRefusedError)
     assert ctxs[0].is_open and not conn.closed
+
+
+def test_port_unreachable_leaves_an_unconnected_endpoint_alone(rt):
+    """An unconnected endpoint sending to a closed port gets no error and keeps receiving."""
+    dead = _dead_port()
+    ctxs = []
     free = Sink()
     free.on_bound = ctxs.append
     rid, local = bind(rt, free)
     for _ in range(3):
-        ctxs[1].send_to(b"y", dead)
+        ctxs[0].send_to(b"y", dead)
         rt.process_events(0.01)
     peer = peer_socket()
     peer.sendto(b"still here", local)
     pump_until(rt, lambda: free.got)
-    assert free.got == [b"still here"] and free.errors == [] and ctxs[1].is_open
+    assert free.got == [b"still here"] and free.errors == [] and ctxs[0].is_open
     peer.close()
 
 

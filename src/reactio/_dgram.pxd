@@ -16,7 +16,7 @@ cdef extern from "reactio_udp.h" nogil:
         unsigned int msg_len
     enum:
         MSG_TRUNC
-        EMSGSIZE
+        EMSGSIZE "RIO_EMSGSIZE"          # as Python's errno.EMSGSIZE (Windows: WSAEMSGSIZE)
         ECONNREFUSED
     # 0..n datagrams received (msg_len, msg_hdr.msg_flags, the address per record), -1 + errno
     int rio_recvmmsg(rio_sock_t s, mmsghdr *m, unsigned n)

@@ -20,6 +20,8 @@ struct mmsghdr { struct msghdr msg_hdr; unsigned int msg_len; };
 #  ifndef EMSGSIZE
 #    define EMSGSIZE WSAEMSGSIZE
 #  endif
+/* Python's errno.EMSGSIZE on Windows is the WSA code (mingw's errno.h has its own 115) */
+#  define RIO_EMSGSIZE WSAEMSGSIZE
 #  ifndef ECONNREFUSED
 #    define ECONNREFUSED WSAECONNREFUSED
 #  endif
@@ -60,6 +62,7 @@ static inline int WSASendTo(SOCKET s, WSABUF *b, DWORD c, DWORD *n, DWORD f,
     return SOCKET_ERROR; }
 static inline int rio_udp_connreset(rio_sock_t s, int report) { (void)s; (void)report; return 0; }
 #  include <sys/uio.h>
+#  define RIO_EMSGSIZE EMSGSIZE
 static inline int rio_recvmmsg(rio_sock_t s, struct mmsghdr *m, unsigned n) {
     return recvmmsg(s, m, n, MSG_DONTWAIT, NULL);
 }
