@@ -2,19 +2,20 @@
 # Install the system tools some modes of `python -m reactio.bench` and their tests need:
 #   valgrind  `cost` mode and tests/test_cost.py (callgrind instruction counts)
 #   strace    `pipeline` mode's system calls per message
+#   openssl   the TLS tests' real peers (`openssl s_server` / `s_client`)
 # Neither is a Python package, so `pip install '.[bench]'` cannot bring them.
 #
 # usage: bench/install-tools.sh            (as root, or with sudo available)
 # Installs only what is missing; apt-get (Debian, Ubuntu) or dnf (Fedora, RHEL).
-# Exit status 0 when both tools run afterwards.
+# Exit status 0 when the tools run afterwards.
 set -euo pipefail
 
 missing=()
-for tool in valgrind strace; do
+for tool in valgrind strace openssl; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "install-tools: valgrind and strace are installed"
+    echo "install-tools: valgrind, strace and openssl are installed"
     exit 0
 fi
 
@@ -36,3 +37,4 @@ else
 fi
 valgrind --version
 strace -V | head -1
+openssl version

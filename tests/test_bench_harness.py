@@ -49,6 +49,28 @@ def test_pingpong_compare_legs(tmp_path):
     assert "reactio-py" in text and "p50/C" in text
 
 
+@pytest.mark.skipif(shutil.which("openssl") is None,
+                    reason="--tls makes its certificate with the openssl command")
+def test_pingpong_tls_legs(tmp_path):
+    """--tls: reactio (a Python and a Cython reactor) and asyncio over TLS in one run, ratios to asyncio (the reference when
+    uvloop is not among the legs); the C floor is skipped with its reason."""
+    data, text = run_bench(tmp_path, "pingpong", "--tls", "--legs", "c,asyncio,reactio-py,reactio-cy",
+                           "--count", "300", "--warmup", "50", "--rounds", "1", "--size", "64",
+                           "--pin", "none")
+    run = data["runs"][0]
+    assert run["params"]["tls"] is True and run["params"]["reference"] == "asyncio"
+    legs = {leg["leg"]: leg for leg in run["results"][0]["legs"]}
+    assert legs["c"]["status"] == "skipped" and "TLS" in legs["c"]["reason"]
+    for name in ("asyncio", "reactio-py", "reactio-cy"):
+        if name == "reactio-cy" and legs[name]["status"] == "skipped":
+            continue                    # only the optional Cython leg may skip
+        assert legs[name]["status"] == "ok", legs[name]
+        assert legs[name]["latency_us"]["n"] == 300
+    assert legs["reactio-py"]["ratio_p50"] == pytest.approx(
+        legs["reactio-py"]["latency_us"]["p50"] / legs["asyncio"]["latency_us"]["p50"])
+    assert "over TLS" in text and "p50/R" in text
+
+
 def test_pingpong_udp_legs(tmp_path):
     """pingpong --udp: every leg's UDP pair completes its round trips (reactio-aio has none and
     says so; uvloop may be missing here)."""

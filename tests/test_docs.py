@@ -219,7 +219,7 @@ def test_examples_typecheck_with_mypy(which: str, tmp_path):
         "[mypy]\ncheck_untyped_defs = True\nwarn_unused_ignores = True\n"
         "strict_equality = True\n[mypy-reactio.*]\nignore_errors = True\n"
         # optional dependencies an example may use where installed (the docs say so)
-        "[mypy-uvloop]\nignore_missing_imports = True\n"
+        "[mypy-uvloop,trustme]\nignore_missing_imports = True\n"
         + (f"[mypy-{','.join(cy_modules)}]\nignore_missing_imports = True\n"
            if cy_modules else ""))
     import reactio

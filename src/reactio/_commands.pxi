@@ -85,7 +85,8 @@ cdef class CmdSender:
 
     def send_connect(self, addr, recv_buffer_min_size, Reactor reactor not None,
                      deferred=None, on_completion=None, *, timeout=None, max_send_queue=None,
-                     max_msg_size=None, nodelay=True):
+                     max_msg_size=None, nodelay=True, ssl=None, server_hostname=None,
+                     ssl_handshake_timeout=None):
         """Connect to ``addr`` ("host:port" or (host, port); "unix:/path" or "unix:@name" for
         a Unix stream socket, see docs/unix.md) without blocking the loop (names are
         resolved on a helper thread); on success reactor.on_connected runs, then
@@ -94,10 +95,15 @@ cdef class CmdSender:
         socket.gaierror, ValueError for a malformed address, ReactorClosedError when the
         stream is closed (send_close) before it connects; for a Unix socket also
         FileNotFoundError, PermissionError, BlockingIOError (the listener's backlog is
-        full).  Bad option values raise ValueError here."""
+        full).  Bad option values raise ValueError here.  ``ssl=SSLContext`` makes it a TLS
+        stream (docs/tls.md): the certificate is checked against ``server_hostname``
+        (default: the address's host), on_connected runs after the handshake, and a handshake
+        failure (ssl.SSLError, TimeoutError after ``ssl_handshake_timeout`` seconds, default
+        60) reaches on_completion."""
         cdef _Inbox inbox = self._inbox()
         cdef _PendingConnect p = _PendingConnect.__new__(_PendingConnect)
         p.opts = _stream_options(recv_buffer_min_size, max_send_queue, max_msg_size, nodelay)
+        _tls_options(p.opts, ssl, server_hostname, ssl_handshake_timeout, False)
         if timeout is not None:
             if _seconds(timeout, "timeout") == 0:
                 raise ValueError("timeout must be more than 0 seconds (None: no limit)")
@@ -111,7 +117,7 @@ cdef class CmdSender:
         Unix listener removes the socket file it created when it closes, see docs/unix.md);
         ``handler`` is a TcpListenerHandler, whose options
         (recv_buffer_min_size, max_send_queue, max_msg_size, nodelay, backlog, reuse_port,
-        dual_stack attributes, where present) are checked here: a bad value raises ValueError.
+        dual_stack, ssl, ssl_handshake_timeout attributes, where present) are checked here: a bad value raises ValueError.
         on_completion gets the listener's ReactorID (rt.local_address(id) tells a port-0
         listener's port) or the error (OSError with errno EADDRINUSE, PermissionError, ...)."""
         cdef _Inbox inbox = self._inbox()
@@ -120,6 +126,8 @@ cdef class CmdSender:
                                  getattr(handler, "max_send_queue", None),
                                  getattr(handler, "max_msg_size", None),
                                  getattr(handler, "nodelay", True))
+        _tls_options(p.opts, getattr(handler, "ssl", None), None,
+                     getattr(handler, "ssl_handshake_timeout", None), True)
         p.backlog = _size_option(getattr(handler, "backlog", 1024), "backlog", 0, 65535)
         p.reuse_port = bool(getattr(handler, "reuse_port", False))
         if p.reuse_port and not _net.HAS_REUSE_PORT:

@@ -165,18 +165,29 @@ cdef int _connect_attempt_failed(ReactRuntime rt, DispatchContext ctx, int err) 
 
 
 cdef int _connect_succeeded(ReactRuntime rt, DispatchContext ctx) except -1:
-    """CONNECTING -> OPEN: on_connected, then the connect's completion."""
+    """The TCP connect is done: CONNECTING -> OPEN, or -> HANDSHAKE on a TLS stream (whose
+    handshake then opens it: _tls.pxi).  The connect's timeout ends here."""
+    cdef _PendingConnect p = ctx.connect
+    if p.timer is not None:
+        _cancel(rt, p.timer)
+        p.timer = None
+    if ctx.tls is not None:
+        return _tls_start(rt, ctx, None)
+    return _outbound_opened(rt, ctx)
+
+
+cdef int _outbound_opened(ReactRuntime rt, DispatchContext ctx) except -1:
+    """-> OPEN: on_connected, then the connect's completion."""
     cdef _PendingConnect p = ctx.connect
     p.done = True
     p.ctx = None
     rt.pending_connects.discard(p)
-    if p.timer is not None:
-        _cancel(rt, p.timer)
     ctx.connect = None
     ctx.state = ST_OPEN
     rt.n_streams += 1
     try:
-        ctx._set_want(WANT_READ)
+        ctx._set_want(WANT_READ if ctx.sender.head == ctx.sender.tail else
+                      WANT_READ | WANT_WRITE)
     except Exception as exc:
         _stream_event(rt, ctx, EV_ABORT, exc)
         return _complete(p.completion, exc)
@@ -215,7 +226,9 @@ cdef int _connect_failed(ReactRuntime rt, _Pending p, object exc) except -1:
     if type(p) is _PendingConnect:
         c = <_PendingConnect>p
         (<Reactor>c.reactor)._close_error = exc
-        if c.ctx is not None:
+        if c.ctx is not None and c.ctx.state == ST_HANDSHAKE:
+            _stream_event(rt, c.ctx, EV_ABORT, exc)    # TLS: the connection exists; end it
+        elif c.ctx is not None:
             _discard_connecting(rt, c.ctx)
         if c.timer is not None:
             _cancel(rt, c.timer)

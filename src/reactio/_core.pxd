@@ -102,6 +102,20 @@ cdef class Reactor:
     cpdef on_resume_writing(self, DispatchContext ctx)
 
 
+cdef class _TlsStream:
+    # The TLS layer of one stream (_tls.pxi): ciphertext in/out through two MemoryBIOs, above
+    # the backend.  The send queue holds ciphertext; the receive buffer, plaintext.
+    cdef object sslobj, incoming, outgoing
+    cdef object listener_id         # inbound: the listener, for on_connected after the handshake
+    cdef object peer                # inbound: the peer's address, for the log of a failure
+    cdef object error               # the SSLError that ends the stream (a bad record, truncation)
+    cdef bytes records              # the records of the last send (send_raw writes them)
+    cdef int64_t timeout_ns         # ssl_handshake_timeout
+    cdef bint opened                # the handshake succeeded (on_close is owed)
+    cdef bint peer_closed           # the peer's close_notify was read
+    cdef bint partial               # the SSLObject holds a part of a record
+
+
 cdef class DispatchContext:
     cdef ReactRuntime rt
     cdef readonly Reactor reactor
@@ -125,6 +139,7 @@ cdef class DispatchContext:
     cdef object drain_timer         # _Command: the drain_timeout of a graceful close
     cdef bint peer_eof              # the peer shut its write side (recv returned 0)
     cdef bint corked                # a multi-message read is being dispatched: hold replies
+    cdef _TlsStream tls             # None for plain TCP: the one check TLS costs a plain stream
 
     # Send: 0 = all bytes written, 1 = some bytes queued.  Raises on a closed or broken
     # connection and when the queue would exceed max_send_queue (the connection is then closed).
@@ -173,6 +188,8 @@ cdef class CmdSender:
 cdef class _StreamOptions:
     cdef Py_ssize_t recv_min, max_send_queue, max_msg_size
     cdef bint nodelay
+    cdef object ssl_context, server_hostname    # TLS (ssl=); None: plain TCP
+    cdef int64_t handshake_ns                   # ssl_handshake_timeout
 
 
 cdef class _Listener:

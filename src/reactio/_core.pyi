@@ -3,6 +3,7 @@
 # _core.pxd for Cython users.  Checked against the built module by `python -m mypy.stubtest
 # reactio` (tools/build-dist.sh).
 import enum
+import ssl
 from types import TracebackType
 from typing import Any, Callable, ClassVar, Iterable, Literal, Optional, Protocol, Tuple, Type, TypeVar, Union, final
 
@@ -169,6 +170,9 @@ class DispatchContext:
     @nodelay.setter
     def nodelay(self, on: bool) -> None: ...
     def fileno(self) -> int: ...
+    @property
+    def ssl_object(self) -> Optional[ssl.SSLObject]:
+        """The stream's ssl.SSLObject (peer certificate, cipher, ALPN, version); None for plain TCP."""
     def send_or_que(
         self, data: ReadableBuffer, on_sent: Optional[_Completion] = None
     ) -> SendOrQueResult:
@@ -276,6 +280,9 @@ class CmdSender:
         max_send_queue: Optional[int] = None,
         max_msg_size: Optional[int] = None,
         nodelay: bool = True,
+        ssl: Optional[ssl.SSLContext] = None,
+        server_hostname: Optional[str] = None,
+        ssl_handshake_timeout: Optional[float] = None,
     ) -> None:
         """Connect to addr ("host:port", (host, port), "unix:/path", "unix:@name") without
         blocking the loop; on_completion gets the ReactorID or the error."""

@@ -29,13 +29,13 @@ Rules the code keeps everywhere:
     registered it.
 """
 cimport cython
-from cpython.buffer cimport (PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release,
-                             PyObject_GetBuffer)
+from cpython.buffer cimport (PyBUF_READ, PyBUF_SIMPLE, PyBUF_WRITE, PyBuffer_FillInfo,
+                             PyBuffer_Release, PyObject_GetBuffer)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.list cimport PyList_GET_ITEM
 from cpython.ref cimport PyObject
-from cpython.memoryview cimport PyMemoryView_FromObject
+from cpython.memoryview cimport PyMemoryView_FromMemory, PyMemoryView_FromObject
 from libc.stdint cimport INT64_MAX, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove
@@ -79,11 +79,12 @@ if hasattr(os, "register_at_fork"):
 # docs/internals.md has its table).  A context made without the runtime is ST_CLOSED.
 cdef enum:
     ST_CONNECTING = 0   # outbound connect in progress; no reactor callbacks yet
-    ST_OPEN = 1
-    ST_DRAINING = 2     # graceful close: flushing the queue; input is read and dropped
-    ST_HALF_CLOSED = 3  # queue flushed, our FIN sent: waiting (LINGER_NS) for the peer's EOF
-    ST_CLOSING = 4      # finalize as soon as nothing holds the stream (DispatchContext.holds)
-    ST_CLOSED = 5
+    ST_HANDSHAKE = 1    # TLS: connected, the handshake runs (_tls.pxi); no reactor callbacks yet
+    ST_OPEN = 2
+    ST_DRAINING = 3     # graceful close: flushing the queue; input is read and dropped
+    ST_HALF_CLOSED = 4  # queue flushed, our FIN sent: waiting (LINGER_NS) for the peer's EOF
+    ST_CLOSING = 5      # finalize as soon as nothing holds the stream (DispatchContext.holds)
+    ST_CLOSED = 6
 
 cdef uint64_t WAKE_KEY = 0xFFFFFFFFFFFFFFFFULL
 
@@ -318,6 +319,7 @@ include "_lifecycle.pxi"
 include "_reader.pxi"
 include "_sender.pxi"
 include "_sockaddr.pxi"
+include "_tls.pxi"
 include "_commands.pxi"
 include "_streams.pxi"
 include "_connect.pxi"

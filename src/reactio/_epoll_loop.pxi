@@ -124,6 +124,11 @@ cdef int _epoll_stream_event(ReactRuntime rt, DispatchContext ctx, uint32_t ev) 
             ctx._flush()
         if ctx.state == ST_OPEN and ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
             _stream_readable(rt, ctx)
+    elif st == ST_HANDSHAKE:
+        if ev & EPOLLOUT:
+            ctx._flush()
+        if ctx.state == ST_HANDSHAKE and ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
+            _tls_handshake_input_cold(rt, ctx)
     elif st == ST_CONNECTING:
         if rio_getsockopt(ctx.fd, SOL_SOCKET, SO_ERROR, &err, &n) != 0:
             err = rio_errno()

@@ -236,6 +236,8 @@ cdef int _iocp_recv_data(ReactRuntime rt, DispatchContext ctx, w.DWORD nbytes, i
         if nbytes == 0:
             _stream_event(rt, ctx, EV_PEER_EOF, None)
         return 0
+    if ctx.tls is not None and (ctx.state == ST_HANDSHAKE or ctx.state == ST_OPEN):
+        return _tls_received(rt, ctx, nbytes, op.requested)     # ciphertext at r.end
     if ctx.state != ST_OPEN:
         return 0
     r.end += nbytes
@@ -260,8 +262,9 @@ cdef int _iocp_arm_recv(ReactRuntime rt, DispatchContext ctx) except -1:
     cdef Py_ssize_t room, total = 0
     cdef int64_t deadline = 0
     cdef int rc, err
-    while (ctx.state == ST_OPEN or ((ctx.state == ST_DRAINING or ctx.state == ST_HALF_CLOSED)
-                                    and not ctx.peer_eof)) and not op.pending:
+    while (ctx.state == ST_OPEN or ctx.state == ST_HANDSHAKE or (
+            (ctx.state == ST_DRAINING or ctx.state == ST_HALF_CLOSED) and not ctx.peer_eof)
+           ) and not op.pending:
         if total > 0 and _turn_over(total, &deadline):
             # receives that complete at once are handled inline: after READ_BUDGET bytes the
             # next one is posted at the next loop iteration, so a flooding peer cannot starve

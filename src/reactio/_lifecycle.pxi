@@ -59,11 +59,13 @@ cdef int _stream_event(ReactRuntime rt, DispatchContext ctx, int ev, object err)
         if ev == EV_ABORT:
             _closing(ctx, err, st != ST_CONNECTING)
         elif ev == EV_CLOSE:
-            if st == ST_CONNECTING:
+            if st < ST_OPEN:                # CONNECTING, HANDSHAKE: nothing to flush yet
                 _closing(ctx, err, False)
             elif st == ST_OPEN:
                 if ctx.close_error is None:
                     ctx.close_error = err
+                if ctx.tls is not None:
+                    _tls_queue_close_notify(ctx)
                 if ctx.sender.head != ctx.sender.tail:
                     _start_draining(rt, ctx)
                 elif ctx.peer_eof or not READS_INLINE:
@@ -85,6 +87,8 @@ cdef int _stream_event(ReactRuntime rt, DispatchContext ctx, int ev, object err)
                     _start_draining(rt, ctx)   # the peer may still read what we queued
                 else:
                     _closing(ctx, None, False)
+            elif st == ST_HANDSHAKE:
+                _closing(ctx, _tls_eof_in_handshake(), False)
             elif st == ST_DRAINING:
                 # level-triggered: an EOF stays readable forever, so reading must stop here
                 ctx._set_want(WANT_WRITE)
@@ -97,7 +101,11 @@ cdef int _stream_event(ReactRuntime rt, DispatchContext ctx, int ev, object err)
                 else:
                     _half_close(rt, ctx)
         elif ev == EV_TIMEOUT:
-            if st == ST_DRAINING:
+            if st == ST_HANDSHAKE:
+                _closing(ctx, TimeoutError(
+                    f"TLS handshake of {ctx.reactor_id} not done within "
+                    f"{ctx.tls.timeout_ns / 1e9:g} s"), True)
+            elif st == ST_DRAINING:
                 _closing(ctx, TimeoutError(
                     f"graceful close of {ctx.reactor_id}: {ctx.sender.tail - ctx.sender.head} "
                     f"queued bytes not taken by the peer within {rt.drain_timeout} s"), True)
@@ -217,6 +225,8 @@ cdef int _finalize(ReactRuntime rt, DispatchContext ctx) except -1:
         if err is None:
             err = ReactorClosedError(f"reactor {ctx.reactor_id} was closed while connecting")
         return _connect_failed(rt, p, err)
+    if ctx.tls is not None and not ctx.tls.opened:
+        return _tls_inbound_failed(ctx)     # an inbound handshake failed: nothing was owed
     rt.n_streams -= 1
     held = _settle_completions(ctx)
     reactor = ctx.reactor

@@ -12,6 +12,7 @@ cdef enum:
     READ_ERROR = -3     # reader.last_errno says why
     READ_FULL = -4      # the buffer is at its limit; more bytes may wait in the kernel
     READ_MORE = -5      # IOCP: a completion filled the buffer; the socket may hold more
+    READ_TLS_ERROR = -6 # TLS: ctx.tls.error says why (a bad record, a truncated stream)
 
 # What one stream may read and dispatch per loop iteration before the loop moves on (level-
 # triggered epoll reports the rest at the next one): READ_BUDGET bytes, or READ_SLICE_NS of
@@ -192,6 +193,8 @@ cdef class MsgReader:
         cdef int err
         if room == 0:
             return READ_FULL
+        if ctx.tls is not None:
+            return _tls_recv_cold(self, ctx, room)  # ciphertext from the socket, plaintext here
         while True:
             n = recv(ctx.fd, self.store.data + self.end, room, 0)
             if n > 0:
@@ -235,7 +238,8 @@ cdef class MsgReader:
                     # message that does not fit), then give other streams their turn
                     self._dispatch_all(ctx, self.end - self.start - before)
                     before = self.end - self.start
-                    if ctx.state != ST_OPEN or _turn_over(total, &deadline):
+                    if ctx.state != ST_OPEN or (_turn_over(total, &deadline)
+                                                and not _tls_readable_cold(ctx)):
                         r = READ_AGAIN
                         break
             if self.end - self.start > before:
@@ -247,7 +251,7 @@ cdef class MsgReader:
         return 0
 
     cdef int fast_dispatch(self, DispatchContext ctx) except -1:
-        cdef Py_ssize_t r, total = 0
+        cdef Py_ssize_t r, before, total = 0
         cdef int64_t deadline = 0
         cdef bint drained
         if self.busy:
@@ -266,13 +270,17 @@ cdef class MsgReader:
                     self._after_read(ctx, READ_AGAIN if r == READ_MORE else r)
                     return 0
             while True:
+                before = self.end
                 r = self._recv(ctx)
                 if r <= 0:
+                    if self.end > before:   # TLS: plaintext that came with an EOF / error
+                        self._dispatch_all(ctx, self.end - before)
                     break
                 total += r
                 drained = self.end < self.store.cap   # before dispatch moves start/end
                 self._dispatch_all(ctx, r)
-                if drained or ctx.state != ST_OPEN or _turn_over(total, &deadline):
+                if drained or ctx.state != ST_OPEN or (_turn_over(total, &deadline)
+                                                       and not _tls_readable_cold(ctx)):
                     r = READ_AGAIN
                     break
             self._after_read(ctx, r)
@@ -290,6 +298,8 @@ cdef class MsgReader:
             _stream_event(ctx.rt, ctx, EV_PEER_EOF, None)
         elif status == READ_ERROR:
             _stream_event(ctx.rt, ctx, EV_ABORT, _net.os_error(self.last_errno, "recv"))
+        elif status == READ_TLS_ERROR:
+            _stream_event(ctx.rt, ctx, EV_ABORT, ctx.tls.error)
         elif status == READ_FULL and self.end - self.start >= self.max_msg_size:
             raise MessageTooLargeError(
                 f"a message exceeds max_msg_size={self.max_msg_size} bytes "

@@ -140,6 +140,12 @@ cdef class DispatchContext:
         return self.fd
 
     @property
+    def ssl_object(self):
+        """The stream's ssl.SSLObject (peer certificate, cipher, ALPN protocol, version), or
+        None on a plain TCP stream."""
+        return None if self.tls is None else self.tls.sslobj
+
+    @property
     def nodelay(self):
         """TCP_NODELAY; always False on a Unix stream (no such option there; setting it is
         a no-op, so one reactor serves both transports)."""
@@ -190,6 +196,9 @@ cdef class DispatchContext:
         cdef int err
         if self.state != ST_OPEN:
             raise ReactorClosedError(f"reactor {self.reactor_id} is not open")
+        if self.tls is not None:
+            raise ValueError("send_no_que on a TLS stream: a part of a TLS record cannot be "
+                             "counted in plaintext bytes; use send_or_que")
         if self.sender.tail != self.sender.head:
             return 0
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
@@ -224,8 +233,8 @@ cdef class DispatchContext:
             _stream_event(self.rt, self, EV_ABORT if abort else EV_CLOSE, None)
 
     cdef int send_raw(self, const char *data, Py_ssize_t n, object on_sent=None) except -1:
-        # (one function on purpose: it is the hot path of every reply, and the queue-overflow
-        # and error branches are cold code that costs nothing when not taken)
+        # (one function on purpose: it is the hot path of every reply, and the TLS, queue-
+        # overflow and error branches are cold code that costs nothing when not taken)
         cdef MsgSender s = self.sender
         cdef Py_ssize_t sent = 0
         cdef ssize_t r
@@ -234,6 +243,10 @@ cdef class DispatchContext:
             raise ReactorClosedError(f"reactor {self.reactor_id} is not open; cannot send")
         if n < 0:
             raise ValueError(f"send_raw: a negative size ({n})")
+        if self.tls is not None:
+            # TLS: what goes on the wire (and in the queue) are the records of these bytes
+            data = _tls_encrypt_cold(self, data, n)
+            n = PyBytes_GET_SIZE(self.tls.records)
         if s.tail == s.head and not self.corked:
             while sent < n:
                 r = send(self.fd, data + sent, n - sent, MSG_NOSIGNAL)
@@ -351,7 +364,7 @@ cdef class DispatchContext:
                 s._release_buffer()     # a burst made it grow: give the memory back
             if self.state == ST_DRAINING:
                 _stream_event(self.rt, self, EV_DRAINED, None)
-            elif self.want & WANT_WRITE and self.state == ST_OPEN:
+            elif self.want & WANT_WRITE and (self.state == ST_OPEN or self.state == ST_HANDSHAKE):
                 self._set_want(self.want & ~WANT_WRITE)
         else:
             _be_after_flush(self.rt, self)

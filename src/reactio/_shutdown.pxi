@@ -21,7 +21,7 @@ cdef int _shutdown_pass(ReactRuntime rt) except -1:
             _close_listener(rt, <_Listener>obj)
         elif type(obj) is DispatchContext:
             ctx = <DispatchContext>obj
-            if ctx.state == ST_OPEN:
+            if ctx.state == ST_OPEN or ctx.state == ST_HANDSHAKE:
                 _stream_event(rt, ctx, EV_CLOSE, None)
         elif type(obj) is DatagramContext:
             (<DatagramContext>obj).close()

@@ -49,6 +49,8 @@ cdef DispatchContext _new_stream(ReactRuntime rt, int fd, Reactor reactor, _Stre
         if type(f) is types.FunctionType and "on_inbound_message" not in getattr(
                 reactor, "__dict__", ()):
             ctx.py_on_inbound = f
+        if opts.ssl_context is not None:
+            ctx.tls = _tls_new(opts, connecting)
     except BaseException:
         ctx.fd = -1             # not ours to close twice in __dealloc__
         rio_close(fd)
@@ -64,12 +66,14 @@ cdef DispatchContext _new_stream(ReactRuntime rt, int fd, Reactor reactor, _Stre
         rio_close(fd)
         ctx.fd = -1
         raise
-    if connecting is None:
-        ctx.state = ST_OPEN
-        rt.n_streams += 1
-    else:
+    if connecting is not None:
         ctx.state = ST_CONNECTING
         ctx.connect = connecting
+    elif ctx.tls is not None:
+        ctx.state = ST_HANDSHAKE    # _adopt starts the handshake (_tls_start)
+    else:
+        ctx.state = ST_OPEN
+        rt.n_streams += 1
     return ctx
 
 
@@ -79,7 +83,7 @@ cdef object _connected(ReactRuntime rt, DispatchContext ctx, object listener_id)
     _hold(ctx)
     try:
         failed = _call_reactor(rt, ctx, CB_CONNECTED, listener_id)
-        if ctx.state == ST_OPEN:
+        if ctx.state == ST_OPEN and ctx.tls is None:    # (TLS: reading since the handshake)
             try:
                 _be_stream_opened(rt, ctx)
             except (KeyboardInterrupt, SystemExit):
@@ -120,11 +124,13 @@ cdef int _adopt(ReactRuntime rt, _Listener lst, int fd, object peer) except -1:
         log.error("listener %s: cannot add the connection from %s: %s", lst.reactor_id,
                   peer, exc)
         return 0
+    if ctx.tls is not None:
+        return _tls_start_inbound(rt, ctx, lst.reactor_id, peer)
     _connected(rt, ctx, lst.reactor_id)
     return 0
 
 
-cdef int _stream_readable(ReactRuntime rt, DispatchContext ctx) except -1:
+cdef inline int _stream_readable(ReactRuntime rt, DispatchContext ctx) except -1:
     """Input for a held OPEN stream: the reader (or the reactor's own on_readable)."""
     if ctx.default_readable:
         ctx.reader.fast_read(ctx)

@@ -4,9 +4,12 @@ from __future__ import annotations
 import socket
 import sys
 import threading
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from reactio._core import Reactor
+
+if TYPE_CHECKING:
+    from ssl import SSLContext
 
 
 class TcpListenerHandler:
@@ -25,11 +28,17 @@ class TcpListenerHandler:
     (IPV6_V6ONLY=1, whatever the system default); ``dual_stack=True`` sets IPV6_V6ONLY=0, so it
     also accepts IPv4 clients, whose peer address is then the IPv4-mapped form
     (``"::ffff:127.0.0.1"``).  It is ignored on an IPv4 listener.
+
+    ``ssl``: an ``ssl.SSLContext`` with the server's certificate makes every accepted stream
+    a TLS stream (docs/tls.md); ``ssl_handshake_timeout`` (seconds, default 60) bounds its
+    handshake.  A failed handshake is logged and closes that connection only.
     """
 
     def __init__(self, recv_buffer_min_size: int = 4096, *, max_send_queue: Optional[int] = None,
                  max_msg_size: Optional[int] = None, nodelay: bool = True, backlog: int = 1024,
-                 reuse_port: bool = False, dual_stack: bool = False) -> None:
+                 reuse_port: bool = False, dual_stack: bool = False,
+                 ssl: Optional[SSLContext] = None,
+                 ssl_handshake_timeout: Optional[float] = None) -> None:
         if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
             raise ValueError(
                 "reuse_port=True: SO_REUSEPORT does not exist on this platform "
@@ -43,6 +52,8 @@ class TcpListenerHandler:
         self.backlog = backlog
         self.reuse_port = reuse_port
         self.dual_stack = dual_stack
+        self.ssl = ssl
+        self.ssl_handshake_timeout = ssl_handshake_timeout
         self.reactor_id = None
 
     def on_start_listen(self, reactor_id, cmd_sender) -> None:

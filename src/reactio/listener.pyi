@@ -1,4 +1,5 @@
 # Type stubs of reactio/listener.py (whose callbacks are not annotated inline).
+from ssl import SSLContext
 from typing import Any, Callable, Optional
 
 from reactio._core import CmdSender, Reactor, ReactorID
@@ -18,6 +19,8 @@ class TcpListenerHandler:
     backlog: int
     reuse_port: bool
     dual_stack: bool
+    ssl: Optional[SSLContext]
+    ssl_handshake_timeout: Optional[float]
     reactor_id: Optional[ReactorID]
     def __init__(
         self,
@@ -29,6 +32,8 @@ class TcpListenerHandler:
         backlog: int = 1024,
         reuse_port: bool = False,
         dual_stack: bool = False,
+        ssl: Optional[SSLContext] = None,
+        ssl_handshake_timeout: Optional[float] = None,
     ) -> None: ...
     def on_start_listen(self, reactor_id: ReactorID, cmd_sender: CmdSender) -> None: ...
     def on_new_connection(self, peer_address: _SockAddr) -> Optional[Reactor]:
@@ -53,4 +58,6 @@ class DefaultTcpListenerHandler(TcpListenerHandler):
         backlog: int = 1024,
         reuse_port: bool = False,
         dual_stack: bool = False,
+        ssl: Optional[SSLContext] = None,
+        ssl_handshake_timeout: Optional[float] = None,
     ) -> None: ...

@@ -132,6 +132,10 @@ def _parser() -> argparse.ArgumentParser:
     pp.add_argument("--compare", action="store_true",
                     help="run every leg: " + ", ".join(ALL_LEGS) + " (without it and "
                          "without --legs: " + ",".join(PINGPONG_DEFAULT_LEGS) + ")")
+    pp.add_argument("--tls", action="store_true",
+                    help="every leg over TLS (ssl= contexts, a throwaway self-signed "
+                         "certificate made with the openssl command); the C floor has no "
+                         "TLS, so the ratios are to uvloop")
     pp.add_argument("--udp", action="store_true",
                     help="one UDP datagram per message instead of a TCP connection (the C "
                          "floor is c/udp_pingpong.c; reactio-aio has no UDP leg)")
@@ -297,6 +301,7 @@ def _replot(json_file: str, png_file: str) -> int:
 
 def _bench(args: argparse.Namespace, argv: List[str]) -> int:
     from . import cbuild, plot, tools
+    from .tls import TlsSetupError
     want_plot: Optional[str] = getattr(args, "plot", None)
     if want_plot:
         try:
@@ -342,7 +347,7 @@ def _bench(args: argparse.Namespace, argv: List[str]) -> int:
                 raise ValueError("--udp and --unix are two different transports: one at a time")
             result = pingpong.run(legs, args.size or [64, 1024], args.count, args.warmup,
                                   args.rounds or 10, args.pin, args.spin, args.timeout, progress,
-                                  args.unix, args.udp)
+                                  args.unix, args.udp, args.tls)
             text = report.pingpong_table(result, line)
         elif args.command == "scale":
             from . import scale
@@ -373,7 +378,7 @@ def _bench(args: argparse.Namespace, argv: List[str]) -> int:
         print(f"error: a C program of the {args.command} mode cannot be built: {e}",
               file=sys.stderr)
         return 2
-    except tools.ToolMissing as e:
+    except (tools.ToolMissing, TlsSetupError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ValueError as e:  # e.g. --pin split on a single CPU

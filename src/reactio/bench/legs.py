@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
-from . import cbuild
+from . import cbuild, tls
 from .procs import ChildError
 
 if TYPE_CHECKING:
@@ -163,6 +163,8 @@ class Leg:
         return self._reason
 
     def _check_c(self, need_client: bool) -> Optional[str]:
+        if tls.enabled():
+            return "the C floor has no TLS (--tls: the ratios are to uvloop)"
         try:
             if self.udp:
                 self._exes["udp"] = cbuild.build("udp_pingpong")

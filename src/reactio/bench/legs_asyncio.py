@@ -14,6 +14,7 @@ import struct
 import time
 from typing import Awaitable, Callable, Optional, cast
 
+from . import tls
 from .worker import HDR, Recorder, check_echo, run_forked
 
 _HEAD = struct.Struct("<Hq")
@@ -110,7 +111,7 @@ def serve(leg: str, conns: int, spin: bool, announce: Callable[[int], None],
             announce(0)
         else:
             server = await loop.create_server(lambda: EchoServer(state), "127.0.0.1", 0,
-                                              backlog=4096)
+                                              backlog=4096, ssl=tls.server_context())
             announce(server.sockets[0].getsockname()[1])
         state.server = server
         await state.done
@@ -201,7 +202,7 @@ def ping(leg: str, port: int, size: int, rec: Recorder, spin: bool,
             await loop.create_unix_connection(lambda: PingClient(size, rec, done), unix)
         else:
             await loop.create_connection(lambda: PingClient(size, rec, done), "127.0.0.1",
-                                         port)
+                                         port, ssl=tls.client_context())
         await done
 
     _run(leg, main())

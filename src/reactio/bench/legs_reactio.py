@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Awaitable, Callable, List, Optional, Union
 
+from . import tls
 from .worker import Recorder
 
 if TYPE_CHECKING:
@@ -113,7 +114,8 @@ def serve(leg: str, conns: int, spin: bool, announce: Callable[[int], None],
         from ._pyecho import PyEchoServer
         factory = lambda count, param: PyEchoServer(state)  # noqa: E731
     with ReactRuntime() as rt:
-        handler = DefaultTcpListenerHandler(factory, 4096, None, backlog=4096)
+        handler = DefaultTcpListenerHandler(factory, 4096, None, backlog=4096,
+                                            ssl=tls.server_context())
         announce(_listen(rt, handler, unix))
         _run(rt, spin, leg == "reactio-cy")
 
@@ -200,7 +202,8 @@ def ping(leg: str, port: int, size: int, rec: Recorder, spin: bool,
     with ReactRuntime() as rt:
         addr = f"unix:{unix}" if unix else ("127.0.0.1", port)
         rt.cmd_sender.send_connect(addr, max(4096, 2 * size), client,
-                                   Deferred.IMMEDIATE, connected.append)
+                                   Deferred.IMMEDIATE, connected.append,
+                                   ssl=tls.client_context())
         _run(rt, spin, leg == "reactio-cy")
     if connected and isinstance(connected[0], BaseException):
         raise connected[0]
@@ -244,7 +247,8 @@ def _aio_serve(conns: int, announce: Callable[[int], None], unix: Optional[str])
         with ReactRuntime() as rt:
             with aio.attach(rt):
                 handler = DefaultTcpListenerHandler(lambda count, param: Server(state), 4096,
-                                                    None, backlog=4096)
+                                                    None, backlog=4096,
+                                                    ssl=tls.server_context())
                 lid = await aio.listen(rt, f"unix:{unix}" if unix else ("127.0.0.1", 0),
                                        handler)
                 announce(0 if unix else rt.local_address(lid)[1])

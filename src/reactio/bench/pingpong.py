@@ -12,12 +12,13 @@ The other legs carry on either way.
 """
 from __future__ import annotations
 
+import os
 import tempfile
 from array import array
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import stats
+from . import stats, tls
 from .legs import FLOOR, Leg, round_order, usable_legs
 from .procs import Child, ChildError, Pins, deadline_in, pin_plan, pins_json
 from .progress import Progress
@@ -136,12 +137,33 @@ def run_once(leg: Leg, size: int, count: int, warmup: int, pins: Pins, spin: boo
 
 def run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
         pin: str, spin: bool, timeout: Optional[float], progress: Progress,
-        unix: bool = False, udp: bool = False) -> Dict[str, Any]:
+        unix: bool = False, udp: bool = False, use_tls: bool = False) -> Dict[str, Any]:
     """Run the ping-pong over ``legs`` for every size; returns the JSON-able result.  With
     ``unix``, every leg also runs over a Unix stream socket, in the same rounds (the two
     transports back to back, their order alternating by round), and ``unix_vs_tcp`` gives
     each leg's Unix figures over its TCP ones.  With ``udp`` every leg runs its UDP server and
-    client instead (one datagram per message; not with ``unix``)."""
+    client instead (one datagram per message; not with ``unix``).  With ``use_tls`` every leg
+    runs over TLS (bench/tls.py) and the ratios are to uvloop (to asyncio without uvloop): the
+    C floor has no TLS."""
+    if not use_tls:
+        return _run(legs, sizes, count, warmup, rounds, pin, spin, timeout, progress, unix,
+                    udp, FLOOR)
+    if unix or udp:
+        raise ValueError("--tls runs over TCP: not with --unix or --udp")
+    with tempfile.TemporaryDirectory(prefix="reactio-bench-tls-") as tmp:
+        os.environ[tls.ENV] = str(tls.make_material(Path(tmp)))
+        try:
+            names = [leg.name for leg in legs]
+            ref = "uvloop" if "uvloop" in names else "asyncio"
+            return _run(legs, sizes, count, warmup, rounds, pin, spin, timeout, progress,
+                        False, False, ref)
+        finally:
+            del os.environ[tls.ENV]
+
+
+def _run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
+         pin: str, spin: bool, timeout: Optional[float], progress: Progress, unix: bool,
+         udp: bool, reference: str) -> Dict[str, Any]:
     pins = pin_plan(pin)
     shares = _split(count, rounds)
     available, skipped = usable_legs(legs, True, "pingpong", progress, udp)
@@ -159,7 +181,9 @@ def run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
                     progress, transports)
             progress.clear()
             for t in transports:
-                floor = per.get((t, FLOOR))
+                floor = per.get((t, reference))
+                if reference != FLOOR and (floor is None or not floor.ok):
+                    floor = per.get((t, "asyncio"))     # (uvloop could not run)
                 block: Dict[str, Any] = {"size": size, "legs": [per[(t, leg.name)].to_dict(
                     floor) for leg in legs]}
                 if unix:
@@ -172,7 +196,8 @@ def run(legs: List[Leg], sizes: List[int], count: int, warmup: int, rounds: int,
         "params": {"count": count, "warmup_per_run": warmup, "rounds": len(shares),
                    "sizes": sizes, "pin": pin,
                    "cpus": pins_json(pins),
-                   "spin": spin, "legs": [leg.name for leg in legs], "unix": unix, "udp": udp},
+                   "spin": spin, "legs": [leg.name for leg in legs], "unix": unix, "udp": udp,
+                   "tls": tls.enabled(), "reference": reference},
         "results": results,
     }
     if unix:

@@ -47,9 +47,12 @@ def pingpong_table(result: Dict[str, Any], machine_line: str) -> str:
                      f"{'datagrams' if udp else 'messages'}, {p['count']:,} round trips per leg "
                      f"in {p['rounds']} interleaved rounds (+{p['warmup_per_run']:,} warm-up "
                      f"per run), pin {pin}, {'busy poll' if p['spin'] else 'blocking poll'}")
-        lines.append("latency in µs, ratios to the C floor")
+        ref = p.get("reference", FLOOR)
+        lines.append("latency in µs, ratios to the C floor" if ref == FLOOR else
+                     f"over TLS; latency in µs, ratios (/R) to the {ref} leg")
+        r = "C" if ref == FLOOR else "R"
         head = f"{'leg':<11}" + "".join(c.rjust(9) for c in cols) + \
-            f"{'rt/s':>9}{'p50/C':>8}{'p99/C':>8}"
+            f"{'rt/s':>9}{'p50/' + r:>8}{'p99/' + r:>8}"
         lines.append(head)
         for row in block["legs"]:
             if row["status"] != "ok":
