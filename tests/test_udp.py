@@ -128,6 +128,23 @@ def test_connected_endpoints_talk_with_send(rt):
     assert ctxs["b"].peer == addr_a
 
 
+def _echo_64(rt, batch):
+    """64 datagrams sent to an Echo endpoint before the loop runs; their 64 replies are
+    checked; returns the endpoint's context (closed)."""
+    echo = Echo()
+    contexts = []
+    echo.on_bound = contexts.append
+    rid, local = bind(rt, echo, recv_batch=batch)
+    peer = peer_socket()
+    for i in range(64):
+        peer.sendto(i.to_bytes(2, "big"), local)
+    got = recv_nb(rt, peer, 64)
+    assert sorted(got) == [i.to_bytes(2, "big") for i in range(64)]
+    peer.close()
+    contexts[0].close()
+    return contexts[0]
+
+
 @pytest.mark.skipif(BACKEND == "iocp", reason="IOCP takes one datagram per WSARecvFrom "
                     "completion and has no sendmmsg: test_iocp_receives_one_datagram_per_call")
 def test_replies_of_one_batch_leave_in_one_sendmmsg(rt):
@@ -135,20 +152,9 @@ def test_replies_of_one_batch_leave_in_one_sendmmsg(rt):
     replies leave in a few sendmmsg calls; recv_batch=1 takes one call per datagram."""
     counters = {}
     for batch in (32, 1):
-        echo = Echo()
-        contexts = []
-        echo.on_bound = contexts.append
-        rid, local = bind(rt, echo, recv_batch=batch)
-        peer = peer_socket()
-        for i in range(64):
-            peer.sendto(i.to_bytes(2, "big"), local)
-        got = recv_nb(rt, peer, 64)
-        assert sorted(got) == [i.to_bytes(2, "big") for i in range(64)]
-        ctx = contexts[0]
+        ctx = _echo_64(rt, batch)
         counters[batch] = (ctx.recv_calls, ctx.datagrams_received, ctx.send_calls,
                            ctx.datagrams_sent)
-        peer.close()
-        ctx.close()
     calls, received, sends, sent = counters[32]
     assert received == sent == 64
     assert calls <= 4 and sends <= 4, counters
@@ -349,22 +355,10 @@ def test_multicast_join_and_leave_in_a_private_network_namespace():
 @pytest.mark.parametrize("batch", [32, 1])
 def test_iocp_receives_one_datagram_per_call(rt, batch):
     """Each WSARecvFrom completion carries one datagram, whatever recv_batch says: 64
-    datagrams waiting before the loop runs take 64 receives and get 64 replies, in order of
-    arrival per sender."""
-    echo = Echo()
-    contexts = []
-    echo.on_bound = contexts.append
-    rid, local = bind(rt, echo, recv_batch=batch)
-    peer = peer_socket()
-    for i in range(64):
-        peer.sendto(i.to_bytes(2, "big"), local)
-    got = recv_nb(rt, peer, 64)
-    assert sorted(got) == [i.to_bytes(2, "big") for i in range(64)]
-    ctx = contexts[0]
+    datagrams waiting before the loop runs take 64 receives and get 64 replies."""
+    ctx = _echo_64(rt, batch)
     assert ctx.datagrams_received == ctx.datagrams_sent == 64
     assert ctx.recv_calls >= 64 and ctx.send_dropped == 0 and ctx.truncated == 0
-    peer.close()
-    ctx.close()
 
 
 def test_shutdown_closes_endpoints_and_refuses_new_binds():

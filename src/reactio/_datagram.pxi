@@ -125,8 +125,9 @@ cdef class DatagramContext:
 
     def send_to(self, data, addr):
         """Send ``data`` (bytes-like) as one datagram to ``addr`` (a numeric (host, port) or
-        "host:port", or the addr an on_datagram got).  Inside on_datagram the reply joins the
-        batch sent with one sendmmsg after the batch's dispatch; elsewhere it is sent at once.
+        "host:port", or the addr an on_datagram got).  epoll: inside on_datagram the reply joins
+        the batch sent with one sendmmsg after the batch's dispatch; elsewhere (and on IOCP)
+        it is sent at once, or queued when the socket does not take it.
         Returns True (sent or queued) or False (the socket and the out batch are full: dropped,
         counted in send_dropped)."""
         cdef sockaddr_storage ss

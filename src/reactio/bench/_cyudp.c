@@ -2205,8 +2205,6 @@ struct __pyx_obj_7reactio_5_core_DatagramContext {
   socklen_t *osalen;
   void *omsgs;
   void *oiov;
-  void *backend_ops;
-  int rfromlen;
   uint64_t recv_calls;
   uint64_t datagrams_received;
   uint64_t send_calls;
