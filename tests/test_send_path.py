@@ -202,6 +202,43 @@ def test_send_or_que_with_a_non_callable_on_sent_raises_type_error(rt, bad):
     peer.close()
 
 
+# --------------------------------------------------------------------------- memoryviews
+
+def test_send_or_que_takes_the_bytes_a_memoryview_shows(rt):
+    """send_or_que reads a C-contiguous memoryview's bytes directly (0.2: no buffer export per
+    call): a slice, a cast and a view of a bytearray send exactly what they show; a strided
+    view and a released one go through the ordinary buffer protocol and raise its errors."""
+    backing = bytearray(b"0123456789abcdef")
+    errors = []
+
+    def action(ctx):
+        mv = memoryview(backing)
+        ctx.send_or_que(mv[2:6])                        # b"2345"
+        ctx.send_or_que(mv[10:].cast("B", (3, 2)))      # 2-D, C-contiguous: b"abcdef"
+        ctx.send_or_que(memoryview(array("H", [0x4241])))   # b"AB" (little-endian)
+        for bad in (mv[::2], _released(mv)):
+            try:
+                ctx.send_or_que(bad)
+            except (BufferError, ValueError) as exc:
+                errors.append(type(exc))
+        ctx.send_or_que(mv[:1])                         # b"0": the stream is still fine
+
+    sender = Base(action)
+    peer = _stream(rt, sender)
+    rt.cmd_sender.send_user_cmd(sender.ctx.reactor_id, "go")
+    expected = b"2345abcdef" + array("H", [0x4241]).tobytes() + b"0"
+    assert recv_exact_nb(rt, peer, len(expected)) == expected
+    assert errors == [BufferError, ValueError], errors
+    assert sender.closed == []
+    peer.close()
+
+
+def _released(mv):
+    view = mv[:4]
+    view.release()
+    return view
+
+
 # --------------------------------------------------------------------------- item 17
 
 def test_max_events_too_large_is_refused_at_construction():

@@ -65,6 +65,8 @@ cdef class MsgReader:
     cdef int fast_read(self, DispatchContext ctx) except -1
     cdef int fast_dispatch(self, DispatchContext ctx) except -1
     cdef void _release_buffer(self)
+    cdef void _park(self, ReactRuntime rt)
+    cdef void _adopt_spare(self, ReactRuntime rt)
 
 
 cdef class MsgSender:
@@ -245,6 +247,10 @@ cdef class ReactRuntime:
     cdef set pending_connects       # _Pending: resolving, connecting, or binding
     cdef list ready                 # DispatchContext with send completions owed (in_ready)
     cdef list iocp_rearm            # IOCP: DispatchContext whose next WSARecv waits a turn
+    # an empty receive buffer (and its memoryview, or None) that a stream parked after a read:
+    # the next stream that reads takes it (MsgReader._park / _adopt_spare)
+    cdef _RecvStore spare_store
+    cdef object spare_view
     cdef unsigned long fork_epoch   # _fork_epoch when made: a forked child may not use it
     cdef unsigned long owner_thread # thread running process_events(), while in_process
     cdef bint initialized
@@ -258,7 +264,10 @@ cdef class ReactRuntime:
 
     cdef bint _idle(self)
     cdef int _check_usable(self) except -1
+    cdef int _enter(self, double timeout) except -2
     cdef object _process(self, double timeout, bint wait_when_idle)
+    cdef int _loop(self, double timeout, bint forever, bint busy) except -1
+    cdef bint _turn(self, int timeout_ms, bint wait_when_idle) except -1
 
 
 # ------------------------------------------------------------------ datagrams (_datagram.pxi)

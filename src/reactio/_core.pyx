@@ -11,8 +11,9 @@ Layout of this module (one compilation unit, split by concern; docs/internals.md
   _commands.pxi    CmdSender, the cross-thread inbox, and running commands
   _streams.pxi     new streams, accepted connections, listeners, callback failures
   _connect.pxi     connects and listens: resolution, address by address, bind
-  _runtime.pxi     ReactRuntime: the public API, process_events, close
+  _runtime.pxi     ReactRuntime: the public API, process_events, run, close
   _shutdown.pxi    ReactRuntime.shutdown(): the graceful stop
+  _close_all.pxi   what close() does to every stream, listener, command and timer
   _slots.pxi       slots: ReactorID allocation, lookup, release
   _timers.pxi      the timer heap, TimerHandle (call_later / call_at), send_call
   _backend.pxi     the backend interface: the only place that picks epoll or IOCP
@@ -34,7 +35,7 @@ from cpython.buffer cimport (PyBUF_READ, PyBUF_SIMPLE, PyBUF_WRITE, PyBuffer_Fil
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.list cimport PyList_GET_ITEM
-from cpython.ref cimport PyObject
+from cpython.ref cimport PyObject, Py_INCREF
 from cpython.memoryview cimport PyMemoryView_FromMemory, PyMemoryView_FromObject
 from libc.stdint cimport INT64_MAX, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
@@ -163,26 +164,28 @@ cdef class MessageResult:
 
 
 cdef enum:
-    RESULT_CACHE_SIZE = 8192   # results for sizes below this are preallocated on first use
+    RESULT_CACHE_SIZE = 8192   # results for sizes below this are made once, on first use
 
-cdef list _expect_cache = [None] * RESULT_CACHE_SIZE
-cdef list _drop_cache = [None] * RESULT_CACHE_SIZE
+# The cached results, as C arrays of owned references (never freed: they live as long as the
+# module): a cache hit is an index and an INCREF, with no list or None check.
+cdef PyObject *_expect_cache[RESULT_CACHE_SIZE]
+cdef PyObject *_drop_cache[RESULT_CACHE_SIZE]
 
 
-cdef inline MessageResult _make_result(Py_ssize_t n, bint is_drop, list cache):
+cdef MessageResult _make_result(Py_ssize_t n, bint is_drop):
     cdef MessageResult r
     if n < 0:
         raise MessageResultError(
             f"{'DropMsgSize' if is_drop else 'ExpectMsgSize'}({n}): size must not be negative")
-    if n < RESULT_CACHE_SIZE:
-        o = cache[n]
-        if o is not None:
-            return <MessageResult>o
     r = MessageResult.__new__(MessageResult)
     r.size = n
     r.is_drop = is_drop
     if n < RESULT_CACHE_SIZE:
-        cache[n] = r
+        Py_INCREF(r)
+        if is_drop:
+            _drop_cache[n] = <PyObject *>r
+        else:
+            _expect_cache[n] = <PyObject *>r
     return r
 
 
@@ -190,12 +193,16 @@ cpdef MessageResult ExpectMsgSize(Py_ssize_t n):
     """The message is incomplete.  n == 0: its size is unknown, call again on any new bytes;
     n > 0: call again once n bytes (counted from the start of buf) are buffered; n must then be
     larger than the bytes buffered now."""
-    return _make_result(n, False, _expect_cache)
+    if <size_t>n < RESULT_CACHE_SIZE and _expect_cache[n] != NULL:
+        return <MessageResult>_expect_cache[n]
+    return _make_result(n, False)
 
 
 cpdef MessageResult DropMsgSize(Py_ssize_t n):
     """n bytes (0 < n <= len(buf)) are consumed; remaining bytes are dispatched at once."""
-    return _make_result(n, True, _drop_cache)
+    if <size_t>n < RESULT_CACHE_SIZE and _drop_cache[n] != NULL:
+        return <MessageResult>_drop_cache[n]
+    return _make_result(n, True)
 
 
 class Deferred:
@@ -237,6 +244,22 @@ cdef tuple _SEND_RESULTS = (SendOrQueResult.COMPLETE, SendOrQueResult.IN_QUEUE)
 
 # ----------------------------------------------------------------------------------- Reactor
 
+# 0..256 as Python ints, for the sizes handed to on_inbound_message (CPython's own small ints:
+# an index instead of a call per argument)
+cdef PyObject *_small_ints[257]
+for _i in range(257):
+    _o = _i
+    Py_INCREF(_o)
+    _small_ints[_i] = <PyObject *>_o
+del _i, _o
+
+
+cdef inline object _small_int(Py_ssize_t v):
+    if <size_t>v < 257:
+        return <object>_small_ints[v]
+    return v
+
+
 cdef class Reactor:
     """Reactor()
 --
@@ -264,10 +287,18 @@ One TCP stream's protocol: framing (on_inbound_message) and handling.
 
     cdef MessageResult on_inbound_raw(self, char *data, Py_ssize_t size, Py_ssize_t new_bytes,
                                       Py_ssize_t decoded_msg_size, DispatchContext ctx):
+        cdef PyObject *args[5]
         view = ctx.reader._view(data, size)
         f = ctx.py_on_inbound
-        if f is not None:       # a Python override, resolved once per stream
-            r = f(self, view, new_bytes, decoded_msg_size, ctx)
+        if f is not None:       # a Python override, resolved once per stream: one vectorcall
+            nb = _small_int(new_bytes)
+            dm = _small_int(decoded_msg_size)
+            args[0] = <PyObject *>self
+            args[1] = <PyObject *>view
+            args[2] = <PyObject *>nb
+            args[3] = <PyObject *>dm
+            args[4] = <PyObject *>ctx
+            r = PyObject_Vectorcall(f, args, 5, NULL)
         else:
             r = self.on_inbound_message(view, new_bytes, decoded_msg_size, ctx)
         if type(r) is not MessageResult:
@@ -325,6 +356,7 @@ include "_streams.pxi"
 include "_connect.pxi"
 include "_runtime.pxi"
 include "_shutdown.pxi"
+include "_close_all.pxi"
 include "_slots.pxi"
 include "_timers.pxi"
 include "_backend.pxi"

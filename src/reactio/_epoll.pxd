@@ -101,6 +101,11 @@ cdef extern from "reactio_sys.h" nogil:
 
     bint rio_memoryview_released(object view)
     bint rio_memoryview_retarget(PyObject *mv, PyObject *owner, char *buf, Py_ssize_t len)
+    bint rio_sole_python_thread()
+    bint rio_memoryview_bytes(object o, const char **buf, Py_ssize_t *len)
+    bint rio_deque_nonempty(object dq)
+    bint rio_type_is(PyObject *o, object t)
+    bint rio_memoryview_sole(object mv)
 
     # --- errno and clocks
     int rio_errno()
@@ -117,3 +122,8 @@ cdef extern from "reactio_sys.h" nogil:
         EPROTO
         EPERM
         EINPROGRESS
+
+
+cdef extern from "Python.h":
+    # (3.9+) a call with no argument tuple: on_inbound_message's dispatch
+    object PyObject_Vectorcall(object f, PyObject **args, size_t nargsf, PyObject *kwnames)

@@ -60,24 +60,50 @@ cdef int _epoll_close_socket(ReactRuntime rt, int fd, bint abort) except -1:
     return 0
 
 
+# How long a wait may hold the GIL when no other thread can want it (rio_sole_python_thread):
+# well under CPython's 5 ms switch interval, so a C thread that starts calling into Python
+# meanwhile waits no longer than the GIL makes it wait anyway.
+cdef int HELD_WAIT_MS = 1
+
+
 cdef int _epoll_poll(ReactRuntime rt, int timeout_ms) except -1:
     cdef epoll_event *evs = <epoll_event *>rt.events
-    cdef int n, i, err
+    cdef int n, i, err, held
     cdef uint64_t key, counter
     cdef uint32_t slot
-    cdef _Inbox inbox = rt.inbox
-    cdef list slots = rt.slots
+    cdef PyObject *obj
     cdef DispatchContext ctx
+    cdef DatagramContext dg
+    cdef _Listener lst
+    # (rt.inbox and rt.slots are read through rt: a local would cost a reference per wait)
     if timeout_ms != 0:
-        inbox.polling = True
-        if inbox.queue or rt.ready:
+        rt.inbox.polling = True
+        if rio_deque_nonempty(rt.inbox.queue) or rt.ready:
             timeout_ms = 0
     if timeout_ms == 0:     # a poll never blocks: keep the GIL (no hand-off per busy-poll)
         n = epoll_wait(rt.epfd, evs, rt.max_events, 0)
     else:
-        with nogil:
-            n = epoll_wait(rt.epfd, evs, rt.max_events, timeout_ms)
-    inbox.polling = False
+        n = 0
+        if rio_sole_python_thread():
+            # Nobody else can want the GIL: the first HELD_WAIT_MS of the wait keep it (a
+            # release and re-take costs ~400 instructions per wake-up, as much as the rest
+            # of a Cython echo); only a wait that lasts longer releases it.
+            held = timeout_ms if 0 < timeout_ms < HELD_WAIT_MS else HELD_WAIT_MS
+            n = epoll_wait(rt.epfd, evs, rt.max_events, held)
+            if n == 0 and timeout_ms > 0:
+                timeout_ms -= held
+        if n == 0 and timeout_ms != 0:
+            # before a long wait: the handler of a signal that came while the loop was busy
+            # (no EINTR then) runs now, not at the next event (once per wait that outlasts
+            # HELD_WAIT_MS, not per message: the check costs ~50 instructions)
+            try:
+                PyErr_CheckSignals()
+            except BaseException:
+                rt.inbox.polling = False
+                raise
+            with nogil:
+                n = epoll_wait(rt.epfd, evs, rt.max_events, timeout_ms)
+    rt.inbox.polling = False
     if n < 0:
         err = rio_errno()
         if err == EINTR:
@@ -87,30 +113,38 @@ cdef int _epoll_poll(ReactRuntime rt, int timeout_ms) except -1:
     for i in range(n):
         key = evs[i].data.u64
         if key == WAKE_KEY:
-            rio_read_u64(inbox.evfd, &counter)
-            inbox.wake_pending = False
+            rio_read_u64(rt.inbox.evfd, &counter)
+            rt.inbox.wake_pending = False
             continue
         rt.n_sock_events += 1
         slot = <uint32_t>(key & 0xFFFFFFFFULL)
         if slot >= rt.nslots or rt.gens[slot] != <uint32_t>(key >> 32):
             continue        # the reactor closed earlier in this batch
-        obj = <object>PyList_GET_ITEM(slots, slot)
-        if type(obj) is DispatchContext:
-            ctx = <DispatchContext>obj
-            _hold(ctx)
-            try:
-                _epoll_stream_event(rt, ctx, evs[i].events)
-            except (KeyboardInterrupt, SystemExit):
-                _release(rt, ctx)
-                raise
-            except BaseException as exc:
-                _callback_failed(rt, ctx, exc)
-            _release(rt, ctx)
-        elif type(obj) is DatagramContext:
-            _dg_event(rt, <DatagramContext>obj, evs[i].events)
+        obj = PyList_GET_ITEM(rt.slots, slot)     # borrowed: the slot holds it
+        if rio_type_is(obj, DispatchContext):
+            ctx = <DispatchContext>obj      # a reference of our own: finalize frees the slot's
+            _epoll_held_event(rt, ctx, evs[i].events)
+        elif rio_type_is(obj, DatagramContext):
+            dg = <DatagramContext>obj       # a reference of our own, as for ctx: closing the
+            _dg_event(rt, dg, evs[i].events)    # endpoint in its callback frees the slot's
         else:
-            _epoll_accept(rt, <_Listener>obj)
+            lst = <_Listener>obj
+            _epoll_accept(rt, lst)
     return 0
+
+
+cdef int _epoll_held_event(ReactRuntime rt, DispatchContext ctx, uint32_t ev) except -1:
+    """One event of a stream, held while it is handled; a callback's exception closes that
+    stream only."""
+    _hold(ctx)
+    try:
+        _epoll_stream_event(rt, ctx, ev)
+    except (KeyboardInterrupt, SystemExit):
+        _release(rt, ctx)
+        raise
+    except BaseException as exc:
+        _callback_failed(rt, ctx, exc)
+    return _release(rt, ctx)
 
 
 cdef int _epoll_stream_event(ReactRuntime rt, DispatchContext ctx, uint32_t ev) except -1:

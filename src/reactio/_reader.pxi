@@ -37,6 +37,12 @@ cdef inline bint _turn_over(Py_ssize_t total, int64_t *deadline) noexcept:
     return now >= deadline[0]
 # A buffer that grew to this (and past min_reserve) is given back once it is empty.
 cdef Py_ssize_t KEEP_BUFFER = 64 * 1024
+# With more streams than this, a stream whose read left nothing buffered parks its buffer on
+# the runtime for the next stream that reads (so 10,000 idle connections hold no receive
+# buffer, only the one parked); with fewer, each keeps its own (the hand-over costs ~40
+# instructions per read, and a few buffers are little memory).
+cdef enum:
+    PARK_ABOVE_STREAMS = 64
 
 
 @cython.final
@@ -99,6 +105,31 @@ cdef class MsgReader:
             self.view = None
             self.store = None
             self.start = self.end = self.unseen = 0
+
+    cdef void _park(self, ReactRuntime rt):
+        """After a read that left nothing buffered: give the buffer to the runtime's spare if
+        nobody else can see its bytes, else just let it go (a view kept by the user keeps its
+        memory).  Not while an IOCP receive owns it."""
+        cdef _RecvStore s = self.store
+        if self.io_pending:
+            return
+        if (rt.spare_store is None and s.cap < KEEP_BUFFER and s.exports == (
+                0 if self.view is None else 1) and (
+                self.view is None or rio_memoryview_sole(self.view))):
+            rt.spare_store = s
+            rt.spare_view = self.view
+        self.store = None
+        self.view = None
+        self.start = self.end = self.unseen = 0
+
+    cdef void _adopt_spare(self, ReactRuntime rt):
+        """Before a read into no buffer: take the runtime's spare if it is large enough."""
+        if rt.spare_store is not None and rt.spare_store.cap >= self.recv_min:
+            self.store = rt.spare_store
+            self.view = rt.spare_view
+            rt.spare_store = None
+            rt.spare_view = None
+            self.start = self.end = 0
 
     cdef object _view(self, char *data, Py_ssize_t size):
         """The memoryview a Python reactor gets: the reader's one view, pointed at these bytes
@@ -188,9 +219,15 @@ cdef class MsgReader:
         return self.store.cap - self.end
 
     cdef Py_ssize_t _recv(self, DispatchContext ctx) except -100:
-        cdef Py_ssize_t room = self._ensure_space()
+        cdef Py_ssize_t room
         cdef ssize_t n
         cdef int err
+        if self.store is not None and self.store.cap - self.end >= self.recv_min:
+            room = self.store.cap - self.end    # the common case, without a call
+        else:
+            if self.store is None:
+                self._adopt_spare(ctx.rt)
+            room = self._ensure_space()
         if room == 0:
             return READ_FULL
         if ctx.tls is not None:
@@ -245,6 +282,9 @@ cdef class MsgReader:
             if self.end - self.start > before:
                 self._dispatch_all(ctx, self.end - self.start - before)
             self._after_read(ctx, r)
+            if (ctx.rt.n_streams > PARK_ABOVE_STREAMS and self.start == self.end
+                    and self.store is not None and READS_INLINE):
+                self._park(ctx.rt)
         finally:
             self.busy = False
             ctx.corked = False      # (an exception ended the dispatch: the close drains the queue)
@@ -284,6 +324,9 @@ cdef class MsgReader:
                     r = READ_AGAIN
                     break
             self._after_read(ctx, r)
+            if (ctx.rt.n_streams > PARK_ABOVE_STREAMS and self.start == self.end
+                    and self.store is not None and READS_INLINE):
+                self._park(ctx.rt)
         finally:
             self.busy = False
             ctx.corked = False      # (an exception ended the dispatch: the close drains the queue)

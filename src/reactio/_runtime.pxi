@@ -179,17 +179,16 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
         connects, no timers and no queued or deferred commands."""
         return self._process(timeout, False)
 
-    def run(self, double timeout=1.0):
-        """process_events() until the runtime is idle."""
-        while self._process(timeout, False):
-            pass
+    def run(self, double timeout=1.0, *, bint busy_poll=False):
+        """process_events() until the runtime is idle, the loop staying in C between
+        events.  busy_poll=True polls without ever blocking (``timeout`` is then unused):
+        lowest latency, one core at 100 % (docs/reactor.md)."""
+        self._loop(timeout, False, busy_poll)
 
-    def run_forever(self, double timeout=1.0):
+    def run_forever(self, double timeout=1.0, *, bint busy_poll=False):
         """process_events() until stop() is called (from any thread; a stop() that came
-        before this call makes it return at once)."""
-        while not self.stopping:
-            self._process(timeout, True)
-        self.stopping = False
+        before this call makes it return at once).  busy_poll as for run()."""
+        self._loop(timeout, True, busy_poll)
 
     def stop(self):
         """Make run_forever() return; thread-safe."""
@@ -222,39 +221,81 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
                                "stop() to leave run_forever())")
         return 0
 
-    cdef object _process(self, double timeout, bint wait_when_idle):
-        cdef int timeout_ms
-        cdef int64_t wait_ns
+    cdef int _enter(self, double timeout) except -2:
+        """Claim the loop for this thread; returns the wait of one turn in ms (-1: no limit)."""
         self._check_usable()
         if timeout != timeout:
             raise ValueError("timeout must be a number of seconds, not NaN")
         self.in_process = True
         self.owner_thread = PyThread_get_thread_ident()
+        if timeout < 0 or timeout > 1e6:
+            return -1               # no limit (commands and timers still wake the loop)
+        return _ceil_ms(<int64_t>(timeout * 1e9))
+
+    cdef object _process(self, double timeout, bint wait_when_idle):
+        cdef int timeout_ms = self._enter(timeout)
         try:
             if self.ready:
                 _run_ready(self)    # completions owed by sends made outside process_events
-            if not wait_when_idle and self._idle():
-                if self.inbox.external and self.inbox.wake_pending:
-                    _be_poll(self, 0)   # consume the wake-up: the other loop polls fileno()
-                return False
-            if timeout < 0 or timeout > 1e6:
-                timeout_ms = -1         # no limit (commands and timers still wake the loop)
-            else:
-                timeout_ms = _ceil_ms(<int64_t>(timeout * 1e9))
-            if timeout_ms != 0 and self.timers:
-                wait_ns = <int64_t>self.timers[0][0] - rio_monotonic_ns()
-                if timeout_ms < 0 or _ceil_ms(wait_ns) < timeout_ms:
-                    timeout_ms = _ceil_ms(wait_ns)
-            _be_poll(self, timeout_ms)
-            if self.timers:
-                _run_timers(self)
-            if self.inbox.queue:
-                _run_commands(self)
-            if self.ready:
-                _run_ready(self)
-            return not self._idle()
+            return self._turn(timeout_ms, wait_when_idle)
         finally:
             self.in_process = False
+
+    cdef int _loop(self, double timeout, bint forever, bint busy) except -1:
+        """run() / run_forever(): the checks once, then turns without leaving C.  A turn
+        that polled without blocking and found no socket event lets other threads (if any)
+        take the GIL (a thread waiting for it asks within 5 ms), so a busy loop starves
+        none."""
+        cdef int timeout_ms = self._enter(timeout)
+        cdef uint64_t before
+        if busy:
+            timeout_ms = 0
+        try:
+            if self.ready:
+                _run_ready(self)    # completions owed by sends made outside the loop
+            while not (forever and self.stopping):
+                before = self.n_sock_events
+                if not self._turn(timeout_ms, forever) and not forever:
+                    break
+                if timeout_ms == 0 and self.n_sock_events == before:
+                    # an empty busy poll: run the handler of a signal that came outside the
+                    # wait (no EINTR; a Cython reactor runs no bytecode that would run it),
+                    # then let other threads take the GIL
+                    PyErr_CheckSignals()
+                    if not rio_sole_python_thread():
+                        with nogil:
+                            pass
+                if self.fork_epoch != _fork_epoch:
+                    self._check_usable()    # a callback forked: the child may not go on
+            if forever:
+                self.stopping = False
+        finally:
+            self.in_process = False
+        return 0
+
+    cdef bint _turn(self, int timeout_ms, bint wait_when_idle) except -1:
+        """One iteration of the loop: wait up to timeout_ms (-1: no limit) for events, handle
+        them, then due timers, queued commands, owed completions.  Returns False, without
+        waiting, when the runtime is idle (unless wait_when_idle).  (Completions owed by sends
+        made outside the loop are run by the caller, once, before the first turn: inside the
+        loop every send is made by a callback, and the end of its turn runs them.)"""
+        cdef int64_t wait_ns
+        if not wait_when_idle and self.n_streams == 0 and self._idle():
+            if self.inbox.external and self.inbox.wake_pending:
+                _be_poll(self, 0)   # consume the wake-up: the other loop polls fileno()
+            return False
+        if timeout_ms != 0 and self.timers:
+            wait_ns = <int64_t>self.timers[0][0] - rio_monotonic_ns()
+            if timeout_ms < 0 or _ceil_ms(wait_ns) < timeout_ms:
+                timeout_ms = _ceil_ms(wait_ns)
+        _be_poll(self, timeout_ms)
+        if self.timers:
+            _run_timers(self)
+        if rio_deque_nonempty(self.inbox.queue):
+            _run_commands(self)
+        if self.ready:
+            _run_ready(self)
+        return self.n_streams != 0 or not self._idle()
 
     # ------------------------------------------------------------------ another event loop
 
@@ -335,93 +376,6 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
             _be_teardown(self)
         if interrupted is not None:
             raise interrupted
-
-
-cdef int _close_everything(ReactRuntime rt, object err) except -1:
-    """One pass of close(): pending connects, streams (warning about what is dropped),
-    listeners, queued commands, timers."""
-    cdef _Command cmd
-    cdef DispatchContext ctx
-    for p in list(rt.pending_connects):
-        _connect_failed(rt, <_PendingConnect>p, err)
-    _warn_unsent(rt)
-    for obj in list(rt.slots):
-        if type(obj) is DispatchContext:
-            ctx = <DispatchContext>obj
-            if ctx.state != ST_CLOSED:
-                ctx.state = ST_CLOSING      # the runtime's end: every stream ends with it
-                ctx.holds = 0
-                _finalize(rt, ctx)
-        elif type(obj) is _Listener:
-            _close_listener(rt, <_Listener>obj)
-        elif type(obj) is DatagramContext:
-            _dg_end(rt, <DatagramContext>obj, err)
-    rt.ready = []
-    while rt.inbox.queue:
-        cmd = <_Command>rt.inbox.queue.popleft()
-        _complete(cmd.completion, err)
-    while rt.timers:
-        cmd = <_Command>heapq.heappop(rt.timers)[2]
-        if cmd.cancelled:
-            continue
-        if cmd.kind < CMD_RESOLVED:
-            rt.n_user_deferred -= 1
-            _complete(cmd.completion, err)
-        elif cmd.kind == CMD_TIMER:
-            (<TimerHandle>cmd.target).cancel()
-    return 0
-
-
-cdef int _warn_unsent(ReactRuntime rt) except -1:
-    """close() gives every open stream one last non-blocking write and drops what the kernel
-    does not take: say how much, at WARNING."""
-    cdef Py_ssize_t nbytes = 0, nstreams = 0, queued
-    cdef DispatchContext ctx
-    for obj in rt.slots:
-        if type(obj) is not DispatchContext:
-            continue
-        ctx = <DispatchContext>obj
-        if ctx.state == ST_OPEN or ctx.state == ST_DRAINING:
-            _hold(ctx)
-            try:
-                ctx._flush()
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException:
-                pass
-            finally:
-                ctx.holds -= 1
-        if ctx.state < ST_CLOSED and ctx.sender is not None:
-            queued = ctx.sender.tail - ctx.sender.head
-            if queued > 0:
-                nbytes += queued
-                nstreams += 1
-    if nbytes:
-        log.warning("runtime close: %d unsent bytes of %d stream(s) dropped (close streams "
-                    "with send_close and run the loop until they are gone to deliver them)",
-                    nbytes, nstreams)
-    return 0
-
-
-cdef int _close_in_child(ReactRuntime rt) except -1:
-    """close() in a child after fork(): the poller, the sockets and the wake-up descriptor are
-    shared with the parent, which still uses them.  Close the child's descriptors and nothing
-    else: no poller call, no shutdown, no SO_LINGER, no writes, no callbacks."""
-    rt.closed = rt.inbox.closed = True
-    for obj in rt.slots:
-        if type(obj) is DispatchContext and (<DispatchContext>obj).fd >= 0:
-            rio_close((<DispatchContext>obj).fd)
-            (<DispatchContext>obj).fd = -1
-            (<DispatchContext>obj).state = ST_CLOSED
-        elif type(obj) is _Listener and (<_Listener>obj).fd >= 0:
-            rio_close((<_Listener>obj).fd)
-            (<_Listener>obj).fd = -1
-            (<_Listener>obj).closed = True
-        elif type(obj) is DatagramContext and (<DatagramContext>obj).fd >= 0:
-            rio_close((<DatagramContext>obj).fd)
-            (<DatagramContext>obj).fd = -1
-            (<DatagramContext>obj).state = ST_CLOSED
-    return _be_release(rt)
 
 
 cdef int _run_ready(ReactRuntime rt) except -1:

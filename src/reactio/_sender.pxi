@@ -175,11 +175,15 @@ cdef class DispatchContext:
         rest queued.  on_sent(reactor_id) runs when the last byte reached the kernel (in send
         order), or on_sent(exception) if the stream closes first."""
         cdef Py_buffer view
+        cdef const char *p
+        cdef Py_ssize_t n
         cdef int r
         if on_sent is not None and not callable(on_sent):
             raise TypeError(f"on_sent must be callable or None, not {type(on_sent).__name__}")
         if PyBytes_CheckExact(data):
             r = self.send_raw(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), on_sent)
+        elif rio_memoryview_bytes(data, &p, &n):    # (the view handed to on_inbound_message)
+            r = self.send_raw(p, n, on_sent)
         else:
             PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
             try:

@@ -308,6 +308,61 @@ static inline int rio_memoryview_retarget(PyObject *mv, PyObject *owner, char *b
 #endif
 }
 
+/* The bytes of a memoryview without taking a new buffer export (send_or_que's hot path): 1 for
+ * a live C-contiguous view (what PyObject_GetBuffer(PyBUF_SIMPLE) would give), 0 otherwise
+ * (then the caller takes the ordinary path, which also raises the ordinary errors).  The caller
+ * holds a reference to the view for as long as it reads the bytes. */
+static inline int rio_memoryview_bytes(PyObject *o, const char **buf, Py_ssize_t *len) {
+#ifdef _Py_MEMORYVIEW_RELEASED
+    PyMemoryViewObject *m = (PyMemoryViewObject *)o;
+    if (!PyMemoryView_Check(o) || (m->flags & _Py_MEMORYVIEW_RELEASED)
+            || !(m->flags & _Py_MEMORYVIEW_C))
+        return 0;
+    *buf = (const char *)m->view.buf;
+    *len = m->view.len;
+    return 1;
+#else
+    (void)o; (void)buf; (void)len;
+    return 0;
+#endif
+}
+
+/* True when nobody but its one holder can see memory through this memoryview: one reference,
+ * nothing exported from it, and no other memoryview (a slice the user kept) on its managed
+ * buffer.  Then the bytes under it may be handed to another stream. */
+static inline int rio_memoryview_sole(PyObject *mv) {
+#ifdef _Py_MEMORYVIEW_RELEASED
+    PyMemoryViewObject *m = (PyMemoryViewObject *)mv;
+    return Py_REFCNT(mv) == 1 && m->exports == 0 && m->mbuf != NULL && m->mbuf->exports == 1;
+#else
+    (void)mv;
+    return 0;
+#endif
+}
+
+/* Py_TYPE(o) is t, for a borrowed pointer (no reference taken). */
+static inline int rio_type_is(PyObject *o, PyObject *t) { return Py_TYPE(o) == (PyTypeObject *)t; }
+
+/* Truthiness of a collections.deque without a call: its ob_size is its length. */
+static inline int rio_deque_nonempty(PyObject *dq) { return Py_SIZE(dq) != 0; }
+
+/* True when no other thread can want the GIL: one interpreter, whose only thread state is
+ * this one.  A wait that holds the GIL then blocks nobody (a C thread that starts calling into
+ * Python meanwhile waits at most the held wait's bound, less than CPython's 5 ms switch
+ * interval).  Free-threaded builds: always 0 (a wait must detach for the GC's stop-the-world). */
+static inline int rio_sole_python_thread(void) {
+#ifdef Py_GIL_DISABLED
+    return 0;
+#else
+    PyInterpreterState *interp = PyInterpreterState_Head();
+    PyThreadState *t;
+    if (interp == NULL || PyInterpreterState_Next(interp) != NULL)
+        return 0;
+    t = PyInterpreterState_ThreadHead(interp);
+    return t != NULL && PyThreadState_Next(t) == NULL;
+#endif
+}
+
 /* True for errors that mean "no data now, try when the poller says so". */
 static inline int rio_would_block(int e) { return e == EAGAIN || e == EAGAIN_ALT; }
 

@@ -1,7 +1,7 @@
 # Type stubs of the Cython reactors of the reactio-cy leg (_cyecho.pyx), for legs_reactio.
 from typing import List
 
-from reactio import ReactRuntime, Reactor
+from reactio import Reactor
 from typing_extensions import disjoint_base
 
 from .legs_reactio import _ServerState
@@ -21,6 +21,3 @@ class CyPingClient(Reactor):
     def i(self) -> int:
         """Round trips completed, the warm-up included."""
     def __init__(self, size: int, rec: Recorder, errors: List[BaseException]) -> None: ...
-
-def run(rt: ReactRuntime, timeout: float) -> None:
-    """``while rt.process_events(timeout): pass``, with the loop itself in C."""

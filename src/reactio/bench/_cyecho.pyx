@@ -12,7 +12,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 from reactio._core cimport (DispatchContext, DropMsgSize, ExpectMsgSize, MessageResult,
-                            Reactor, ReactorID, ReactRuntime)
+                            Reactor, ReactorID)
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -142,8 +142,3 @@ cdef class CyPingClient(Reactor):
             self.errors.append(ConnectionError(
                 f"connection closed after {self.i} round trips: {self.close_error!r}"))
 
-
-def run(ReactRuntime rt, double timeout):
-    """``while rt.process_events(timeout): pass``, with the loop itself in C."""
-    while rt.process_events(timeout):
-        pass

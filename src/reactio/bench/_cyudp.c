@@ -1768,6 +1768,7 @@ struct __pyx_obj_7reactio_5_core__RecvStore;
 struct __pyx_obj_7reactio_5_core_MsgReader;
 struct __pyx_obj_7reactio_5_core_MsgSender;
 struct __pyx_obj_7reactio_5_core_Reactor;
+struct __pyx_obj_7reactio_5_core__TlsStream;
 struct __pyx_obj_7reactio_5_core_DispatchContext;
 struct __pyx_obj_7reactio_5_core__Command;
 struct __pyx_obj_7reactio_5_core__Inbox;
@@ -1788,7 +1789,7 @@ struct __pyx_memoryview_obj;
 struct __pyx_memoryviewslice_obj;
 struct __pyx_opt_args_7reactio_5_core_15DispatchContext_send_raw;
 
-/* "reactio/_core.pxd":132
+/* "reactio/_core.pxd":149
  *     # connection and when the queue would exceed max_send_queue (the connection is then closed).
  *     # Trusts n like memcpy: n < 0 raises ValueError, an n past the end of data is not caught.
  *     cdef int send_raw(self, const char *data, Py_ssize_t n, object on_sent=*) except -1             # <<<<<<<<<<<<<<
@@ -1882,7 +1883,7 @@ struct __pyx_obj_7reactio_5_core_MsgReader {
 };
 
 
-/* "reactio/_core.pxd":70
+/* "reactio/_core.pxd":72
  * 
  * 
  * cdef class MsgSender:             # <<<<<<<<<<<<<<
@@ -1907,7 +1908,7 @@ struct __pyx_obj_7reactio_5_core_MsgSender {
 };
 
 
-/* "reactio/_core.pxd":88
+/* "reactio/_core.pxd":90
  * 
  * 
  * cdef class Reactor:             # <<<<<<<<<<<<<<
@@ -1921,7 +1922,30 @@ struct __pyx_obj_7reactio_5_core_Reactor {
 };
 
 
-/* "reactio/_core.pxd":105
+/* "reactio/_core.pxd":107
+ * 
+ * 
+ * cdef class _TlsStream:             # <<<<<<<<<<<<<<
+ *     # The TLS layer of one stream (_tls.pxi): ciphertext in/out through two MemoryBIOs, above
+ *     # the backend.  The send queue holds ciphertext; the receive buffer, plaintext.
+*/
+struct __pyx_obj_7reactio_5_core__TlsStream {
+  PyObject_HEAD
+  PyObject *sslobj;
+  PyObject *incoming;
+  PyObject *outgoing;
+  PyObject *listener_id;
+  PyObject *peer;
+  PyObject *error;
+  PyObject *records;
+  int64_t timeout_ns;
+  int opened;
+  int peer_closed;
+  int partial;
+};
+
+
+/* "reactio/_core.pxd":121
  * 
  * 
  * cdef class DispatchContext:             # <<<<<<<<<<<<<<
@@ -1950,10 +1974,11 @@ struct __pyx_obj_7reactio_5_core_DispatchContext {
   PyObject *drain_timer;
   int peer_eof;
   int corked;
+  struct __pyx_obj_7reactio_5_core__TlsStream *tls;
 };
 
 
-/* "reactio/_core.pxd":142
+/* "reactio/_core.pxd":159
  * 
  * 
  * cdef class _Command:             # <<<<<<<<<<<<<<
@@ -1972,7 +1997,7 @@ struct __pyx_obj_7reactio_5_core__Command {
 };
 
 
-/* "reactio/_core.pxd":156
+/* "reactio/_core.pxd":173
  * 
  * 
  * cdef class _Inbox:             # <<<<<<<<<<<<<<
@@ -1993,7 +2018,7 @@ struct __pyx_obj_7reactio_5_core__Inbox {
 };
 
 
-/* "reactio/_core.pxd":168
+/* "reactio/_core.pxd":185
  * 
  * 
  * cdef class CmdSender:             # <<<<<<<<<<<<<<
@@ -2007,7 +2032,7 @@ struct __pyx_obj_7reactio_5_core_CmdSender {
 };
 
 
-/* "reactio/_core.pxd":173
+/* "reactio/_core.pxd":190
  * 
  * 
  * cdef class _StreamOptions:             # <<<<<<<<<<<<<<
@@ -2020,10 +2045,13 @@ struct __pyx_obj_7reactio_5_core__StreamOptions {
   Py_ssize_t max_send_queue;
   Py_ssize_t max_msg_size;
   int nodelay;
+  PyObject *ssl_context;
+  PyObject *server_hostname;
+  int64_t handshake_ns;
 };
 
 
-/* "reactio/_core.pxd":178
+/* "reactio/_core.pxd":197
  * 
  * 
  * cdef class _Listener:             # <<<<<<<<<<<<<<
@@ -2044,7 +2072,7 @@ struct __pyx_obj_7reactio_5_core__Listener {
 };
 
 
-/* "reactio/_core.pxd":191
+/* "reactio/_core.pxd":210
  * 
  * 
  * cdef class _Pending:             # <<<<<<<<<<<<<<
@@ -2061,7 +2089,7 @@ struct __pyx_obj_7reactio_5_core__Pending {
 };
 
 
-/* "reactio/_core.pxd":199
+/* "reactio/_core.pxd":218
  * 
  * 
  * cdef class _PendingConnect(_Pending):             # <<<<<<<<<<<<<<
@@ -2079,7 +2107,7 @@ struct __pyx_obj_7reactio_5_core__PendingConnect {
 };
 
 
-/* "reactio/_core.pxd":207
+/* "reactio/_core.pxd":226
  * 
  * 
  * cdef class _PendingListen(_Pending):             # <<<<<<<<<<<<<<
@@ -2095,7 +2123,7 @@ struct __pyx_obj_7reactio_5_core__PendingListen {
 };
 
 
-/* "reactio/_core.pxd":213
+/* "reactio/_core.pxd":232
  * 
  * 
  * cdef class ReactRuntime:             # <<<<<<<<<<<<<<
@@ -2124,6 +2152,8 @@ struct __pyx_obj_7reactio_5_core_ReactRuntime {
   PyObject *pending_connects;
   PyObject *ready;
   PyObject *iocp_rearm;
+  struct __pyx_obj_7reactio_5_core__RecvStore *spare_store;
+  PyObject *spare_view;
   unsigned long fork_epoch;
   unsigned long owner_thread;
   int initialized;
@@ -2146,7 +2176,7 @@ struct __pyx_obj_7reactio_5_core_ReactRuntime {
 };
 
 
-/* "reactio/_core.pxd":249
+/* "reactio/_core.pxd":275
  * # ------------------------------------------------------------------ datagrams (_datagram.pxi)
  * 
  * cdef class DatagramReactor:             # <<<<<<<<<<<<<<
@@ -2160,7 +2190,7 @@ struct __pyx_obj_7reactio_5_core_DatagramReactor {
 };
 
 
-/* "reactio/_core.pxd":264
+/* "reactio/_core.pxd":290
  * 
  * 
  * cdef class DatagramContext:             # <<<<<<<<<<<<<<
@@ -2341,11 +2371,13 @@ struct __pyx_vtabstruct_7reactio_5_core_MsgReader {
   int (*fast_read)(struct __pyx_obj_7reactio_5_core_MsgReader *, struct __pyx_obj_7reactio_5_core_DispatchContext *);
   int (*fast_dispatch)(struct __pyx_obj_7reactio_5_core_MsgReader *, struct __pyx_obj_7reactio_5_core_DispatchContext *);
   void (*_release_buffer)(struct __pyx_obj_7reactio_5_core_MsgReader *);
+  void (*_park)(struct __pyx_obj_7reactio_5_core_MsgReader *, struct __pyx_obj_7reactio_5_core_ReactRuntime *);
+  void (*_adopt_spare)(struct __pyx_obj_7reactio_5_core_MsgReader *, struct __pyx_obj_7reactio_5_core_ReactRuntime *);
 };
 static struct __pyx_vtabstruct_7reactio_5_core_MsgReader *__pyx_vtabptr_7reactio_5_core_MsgReader;
 
 
-/* "reactio/_core.pxd":70
+/* "reactio/_core.pxd":72
  * 
  * 
  * cdef class MsgSender:             # <<<<<<<<<<<<<<
@@ -2360,7 +2392,7 @@ struct __pyx_vtabstruct_7reactio_5_core_MsgSender {
 static struct __pyx_vtabstruct_7reactio_5_core_MsgSender *__pyx_vtabptr_7reactio_5_core_MsgSender;
 
 
-/* "reactio/_core.pxd":88
+/* "reactio/_core.pxd":90
  * 
  * 
  * cdef class Reactor:             # <<<<<<<<<<<<<<
@@ -2381,7 +2413,7 @@ struct __pyx_vtabstruct_7reactio_5_core_Reactor {
 static struct __pyx_vtabstruct_7reactio_5_core_Reactor *__pyx_vtabptr_7reactio_5_core_Reactor;
 
 
-/* "reactio/_core.pxd":105
+/* "reactio/_core.pxd":121
  * 
  * 
  * cdef class DispatchContext:             # <<<<<<<<<<<<<<
@@ -2402,7 +2434,7 @@ struct __pyx_vtabstruct_7reactio_5_core_DispatchContext {
 static struct __pyx_vtabstruct_7reactio_5_core_DispatchContext *__pyx_vtabptr_7reactio_5_core_DispatchContext;
 
 
-/* "reactio/_core.pxd":156
+/* "reactio/_core.pxd":173
  * 
  * 
  * cdef class _Inbox:             # <<<<<<<<<<<<<<
@@ -2416,7 +2448,7 @@ struct __pyx_vtabstruct_7reactio_5_core__Inbox {
 static struct __pyx_vtabstruct_7reactio_5_core__Inbox *__pyx_vtabptr_7reactio_5_core__Inbox;
 
 
-/* "reactio/_core.pxd":168
+/* "reactio/_core.pxd":185
  * 
  * 
  * cdef class CmdSender:             # <<<<<<<<<<<<<<
@@ -2430,7 +2462,7 @@ struct __pyx_vtabstruct_7reactio_5_core_CmdSender {
 static struct __pyx_vtabstruct_7reactio_5_core_CmdSender *__pyx_vtabptr_7reactio_5_core_CmdSender;
 
 
-/* "reactio/_core.pxd":213
+/* "reactio/_core.pxd":232
  * 
  * 
  * cdef class ReactRuntime:             # <<<<<<<<<<<<<<
@@ -2441,12 +2473,15 @@ static struct __pyx_vtabstruct_7reactio_5_core_CmdSender *__pyx_vtabptr_7reactio
 struct __pyx_vtabstruct_7reactio_5_core_ReactRuntime {
   int (*_idle)(struct __pyx_obj_7reactio_5_core_ReactRuntime *);
   int (*_check_usable)(struct __pyx_obj_7reactio_5_core_ReactRuntime *);
+  int (*_enter)(struct __pyx_obj_7reactio_5_core_ReactRuntime *, double);
   PyObject *(*_process)(struct __pyx_obj_7reactio_5_core_ReactRuntime *, double, int);
+  int (*_loop)(struct __pyx_obj_7reactio_5_core_ReactRuntime *, double, int, int);
+  int (*_turn)(struct __pyx_obj_7reactio_5_core_ReactRuntime *, int, int);
 };
 static struct __pyx_vtabstruct_7reactio_5_core_ReactRuntime *__pyx_vtabptr_7reactio_5_core_ReactRuntime;
 
 
-/* "reactio/_core.pxd":249
+/* "reactio/_core.pxd":275
  * # ------------------------------------------------------------------ datagrams (_datagram.pxi)
  * 
  * cdef class DatagramReactor:             # <<<<<<<<<<<<<<
@@ -2465,7 +2500,7 @@ struct __pyx_vtabstruct_7reactio_5_core_DatagramReactor {
 static struct __pyx_vtabstruct_7reactio_5_core_DatagramReactor *__pyx_vtabptr_7reactio_5_core_DatagramReactor;
 
 
-/* "reactio/_core.pxd":264
+/* "reactio/_core.pxd":290
  * 
  * 
  * cdef class DatagramContext:             # <<<<<<<<<<<<<<
@@ -4119,6 +4154,7 @@ namespace {
     PyTypeObject *__pyx_ptype_7reactio_5_core_MsgReader;
     PyTypeObject *__pyx_ptype_7reactio_5_core_MsgSender;
     PyTypeObject *__pyx_ptype_7reactio_5_core_Reactor;
+    PyTypeObject *__pyx_ptype_7reactio_5_core__TlsStream;
     PyTypeObject *__pyx_ptype_7reactio_5_core_DispatchContext;
     PyTypeObject *__pyx_ptype_7reactio_5_core__Command;
     PyTypeObject *__pyx_ptype_7reactio_5_core__Inbox;
@@ -4322,6 +4358,7 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   Py_CLEAR(clear_module_state->__pyx_ptype_7reactio_5_core_MsgReader);
   Py_CLEAR(clear_module_state->__pyx_ptype_7reactio_5_core_MsgSender);
   Py_CLEAR(clear_module_state->__pyx_ptype_7reactio_5_core_Reactor);
+  Py_CLEAR(clear_module_state->__pyx_ptype_7reactio_5_core__TlsStream);
   Py_CLEAR(clear_module_state->__pyx_ptype_7reactio_5_core_DispatchContext);
   Py_CLEAR(clear_module_state->__pyx_ptype_7reactio_5_core__Command);
   Py_CLEAR(clear_module_state->__pyx_ptype_7reactio_5_core__Inbox);
@@ -4376,6 +4413,7 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   Py_VISIT(traverse_module_state->__pyx_ptype_7reactio_5_core_MsgReader);
   Py_VISIT(traverse_module_state->__pyx_ptype_7reactio_5_core_MsgSender);
   Py_VISIT(traverse_module_state->__pyx_ptype_7reactio_5_core_Reactor);
+  Py_VISIT(traverse_module_state->__pyx_ptype_7reactio_5_core__TlsStream);
   Py_VISIT(traverse_module_state->__pyx_ptype_7reactio_5_core_DispatchContext);
   Py_VISIT(traverse_module_state->__pyx_ptype_7reactio_5_core__Command);
   Py_VISIT(traverse_module_state->__pyx_ptype_7reactio_5_core__Inbox);
@@ -23192,8 +23230,8 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core_MsgSender), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_MsgSender),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_MsgSender) __PYX_ERR(3, 70, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_MsgSender, (void**)&__pyx_vtabptr_7reactio_5_core_MsgSender) != 1)) __PYX_ERR(3, 70, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_MsgSender) __PYX_ERR(3, 72, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_MsgSender, (void**)&__pyx_vtabptr_7reactio_5_core_MsgSender) != 1)) __PYX_ERR(3, 72, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core_Reactor = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "Reactor",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core_Reactor), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_Reactor),
@@ -23202,8 +23240,17 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core_Reactor), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_Reactor),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_Reactor) __PYX_ERR(3, 88, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_Reactor, (void**)&__pyx_vtabptr_7reactio_5_core_Reactor) != 1)) __PYX_ERR(3, 88, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_Reactor) __PYX_ERR(3, 90, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_Reactor, (void**)&__pyx_vtabptr_7reactio_5_core_Reactor) != 1)) __PYX_ERR(3, 90, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_7reactio_5_core__TlsStream = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "_TlsStream",
+  #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
+  sizeof(struct __pyx_obj_7reactio_5_core__TlsStream), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__TlsStream),
+  #elif CYTHON_COMPILING_IN_LIMITED_API
+  sizeof(struct __pyx_obj_7reactio_5_core__TlsStream), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__TlsStream),
+  #else
+  sizeof(struct __pyx_obj_7reactio_5_core__TlsStream), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__TlsStream),
+  #endif
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__TlsStream) __PYX_ERR(3, 107, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core_DispatchContext = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "DispatchContext",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core_DispatchContext), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_DispatchContext),
@@ -23212,8 +23259,8 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core_DispatchContext), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_DispatchContext),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_DispatchContext) __PYX_ERR(3, 105, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_DispatchContext, (void**)&__pyx_vtabptr_7reactio_5_core_DispatchContext) != 1)) __PYX_ERR(3, 105, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_DispatchContext) __PYX_ERR(3, 121, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_DispatchContext, (void**)&__pyx_vtabptr_7reactio_5_core_DispatchContext) != 1)) __PYX_ERR(3, 121, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core__Command = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "_Command",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core__Command), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__Command),
@@ -23222,7 +23269,7 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core__Command), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__Command),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__Command) __PYX_ERR(3, 142, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__Command) __PYX_ERR(3, 159, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core__Inbox = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "_Inbox",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core__Inbox), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__Inbox),
@@ -23231,8 +23278,8 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core__Inbox), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__Inbox),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__Inbox) __PYX_ERR(3, 156, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core__Inbox, (void**)&__pyx_vtabptr_7reactio_5_core__Inbox) != 1)) __PYX_ERR(3, 156, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__Inbox) __PYX_ERR(3, 173, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core__Inbox, (void**)&__pyx_vtabptr_7reactio_5_core__Inbox) != 1)) __PYX_ERR(3, 173, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core_CmdSender = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "CmdSender",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core_CmdSender), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_CmdSender),
@@ -23241,8 +23288,8 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core_CmdSender), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_CmdSender),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_CmdSender) __PYX_ERR(3, 168, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_CmdSender, (void**)&__pyx_vtabptr_7reactio_5_core_CmdSender) != 1)) __PYX_ERR(3, 168, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_CmdSender) __PYX_ERR(3, 185, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_CmdSender, (void**)&__pyx_vtabptr_7reactio_5_core_CmdSender) != 1)) __PYX_ERR(3, 185, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core__StreamOptions = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "_StreamOptions",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core__StreamOptions), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__StreamOptions),
@@ -23251,7 +23298,7 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core__StreamOptions), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__StreamOptions),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__StreamOptions) __PYX_ERR(3, 173, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__StreamOptions) __PYX_ERR(3, 190, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core__Listener = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "_Listener",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core__Listener), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__Listener),
@@ -23260,7 +23307,7 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core__Listener), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__Listener),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__Listener) __PYX_ERR(3, 178, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__Listener) __PYX_ERR(3, 197, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core__Pending = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "_Pending",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core__Pending), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__Pending),
@@ -23269,7 +23316,7 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core__Pending), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__Pending),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__Pending) __PYX_ERR(3, 191, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__Pending) __PYX_ERR(3, 210, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core__PendingConnect = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "_PendingConnect",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core__PendingConnect), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__PendingConnect),
@@ -23278,7 +23325,7 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core__PendingConnect), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__PendingConnect),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__PendingConnect) __PYX_ERR(3, 199, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__PendingConnect) __PYX_ERR(3, 218, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core__PendingListen = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "_PendingListen",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core__PendingListen), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__PendingListen),
@@ -23287,7 +23334,7 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core__PendingListen), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core__PendingListen),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__PendingListen) __PYX_ERR(3, 207, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core__PendingListen) __PYX_ERR(3, 226, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core_ReactRuntime = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "ReactRuntime",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core_ReactRuntime), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_ReactRuntime),
@@ -23296,8 +23343,8 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core_ReactRuntime), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_ReactRuntime),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_ReactRuntime) __PYX_ERR(3, 213, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_ReactRuntime, (void**)&__pyx_vtabptr_7reactio_5_core_ReactRuntime) != 1)) __PYX_ERR(3, 213, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_ReactRuntime) __PYX_ERR(3, 232, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_ReactRuntime, (void**)&__pyx_vtabptr_7reactio_5_core_ReactRuntime) != 1)) __PYX_ERR(3, 232, __pyx_L1_error)
   __pyx_mstate->__pyx_ptype_7reactio_5_core_DatagramContext = __Pyx_ImportType_3_3_1(__pyx_t_1, "reactio._core", "DatagramContext",
   #if defined(PYPY_VERSION_NUM) && PYPY_VERSION_NUM < 0x050B0000
   sizeof(struct __pyx_obj_7reactio_5_core_DatagramContext), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_DatagramContext),
@@ -23306,8 +23353,8 @@ static int __Pyx_modinit_Type_import_code(__pyx_mstatetype *__pyx_mstate) {
   #else
   sizeof(struct __pyx_obj_7reactio_5_core_DatagramContext), __PYX_GET_STRUCT_ALIGNMENT_3_3_1(struct __pyx_obj_7reactio_5_core_DatagramContext),
   #endif
-  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_DatagramContext) __PYX_ERR(3, 264, __pyx_L1_error)
-  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_DatagramContext, (void**)&__pyx_vtabptr_7reactio_5_core_DatagramContext) != 1)) __PYX_ERR(3, 264, __pyx_L1_error)
+  __Pyx_ImportType_CheckSize_Warn_3_3_1); if (!__pyx_mstate->__pyx_ptype_7reactio_5_core_DatagramContext) __PYX_ERR(3, 290, __pyx_L1_error)
+  if (unlikely(__Pyx_GetVtable(__pyx_mstate->__pyx_ptype_7reactio_5_core_DatagramContext, (void**)&__pyx_vtabptr_7reactio_5_core_DatagramContext) != 1)) __PYX_ERR(3, 290, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_RefNannyFinishContext();
   return 0;

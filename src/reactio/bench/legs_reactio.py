@@ -2,9 +2,10 @@
 the Python one driven by uvloop through ``reactio.aio.attach`` (reactio-aio).
 
 reactio-py and reactio-cy run the same loop shape a user would write: one ``ReactRuntime``
-per process, a listener (server) or a connect (client), then ``process_events`` until the
-runtime is idle. Blocking mode waits in epoll without a time limit (``timeout=-1``), like
-the C floor; ``--spin`` passes ``timeout=0`` (busy poll). reactio-aio runs the very same
+per process, a listener (server) or a connect (client), then ``rt.run()`` until the
+runtime is idle (the loop never returns to Python between events). Blocking mode waits in
+epoll without a time limit (``run(-1)``), like the C floor; ``--spin`` busy-polls
+(``run(busy_poll=True)``). reactio-aio runs the very same
 reactors with the runtime attached to a uvloop event loop (``reactio.aio.attach``: uvloop
 waits in its own epoll, which watches the runtime's) and awaits ``aio.listen`` /
 ``aio.connect``; like the asyncio legs it ignores ``--spin``. It is the one leg that is not
@@ -55,10 +56,6 @@ def check(leg: str) -> None:
             raise ImportError(f"uvloop is not installed here (pip install uvloop): {e}") from None
 
 
-def _timeout(spin: bool) -> float:
-    return 0.0 if spin else -1.0
-
-
 class _ServerState:
     """Shared by a server's reactors: stop listening once ``target`` connections came in."""
 
@@ -90,14 +87,13 @@ def _listen(rt: ReactRuntime, handler: TcpListenerHandler, unix: Optional[str] =
     return 0 if unix else rt.local_address(listener)[1]
 
 
-def _run(rt: ReactRuntime, spin: bool, cy: bool) -> None:
-    timeout = _timeout(spin)
-    if cy:
-        from . import _cyecho
-        _cyecho.run(rt, timeout)
+def _run(rt: ReactRuntime, spin: bool) -> None:
+    """Until the runtime is idle, the loop in C between events: blocking waits, or with
+    ``spin`` a busy poll (``run(busy_poll=True)``)."""
+    if spin:
+        rt.run(busy_poll=True)
     else:
-        while rt.process_events(timeout):
-            pass
+        rt.run(-1.0)
 
 
 def serve(leg: str, conns: int, spin: bool, announce: Callable[[int], None],
@@ -117,7 +113,7 @@ def serve(leg: str, conns: int, spin: bool, announce: Callable[[int], None],
         handler = DefaultTcpListenerHandler(factory, 4096, None, backlog=4096,
                                             ssl=tls.server_context())
         announce(_listen(rt, handler, unix))
-        _run(rt, spin, leg == "reactio-cy")
+        _run(rt, spin)
 
 
 def serve_workers(leg: str, workers: int, spin: bool, announce: Callable[[int], None],
@@ -204,7 +200,7 @@ def ping(leg: str, port: int, size: int, rec: Recorder, spin: bool,
         rt.cmd_sender.send_connect(addr, max(4096, 2 * size), client,
                                    Deferred.IMMEDIATE, connected.append,
                                    ssl=tls.client_context())
-        _run(rt, spin, leg == "reactio-cy")
+        _run(rt, spin)
     if connected and isinstance(connected[0], BaseException):
         raise connected[0]
     if errors:

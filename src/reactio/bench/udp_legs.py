@@ -14,6 +14,7 @@ import struct
 import time
 from typing import Any, Callable, List, Optional
 
+from .legs_reactio import _run as _run_rt
 from .worker import HDR, Recorder, check_echo
 
 _HEAD = struct.Struct("<Hq")
@@ -186,16 +187,6 @@ def _reactio_reactors() -> Any:
     return PyUdpEcho, PyUdpPing
 
 
-def _run_rt(rt: Any, spin: bool, cy: bool) -> None:
-    timeout = 0.0 if spin else -1.0
-    if cy:
-        from . import _cyecho
-        _cyecho.run(rt, timeout)
-    else:
-        while rt.process_events(timeout):
-            pass
-
-
 def _bind(rt: Any, reactor: Any, **kw: Any) -> Any:
     from reactio import Deferred
     result: List[Any] = []
@@ -223,7 +214,7 @@ def serve(leg: str, spin: bool, announce: Callable[[int], None]) -> None:
     with ReactRuntime() as rt:
         rid = _bind(rt, echo)
         announce(rt.local_address(rid)[1])
-        _run_rt(rt, spin, leg == "reactio-cy")
+        _run_rt(rt, spin)
 
 
 def ping(leg: str, port: int, size: int, rec: Recorder, spin: bool) -> None:
@@ -240,7 +231,7 @@ def ping(leg: str, port: int, size: int, rec: Recorder, spin: bool) -> None:
     with ReactRuntime() as rt:
         rt.cmd_sender.send_bind_udp(("127.0.0.1", 0), client, Deferred.IMMEDIATE, bound.append,
                                     connect_to=("127.0.0.1", port))
-        _run_rt(rt, spin, leg == "reactio-cy")
+        _run_rt(rt, spin)
     failed: Optional[BaseException] = next(
         (x for x in bound + errors if isinstance(x, BaseException)), None)
     if failed is not None:
