@@ -58,7 +58,7 @@ One datagram (UDP) endpoint's handling.
         than max_datagram_size, dropped), an OSError from a batched send.  The default logs it;
         call ctx.close() to end the endpoint."""
         log.log(logging.WARNING if isinstance(exc, MessageTooLargeError) else logging.INFO,
-                "datagram endpoint %s: %s", ctx.reactor_id, exc)
+                "datagram endpoint %s: %s", None if ctx is None else ctx.reactor_id, exc)
 
     cpdef on_command(self, object cmd, DatagramContext ctx):
         """A user command sent with CmdSender.send_user_cmd."""
