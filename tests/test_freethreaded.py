@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 import pytest
 
-from reactio import (BACKEND, DatagramReactor, DefaultTcpListenerHandler, DropMsgSize,
+from reactio import (DatagramReactor, DefaultTcpListenerHandler, DropMsgSize,
                      DuplicateReactorNameError, ReactorID, ReactorNotFoundError, ReactorUID,
                      ReactRuntime, Reactor, RuntimeClosedError, ThreadedReactorMgr)
 from reactio import _net
@@ -693,7 +693,6 @@ class _BoundEndpoint(DatagramReactor):
 
 @pytest.mark.skipif(not FREE_THREADED, reason="the endpoint's thread check is compiled in on "
                     "free-threaded (and debug) builds only; under the GIL it costs nothing")
-@pytest.mark.skipif(BACKEND == "iocp", reason="the IOCP backend refuses datagram endpoints")
 def test_datagram_endpoint_used_from_another_thread_is_refused_while_its_runtime_runs():
     with ReactRuntime() as rt:
         ep = _BoundEndpoint()

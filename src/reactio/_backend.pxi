@@ -158,7 +158,52 @@ cdef inline int _be_after_flush(ReactRuntime rt, DispatchContext ctx) except -1:
 
 
 cdef inline int _be_dgram_add(ReactRuntime rt, DatagramContext ctx) except -1:
-    """Watch a new datagram endpoint (send_bind_udp refuses them on IOCP, before this)."""
+    """Watch a new datagram endpoint (before it is OPEN)."""
     if REACTIO_IOCP:
-        raise NotImplementedError("datagram endpoints on the IOCP backend")
+        return _dgi_add(rt, ctx)
     return _epoll_ctl(rt, EPOLL_CTL_ADD, ctx.fd, _epoll_bits(ctx.want), _poll_key(ctx.reactor_id))
+
+
+cdef inline int _be_dgram_opened(ReactRuntime rt, DatagramContext ctx) except -1:
+    """After on_bound (IOCP: the first WSARecvFrom is posted from the loop, soon)."""
+    if REACTIO_IOCP:
+        rt.iocp_rearm.append(ctx)
+    return 0
+
+
+cdef inline Py_ssize_t _be_dgram_recv_bytes(Py_ssize_t slot, int nbatch) noexcept:
+    """The receive buffer: epoll, nbatch slots; IOCP, one datagram at a time into a buffer
+    that no UDP payload overflows (so WSAEMSGSIZE never comes; a datagram of slot bytes or
+    more is truncated by the same rule as on epoll)."""
+    if REACTIO_IOCP:
+        return slot if slot > 65536 else 65536
+    return slot * nbatch
+
+
+cdef inline int _be_dg_send(DatagramContext ctx, const char *data, Py_ssize_t n,
+                            const sockaddr *sa, socklen_t salen) except -1:
+    if REACTIO_IOCP:
+        return _dgi_send(ctx, data, n, sa, salen)
+    return _dg_send(ctx, data, n, sa, salen)
+
+
+cdef inline int _be_dg_flush(DatagramContext ctx) except -1:
+    """Send (or post) the out batch."""
+    if REACTIO_IOCP:
+        return _dgi_arm_send(ctx.rt, ctx)
+    return _dg_flush(ctx)
+
+
+cdef inline int _be_dg_last_flush(DatagramContext ctx) noexcept:
+    """At finalize: one last non-blocking send of what is queued; errors are ignored."""
+    if REACTIO_IOCP:
+        return _dgi_last_flush(ctx)
+    return _dg_last_flush(ctx)
+
+
+cdef inline bint _be_dg_io_pending(DatagramContext ctx) noexcept:
+    """The kernel still owns the endpoint's buffers (IOCP: an operation's packet has not come;
+    they are freed with the context, which the pending op keeps alive)."""
+    if REACTIO_IOCP:
+        return _dgi_io_pending(ctx)
+    return False

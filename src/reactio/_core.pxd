@@ -332,6 +332,10 @@ cdef class DatagramContext:
     cdef socklen_t *osalen
     cdef void *omsgs
     cdef void *oiov
+    cdef void *backend_ops          # IOCP: the receive and send rio_op (freed in __dealloc__:
+                                    # a pending op holds a reference to this context)
+    cdef int rfromlen               # IOCP: WSARecvFrom's address length (the kernel's while
+                                    # the receive is pending)
     cdef readonly uint64_t recv_calls, datagrams_received, send_calls, datagrams_sent
     cdef readonly uint64_t send_dropped, truncated
 

@@ -20,7 +20,7 @@ Layout of this module (one compilation unit, split by concern; docs/internals.md
   _backend.pxi     the backend interface: the only place that picks epoll or IOCP
   _epoll_loop.pxi  the epoll backend (Linux)
   _iocp_loop.pxi   the IOCP backend (Windows); _iocp_accept.pxi its AcceptEx listeners
-  _datagram*.pxi   UDP endpoints: DatagramReactor / DatagramContext, addresses, epoll I/O
+  _datagram*.pxi   UDP endpoints: contexts, addresses, batches, epoll / IOCP I/O
 
 Rules the code keeps everywhere:
   * a callback's exception closes only its reactor; KeyboardInterrupt/SystemExit propagate;
@@ -366,4 +366,6 @@ include "_iocp_loop.pxi"
 include "_iocp_accept.pxi"
 include "_datagram.pxi"
 include "_datagram_addr.pxi"
+include "_datagram_batch.pxi"
 include "_datagram_epoll.pxi"
+include "_datagram_iocp.pxi"

@@ -5,7 +5,8 @@
 # slot freed, on_close), with the same holding rule as streams (_lifecycle.pxi): finalize runs
 # once, when nothing holds the endpoint.  DispatchContext is a final class (its hot calls are
 # direct C calls), so an endpoint is its own small class, not a subclass of it.
-# How datagrams are read and sent is the backend's (_datagram_epoll.pxi).
+# How datagrams are read and sent is the backend's (_datagram_epoll.pxi, _datagram_iocp.pxi,
+# through _backend.pxi); the batches they share are in _datagram_batch.pxi.
 from reactio._dgram cimport *
 
 # Address tuples kept per endpoint, direct-mapped by a hash of the raw sockaddr: a datagram
@@ -57,7 +58,7 @@ One datagram (UDP) endpoint's handling.
         than max_datagram_size, dropped), an OSError from a batched send.  The default logs it;
         call ctx.close() to end the endpoint."""
         log.log(logging.WARNING if isinstance(exc, MessageTooLargeError) else logging.INFO,
-                "datagram endpoint %s: %s", ctx.reactor_id, exc)
+                "datagram endpoint %s: %s", None if ctx is None else ctx.reactor_id, exc)
 
     cpdef on_command(self, object cmd, DatagramContext ctx):
         """A user command sent with CmdSender.send_user_cmd."""
@@ -89,6 +90,7 @@ cdef class DatagramContext:
         if self.fd >= 0:
             rio_close(self.fd)
         _dg_free_buffers(self)
+        free(self.backend_ops)      # (a pending op holds a reference: none is pending here)
 
     @property
     def cmd_sender(self):
@@ -123,8 +125,9 @@ cdef class DatagramContext:
 
     def send_to(self, data, addr):
         """Send ``data`` (bytes-like) as one datagram to ``addr`` (a numeric (host, port) or
-        "host:port", or the addr an on_datagram got).  Inside on_datagram the reply joins the
-        batch sent with one sendmmsg after the batch's dispatch; elsewhere it is sent at once.
+        "host:port", or the addr an on_datagram got).  epoll: inside on_datagram the reply joins
+        the batch sent with one sendmmsg after the batch's dispatch; elsewhere (and on IOCP)
+        it is sent at once, or queued when the socket does not take it.
         Returns True (sent or queued) or False (the socket and the out batch are full: dropped,
         counted in send_dropped)."""
         cdef sockaddr_storage ss
@@ -148,10 +151,10 @@ cdef class DatagramContext:
                                           f"{self.max_payload})")
         if addrlen > sizeof(sockaddr_storage):
             raise ValueError("send_to_raw: addrlen larger than a sockaddr_storage")
-        return _dg_send(self, data, n, addr, addrlen)
+        return _be_dg_send(self, data, n, addr, addrlen)
 
     cdef int _flush_out(self) except -1:
-        return _dg_flush(self)
+        return _be_dg_flush(self)
 
     def join_group(self, group, interface=None):
         """Join a multicast group (numeric address) on ``interface`` (IPv4: its address; IPv6:
@@ -216,17 +219,14 @@ cdef int _dg_finalize(ReactRuntime rt, DatagramContext ctx) except -1:
     """CLOSING -> CLOSED, once: last send of the out batch, socket closed, slot freed,
     on_close."""
     ctx.state = ST_CLOSED
-    if ctx.nout > ctx.ohead:
-        try:
-            _dg_flush_once(ctx)
-        except OSError:
-            pass
-    _be_close_socket(rt, ctx.fd, False)
+    _be_dg_last_flush(ctx)
+    _be_close_socket(rt, ctx.fd, False)     # (IOCP: cancels; the packets still come)
     ctx.fd = -1
     _free_slot(rt, ctx.reactor_id.slot)
     rio_bump_ssize(&rt.n_streams, -1)
-    ctx.reader._release_buffer()
-    _dg_free_buffers(ctx)
+    if not _be_dg_io_pending(ctx):          # else __dealloc__ frees them, after the packets
+        ctx.reader._release_buffer()
+        _dg_free_buffers(ctx)
     reactor = ctx.reactor
     err = ctx.close_error
     reactor._close_error = err
@@ -310,6 +310,8 @@ cdef int _dg_exec_bind(ReactRuntime rt, _Command cmd) except -1:
     except Exception as exc:
         return _complete_cmd(cmd, exc)
     failed = _dg_call(rt, ctx, DCB_BOUND, None)
+    if ctx.state == ST_OPEN:
+        _be_dgram_opened(rt, ctx)
     return _complete_cmd(cmd, ctx.reactor_id if failed is None else failed)
 
 
@@ -323,7 +325,7 @@ cdef DatagramContext _dg_new(ReactRuntime rt, int fd, DatagramReactor reactor, o
     ctx.slot = spec.max_datagram_size + 1      # one byte more: a longer datagram is truncated
     ctx.max_payload = _udpnet.MAX_PAYLOAD[spec.family]
     ctx.reader = MsgReader.__new__(MsgReader)    # (only its buffer and view are used)
-    ctx.reader.store = _RecvStore(ctx.slot * ctx.nbatch)
+    ctx.reader.store = _RecvStore(_be_dgram_recv_bytes(ctx.slot, ctx.nbatch))
     ctx.cache_obj = [None] * ADDR_CACHE
     ctx.sa_of = {}
     f = getattr(type(reactor), "on_datagram")
@@ -370,8 +372,5 @@ def _bind_udp_command(addr, reactor, deferred, on_completion, kw):
     """send_bind_udp's checks (in the caller's thread) and its command."""
     if not isinstance(reactor, DatagramReactor):
         raise TypeError(f"reactor must be a DatagramReactor, not {type(reactor).__name__}")
-    if REACTIO_IOCP:
-        raise NotImplementedError("datagram endpoints are not supported by the IOCP backend "
-                                  "yet (reactio.BACKEND == 'iocp')")
     spec = _udpnet.check_options(addr, **kw)
     return _new_command(CMD_BIND_UDP, spec, reactor, deferred, on_completion)

@@ -11,6 +11,7 @@
 #   accept   AcceptEx, ACCEPTS_PER_LISTENER outstanding per listener.
 #   connect  ConnectEx on a socket bound to the wildcard address.
 #   wake-up  PostQueuedCompletionStatus with a NULL OVERLAPPED.
+#   datagram WSARecvFrom / WSASendTo: _datagram_iocp.pxi (OP_DG_RECV, OP_DG_SEND).
 #
 # Lifetime rule: a rio_op (OVERLAPPED first) belongs to the kernel from the call that starts it
 # until its packet is dequeued.  While pending, the op holds a strong reference to its owner
@@ -188,6 +189,8 @@ cdef int _iocp_poll(ReactRuntime rt, int timeout_ms) except -1:
         try:
             if op.kind == OP_ACCEPT:
                 _iocp_accept_done(rt, <_Listener>owner, op)
+            elif op.kind >= OP_DG_RECV:
+                _dgi_done(rt, <DatagramContext>owner, op, ents[i].dwNumberOfBytesTransferred)
             else:
                 _iocp_stream_done(rt, <DispatchContext>owner, op,
                                   ents[i].dwNumberOfBytesTransferred)
@@ -301,11 +304,14 @@ cdef int _iocp_arm_recv(ReactRuntime rt, DispatchContext ctx) except -1:
 
 
 cdef int _iocp_rearm_deferred(ReactRuntime rt) except -1:
-    """Post the receives deferred by _iocp_arm_recv's budget."""
+    """Post the receives deferred by _iocp_arm_recv's budget (and datagram endpoints')."""
     cdef DispatchContext ctx
     rearm = rt.iocp_rearm
     rt.iocp_rearm = []
     for obj in rearm:
+        if type(obj) is DatagramContext:
+            _dgi_rearm(rt, <DatagramContext>obj)
+            continue
         ctx = <DispatchContext>obj
         if ctx.state >= ST_CLOSING:
             continue

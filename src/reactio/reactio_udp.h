@@ -1,6 +1,7 @@
-/* reactio_udp.h: the datagram calls of the epoll backend (recvmmsg / sendmmsg), as a batch of
- * rio_dgram records over one receive buffer.  On Windows every call is an ENOSYS stub: that
- * backend does not run datagram endpoints (send_bind_udp refuses them before any call here).
+/* reactio_udp.h: the datagram calls of both backends.  epoll: recvmmsg / sendmmsg, as a batch
+ * of rio_dgram records over one receive buffer (ENOSYS stubs on Windows, never called there).
+ * IOCP: WSARecvFrom / WSASendTo and SIO_UDP_CONNRESET (stubs elsewhere, never called there);
+ * rio_sendto is the real non-blocking sendto on both.
  */
 #ifndef REACTIO_UDP_H
 #define REACTIO_UDP_H
@@ -19,6 +20,8 @@ struct mmsghdr { struct msghdr msg_hdr; unsigned int msg_len; };
 #  ifndef EMSGSIZE
 #    define EMSGSIZE WSAEMSGSIZE
 #  endif
+/* Python's errno.EMSGSIZE on Windows is the WSA code (mingw's errno.h has its own 115) */
+#  define RIO_EMSGSIZE WSAEMSGSIZE
 #  ifndef ECONNREFUSED
 #    define ECONNREFUSED WSAECONNREFUSED
 #  endif
@@ -29,11 +32,37 @@ static inline int rio_sendmmsg(rio_sock_t s, struct mmsghdr *m, unsigned n) {
 static inline ssize_t rio_recvfrom(rio_sock_t s, char *buf, size_t n, struct sockaddr_storage *sa,
                                    socklen_t *salen, int *flags) {
     (void)s; (void)buf; (void)n; (void)sa; (void)salen; (void)flags; errno = ENOSYS; return -1; }
+/* The socket is non-blocking: WSAEWOULDBLOCK / WSAENOBUFS come back through rio_errno(). */
 static inline ssize_t rio_sendto(rio_sock_t s, const char *buf, size_t n,
                                  const struct sockaddr *sa, socklen_t salen) {
-    (void)s; (void)buf; (void)n; (void)sa; (void)salen; errno = ENOSYS; return -1; }
+    return sendto(s, buf, (int)n, 0, sa, (int)salen);
+}
+#  ifndef SIO_UDP_CONNRESET
+#    define SIO_UDP_CONNRESET _WSAIOW(IOC_VENDOR, 12)
+#  endif
+/* report != 0: an ICMP port unreachable fails the next WSARecvFrom with WSAECONNRESET (the
+ * Windows default); 0: it is ignored, as Linux ignores it on an unconnected socket. */
+static inline int rio_udp_connreset(rio_sock_t s, int report) {
+    BOOL on = report ? TRUE : FALSE;
+    DWORD got = 0;
+    return WSAIoctl(s, SIO_UDP_CONNRESET, &on, sizeof on, NULL, 0, &got, NULL, NULL);
+}
 #else
+#  define WSAEMSGSIZE 10040
+#  define WSAECONNREFUSED 10061
+#  define WSAEWOULDBLOCK 10035
+#  define WSAENOBUFS 10055
+static inline int WSARecvFrom(SOCKET s, WSABUF *b, DWORD c, DWORD *n, DWORD *f,
+                              struct sockaddr *from, int *fromlen, LPOVERLAPPED o, void *r) {
+    (void)s; (void)b; (void)c; (void)n; (void)f; (void)from; (void)fromlen; (void)o; (void)r;
+    return SOCKET_ERROR; }
+static inline int WSASendTo(SOCKET s, WSABUF *b, DWORD c, DWORD *n, DWORD f,
+                            const struct sockaddr *to, int tolen, LPOVERLAPPED o, void *r) {
+    (void)s; (void)b; (void)c; (void)n; (void)f; (void)to; (void)tolen; (void)o; (void)r;
+    return SOCKET_ERROR; }
+static inline int rio_udp_connreset(rio_sock_t s, int report) { (void)s; (void)report; return 0; }
 #  include <sys/uio.h>
+#  define RIO_EMSGSIZE EMSGSIZE
 static inline int rio_recvmmsg(rio_sock_t s, struct mmsghdr *m, unsigned n) {
     return recvmmsg(s, m, n, MSG_DONTWAIT, NULL);
 }
