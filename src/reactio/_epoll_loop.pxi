@@ -68,6 +68,10 @@ cdef int HELD_WAIT_MS = 1
 
 
 cdef int _epoll_poll(ReactRuntime rt, int timeout_ms) except -1:
+    """One wait and the batch of events it returns.  (One function on purpose, like
+    _iocp_poll: the wake-up handshake, the held or released wait and the dispatch of each event
+    share locals of the hot path; split into calls, each boundary costs reference counting on
+    the Cython objects passed, which tests/test_cost.py counts per message.)"""
     cdef epoll_event *evs = <epoll_event *>rt.events
     cdef int n, i, err, held
     cdef uint64_t key, counter
