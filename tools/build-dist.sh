@@ -6,7 +6,9 @@
 #                               the build requirements)                -> dist/
 #   2. auditwheel repair        the wheel -> a manylinux wheel         -> dist/wheelhouse/
 #   3. wheel check              fresh venv: install the repaired wheel, run the quick subset
-#                               (tests/test_smoke.py) against it, `python -m reactio
+#                               (tests/test_smoke.py) against it, build a Cython reactor
+#                               against its installed .pxd/.h (tests/test_cython_subclass.py),
+#                               `python -m reactio
 #                               --version`, mypy.stubtest of the stubs against the built
 #                               extension, and mypy on the docs' examples
 #   4. sdist check              fresh venv WITHOUT Cython: pip builds the sdist (build
@@ -164,14 +166,14 @@ done_step
 step "fresh venv + repaired wheel: quick subset"
 WV=$WORK/venv-wheel
 newvenv "$WV"
-extra=(pytest pytest-timeout)
+extra=(pytest pytest-timeout "cython>=3.1")   # Cython: a user's reactor compiled against the wheel
 [ "$TYPES" = 1 ] && extra+=(mypy)
 "$WV/bin/python" -m pip install "${PIPQ[@]}" "$REPAIRED" "${extra[@]}"
 cd "$WORK"       # nothing of the source tree on sys.path: the installed wheel is tested
 test "$("$WV/bin/python" -m reactio --version)" = "$("$WV/bin/python" -c 'import reactio; print(reactio.__version__)')"
 echo "python -m reactio --version: $("$WV/bin/python" -m reactio --version)"
 REACTIO_SMOKE_INSTALLED=1 "$WV/bin/python" -m pytest -p no:cacheprovider -q \
-    "$ROOT/tests/test_smoke.py"
+    "$ROOT/tests/test_smoke.py" "$ROOT/tests/test_cython_subclass.py"
 done_step
 
 if [ "$TYPES" = 1 ]; then
