@@ -17,7 +17,7 @@ import reactio
 from reactio import (DatagramReactor, Deferred, MessageTooLargeError, ReactorClosedError,
                      ReactorID, ReactRuntime)
 
-from support.env import BACKEND, HAS_IPV6, UNDER_WINE
+from support.env import BACKEND, HAS_IPV6
 from support.runtime import Completion, pump_until
 
 HELPERS = os.path.join(os.path.dirname(__file__), "helpers")
@@ -170,9 +170,11 @@ def _dead_port():
     return dead
 
 
-@pytest.mark.skipif(UNDER_WINE, reason="wine never reports ICMP port unreachable on a "
-                    "connected UDP socket: its recv() says WSAEWOULDBLOCK while select() flags the socket "
-                    "exceptional, so an overlapped WSARecvFrom never fails with WSAECONNRESET")
+@pytest.mark.skipif(BACKEND == "iocp", reason="IOCP reports ICMP port unreachable by failing "
+                    "the next WSARecvFrom with WSAECONNRESET, and wine never does: its pending "
+                    "overlapped WSARecvFrom (and a blocking recv) just waits; wine gives the "
+                    "error to the next send instead (test_port_unreachable_reaches_a_connected_"
+                    "endpoint_on_every_backend), so the IOCP receive-side path is untested here")
 def test_port_unreachable_reaches_a_connected_endpoint_without_closing_it(rt):
     """ICMP port unreachable: a connected endpoint's on_error gets ConnectionRefusedError and
     it stays open."""
@@ -185,6 +187,30 @@ def test_port_unreachable_reaches_a_connected_endpoint_without_closing_it(rt):
     pump_until(rt, lambda: conn.errors)
     assert isinstance(conn.errors[0], ConnectionRefusedError)
     assert ctxs[0].is_open and not conn.closed
+
+
+def test_port_unreachable_reaches_a_connected_endpoint_on_every_backend(rt):
+    """ICMP port unreachable reaches a connected endpoint as ConnectionRefusedError, in on_error
+    or raised by the send() that meets it (under wine only the latter: its host socket reports
+    the pending error to the next sendto), and never closes it."""
+    dead = _dead_port()
+    ctxs = []
+    conn = Sink()
+    conn.on_bound = ctxs.append
+    bind(rt, conn, connect_to=dead)
+    raised = []
+    for _ in range(20):
+        try:
+            ctxs[0].send(b"x")
+        except OSError as exc:
+            raised.append(exc)
+        for _ in range(5):
+            rt.process_events(0.01)
+        if raised or conn.errors:
+            break
+    seen = raised + conn.errors
+    assert seen and all(isinstance(e, ConnectionRefusedError) for e in seen), seen
+    assert ctxs[0].is_open and not conn.closed and rt.count_streams() == 1
 
 
 def test_port_unreachable_leaves_an_unconnected_endpoint_alone(rt):
