@@ -66,21 +66,12 @@ def run_once(leg: Leg, client: Path, conns: int, size: int, workdir: Path,
     progress.update(f"{label}: starting")
     with Child(f"{leg.name} server", leg.server_argv(conns, False, timeout), workdir=workdir,
                env=leg.env) as server:
-        line = server.read_line(min(deadline, deadline_in(STARTUP_TIMEOUT)))
-        if not line or not line.startswith("port "):
-            raise server.failure(f"did not report its port (got {line!r})")
-        port = int(line.split()[1])
+        port = server.read_port(min(deadline, deadline_in(STARTUP_TIMEOUT)))
         before = rss_bytes(server.pid)
         argv = [str(client), str(port), str(conns), str(size), "--timeout", str(int(timeout) + 1)]
         after: Optional[int] = None
         with Child("idle client", argv, workdir=workdir) as cl:
-            while True:
-                line = cl.read_line(deadline)
-                if line is None:
-                    cl.wait(deadline_in(10))
-                    if server.proc.poll() is not None:
-                        raise server.failure("exited during the run")
-                    raise cl.failure("exited before it was done")
+            for line in cl.lines(deadline, server):
                 if line.startswith("progress "):
                     progress.update(f"{label}: {int(line.split()[1]):,}/{conns:,} connections")
                 elif line.startswith("ready "):

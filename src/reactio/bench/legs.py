@@ -125,17 +125,27 @@ def run_rounds(legs: List["Leg"], available: List["Leg"], skipped: Dict[str, str
     for r in range(rounds):
         for leg in round_order(available, r):
             res = per_leg[leg.name]
-            if res.status != "ok":
-                continue
-            try:
-                figures = measure(leg, r)
-            except (ChildError, OSError, ValueError) as e:
-                res.fail("failed", f"round {r + 1}: {e}")
-                progress.note(f"{command}: leg {leg.name}{where} failed: {e}")
-                continue
-            record(res, r, figures)
+            measure_round(res, r, lambda: measure(leg, r), lambda f: record(res, r, f),
+                          command, progress, where)
     progress.clear()
     return per_leg
+
+
+def measure_round(res: LegOutcome, r: int, measure: Callable[[], T],
+                  record: Callable[[T], None], command: str, progress: "Progress",
+                  where: str = "") -> None:
+    """One leg's round ``r``, if the leg is still ok: ``record(measure())``. A measurement
+    that raises ChildError, OSError or ValueError fails the leg instead (no more rounds for
+    it), noted on ``progress`` as "COMMAND: leg NAME{where} failed: ..."."""
+    if res.status != "ok":
+        return
+    try:
+        figures = measure()
+    except (ChildError, OSError, ValueError) as e:
+        res.fail("failed", f"round {r + 1}: {e}")
+        progress.note(f"{command}: leg {res.leg.name}{where} failed: {e}")
+        return
+    record(figures)
 
 
 class Leg:
