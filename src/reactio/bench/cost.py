@@ -23,13 +23,12 @@ in the other modes, and report the spread, which shows how exact the figure is h
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from . import cbuild, stats, tools
-from .legs import FLOOR, Leg, LegOutcome, run_rounds, usable_legs
+from .legs import FLOOR, Leg, RoundsOutcome, run_rounds, usable_legs
 from .pipeline import run_session
 from .progress import Progress
 
@@ -52,21 +51,13 @@ def callgrind_total(path: Path) -> int:
     return found
 
 
-class CostResult(LegOutcome):
+class CostResult(RoundsOutcome):
     """One leg's instruction counts, one entry per round."""
-
-    def __init__(self, leg: Leg) -> None:
-        super().__init__(leg)
-        self.rounds: List[Dict[str, Any]] = []
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok" and bool(self.rounds)
 
     @property
     def per_msg(self) -> float:
         """The median over rounds of the instructions per message."""
-        return float(statistics.median(r["instructions_per_msg"] for r in self.rounds))
+        return self.median("instructions_per_msg")
 
     def to_dict(self, floor: Optional["CostResult"]) -> Dict[str, Any]:
         d = self.head()

@@ -14,13 +14,12 @@ allocator touched), not the kernel's socket buffers. Rounds repeat this, legs in
 from __future__ import annotations
 
 import signal
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from . import cbuild, stats
-from .legs import FLOOR, Leg, LegOutcome, run_rounds, usable_legs
+from .legs import FLOOR, Leg, RoundsOutcome, run_rounds, usable_legs
 from .procs import Child, ChildError, deadline_in, require_nofile, rss_bytes
 from .progress import Progress
 
@@ -28,29 +27,21 @@ STARTUP_TIMEOUT = 60.0
 SECONDS_PER_CONN = 0.01  # a generous bound on connecting and echoing once, for the watchdog
 
 
-class IdleResult(LegOutcome):
+class IdleResult(RoundsOutcome):
     """One leg's RSS figures at one connection count, one entry per round."""
-
-    def __init__(self, leg: Leg) -> None:
-        super().__init__(leg)
-        self.rounds: List[Dict[str, Any]] = []
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok" and bool(self.rounds)
 
     @property
     def per_conn(self) -> float:
         """The median over rounds of the bytes per idle connection."""
-        return float(statistics.median(r["bytes_per_conn"] for r in self.rounds))
+        return self.median("bytes_per_conn")
 
     def to_dict(self, floor: Optional["IdleResult"]) -> Dict[str, Any]:
         d = self.head()
         if not self.ok:
             return d
         d["bytes_per_conn"] = self.per_conn
-        d["rss_listening_bytes"] = statistics.median(r["rss_listening"] for r in self.rounds)
-        d["rss_idle_conns_bytes"] = statistics.median(r["rss_idle_conns"] for r in self.rounds)
+        d["rss_listening_bytes"] = self.median("rss_listening")
+        d["rss_idle_conns_bytes"] = self.median("rss_idle_conns")
         d["rounds"] = self.rounds
         fl = floor if floor is not None and floor.ok else None
         d["ratio_bytes_per_conn"] = stats.ratio(self.per_conn,

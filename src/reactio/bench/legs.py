@@ -14,6 +14,7 @@ module is reported as a skipped leg, never a crash of the harness.
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,22 @@ class LegOutcome:
         if self.reason:
             d["reason"] = self.reason
         return d
+
+
+class RoundsOutcome(LegOutcome):
+    """A leg's outcome kept as one dict of figures per round (cost, idle): ``ok`` once a
+    round is in, ``median(key)`` of a figure over the rounds."""
+
+    def __init__(self, leg: "Leg") -> None:
+        super().__init__(leg)
+        self.rounds: List[Dict[str, Any]] = []
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and bool(self.rounds)
+
+    def median(self, key: str) -> float:
+        return float(statistics.median(r[key] for r in self.rounds))
 
 
 R = TypeVar("R", bound=LegOutcome)
