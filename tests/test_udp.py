@@ -4,12 +4,7 @@ namespace.  The same file runs on every backend (IOCP: under wine, in tools/wind
 from __future__ import annotations
 
 import errno
-import os
-import shlex
-import shutil
 import socket
-import subprocess
-import sys
 
 import pytest
 
@@ -19,8 +14,8 @@ from reactio import (DatagramReactor, Deferred, MessageTooLargeError, ReactorClo
 
 from support.env import BACKEND, HAS_IPV6
 from support.runtime import Completion, pump_until
+from support.subproc import run_helper_in_netns
 
-HELPERS = os.path.join(os.path.dirname(__file__), "helpers")
 
 
 class Echo(DatagramReactor):
@@ -357,21 +352,8 @@ def test_multicast_join_and_leave_in_a_private_network_namespace():
     """Runs tests/helpers/udp_multicast.py in a network namespace of its own (unshare --net,
     loopback up with multicast on): a member of 239.1.2.3 gets the group's datagrams, stops
     after leave_group, gets them again after join_group."""
-    unshare = shutil.which("unshare")
-    ip = shutil.which("ip") or ("/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else None)
-    if not unshare or not ip:
-        pytest.skip("needs unshare(1) and ip(8)")
-    setup = f"{ip} link set lo up multicast on && {ip} route add 224.0.0.0/4 dev lo"
-    probe = subprocess.run([unshare, "--net", "--map-root-user", "sh", "-c", setup],
-                           capture_output=True, text=True, timeout=30)
-    if probe.returncode != 0:
-        pytest.skip(f"no network namespace of our own here: {probe.stderr.strip()[:200]}")
-    script = os.path.join(HELPERS, "udp_multicast.py")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [os.path.dirname(os.path.dirname(reactio.__file__))] + sys.path))
-    proc = subprocess.run([unshare, "--net", "--map-root-user", "sh", "-c",
-                           f"{setup} && exec {shlex.quote(sys.executable)} {shlex.quote(script)}"],
-                          capture_output=True, text=True, timeout=60, env=env)
+    proc = run_helper_in_netns("udp_multicast.py", "{ip} link set lo up multicast on && "
+                               "{ip} route add 224.0.0.0/4 dev lo")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "joined=5 left=0 rejoined=5", proc.stdout
 

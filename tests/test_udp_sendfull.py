@@ -12,12 +12,6 @@ hands it over, whatever SO_SNDBUF says; wine relays to that kernel), so two ways
 """
 from __future__ import annotations
 
-import os
-import shlex
-import shutil
-import subprocess
-import sys
-
 import pytest
 
 import reactio
@@ -25,9 +19,9 @@ from reactio import DatagramReactor, Deferred
 
 from support.env import BACKEND
 from support.runtime import Completion, pump_until
+from support.subproc import run_helper_in_netns
 
 pytestmark = pytest.mark.timeout(60)
-HELPERS = os.path.join(os.path.dirname(__file__), "helpers")
 
 
 class Echo(DatagramReactor):
@@ -166,22 +160,9 @@ def test_a_full_socket_queues_then_drops_with_the_real_kernel():
     at 20 Mbit/s (tbf): one callback sends 1500 datagrams of 1000 bytes; the kernel takes what
     its send buffer holds, refuses the rest (EAGAIN), the out batch keeps 64 and the others are
     dropped (send_to False, send_dropped); the peer gets exactly the accepted ones, in order."""
-    unshare, ip, tc = (shutil.which(n) or (f"/usr/sbin/{n}" if os.path.exists(f"/usr/sbin/{n}")
-                                           else None) for n in ("unshare", "ip", "tc"))
-    if not unshare or not ip or not tc:
-        pytest.skip("needs unshare(1), ip(8) and tc(8)")
-    setup = (f"{ip} link set lo up && {tc} qdisc add dev lo root tbf rate 20mbit burst 4000 "
-             f"limit 10000000")
-    probe = subprocess.run([unshare, "--net", "--map-root-user", "sh", "-c", setup],
-                           capture_output=True, text=True, timeout=30)
-    if probe.returncode != 0:
-        pytest.skip(f"no network namespace with a tbf qdisc here: {probe.stderr.strip()[:200]}")
-    script = os.path.join(HELPERS, "udp_sendfull.py")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [os.path.dirname(os.path.dirname(reactio.__file__))] + sys.path))
-    proc = subprocess.run([unshare, "--net", "--map-root-user", "sh", "-c",
-                           f"{setup} && exec {shlex.quote(sys.executable)} {shlex.quote(script)}"],
-                          capture_output=True, text=True, timeout=80, env=env)
+    proc = run_helper_in_netns(
+        "udp_sendfull.py", "{ip} link set lo up && {tc} qdisc add dev lo root tbf rate 20mbit "
+        "burst 4000 limit 10000000", tools=("ip", "tc"), timeout=80)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     fields = dict(kv.split("=") for kv in last.split())

@@ -47,6 +47,15 @@ class Flood(DatagramReactor):
         self.errors.append(exc)
 
 
+def drain(rx, got):
+    """The numbers of the datagrams waiting in rx, appended to got."""
+    try:
+        while True:
+            got.append(int(rx.recv(2000)[:6]))
+    except BlockingIOError:
+        pass
+
+
 def main():
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
@@ -68,18 +77,10 @@ def main():
     end = time.monotonic() + 30
     while len(got) < len(accepted) and time.monotonic() < end:
         rt.process_events(0.005)
-        try:
-            while True:
-                got.append(int(rx.recv(2000)[:6]))
-        except BlockingIOError:
-            pass
+        drain(rx, got)
     time.sleep(0.2)         # none more may come
     rt.process_events(0.01)
-    try:
-        while True:
-            got.append(int(rx.recv(2000)[:6]))
-    except BlockingIOError:
-        pass
+    drain(rx, got)
     ctx = flood.ctx
     problems = []
     if ctx.send_dropped != dropped:
