@@ -46,7 +46,7 @@ def run_helper_in_netns(script: str, setup: str, tools=("ip",),
     found = {name: _tool(name) for name in ("unshare", *tools)}
     missing = [name for name, path in found.items() if path is None]
     if missing:
-        pytest.skip(f"needs {', '.join(missing)}")
+        pytest.skip(f"needs {', '.join(missing)} (a private Linux network namespace)")
     setup = setup.format(**found)
     unshare = [found["unshare"], "--net", "--map-root-user", "sh", "-c"]
     probe = subprocess.run(unshare + [setup], capture_output=True, text=True, timeout=30)
