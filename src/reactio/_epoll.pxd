@@ -122,7 +122,8 @@ cdef extern from "reactio_sys.h" nogil:
 
     bint rio_memoryview_released(object view)
     bint rio_memoryview_retarget(PyObject *mv, PyObject *owner, char *buf, Py_ssize_t len)
-    bint rio_sole_python_thread()
+    void *rio_loop_thread_state()
+    bint rio_sole_python_thread(void *tstate)
     bint rio_memoryview_bytes(object o, const char **buf, Py_ssize_t *len)
     bint rio_deque_nonempty(object dq)
     bint rio_type_is(PyObject *o, object t)
