@@ -127,6 +127,7 @@ cdef extern from "reactio_sys.h" nogil:
     bint rio_memoryview_bytes(object o, const char **buf, Py_ssize_t *len)
     bint rio_deque_nonempty(object dq)
     bint rio_type_is(PyObject *o, object t)
+    bint rio_managed_dict(PyObject *o)
     bint rio_memoryview_sole(object mv)
 
     # --- errno and clocks
@@ -147,5 +148,6 @@ cdef extern from "reactio_sys.h" nogil:
 
 
 cdef extern from "Python.h":
+    int PyObject_GenericSetDict(object o, object value, void *context) except -1
     # (3.9+) a call with no argument tuple: on_inbound_message's dispatch
     object PyObject_Vectorcall(object f, PyObject **args, size_t nargsf, PyObject *kwnames)

@@ -343,6 +343,17 @@ static inline int rio_memoryview_sole(PyObject *mv) {
 /* Py_TYPE(o) is t, for a borrowed pointer (no reference taken). */
 static inline int rio_type_is(PyObject *o, PyObject *t) { return Py_TYPE(o) == (PyTypeObject *)t; }
 
+/* CPython (3.11+) keeps the instance dict of o's type itself (Py_TPFLAGS_MANAGED_DICT: a
+ * Python subclass of a Cython class); always 0 before 3.11. */
+static inline int rio_managed_dict(PyObject *o) {
+#ifdef Py_TPFLAGS_MANAGED_DICT
+    return (Py_TYPE(o)->tp_flags & Py_TPFLAGS_MANAGED_DICT) != 0;
+#else
+    (void)o;
+    return 0;
+#endif
+}
+
 /* Truthiness of a collections.deque without a call: its ob_size is its length.  On a
  * free-threaded build another thread may append meanwhile (under the deque's own lock, which
  * this read does not take): CPython stores ob_size there with a relaxed atomic (Py_SET_SIZE),
