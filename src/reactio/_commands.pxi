@@ -250,6 +250,7 @@ cdef inline int _claim(ReactRuntime rt, bint closing) except -1:
             return 1
         raise RuntimeClosedError("the runtime is closed")
     rio_store_ulong(&rt.owner_thread, PyThread_get_thread_ident())
+    rt.tstate = rio_loop_thread_state()
     return 0
 
 

@@ -259,6 +259,7 @@ cdef class ReactRuntime:
     cdef object spare_view
     cdef unsigned long fork_epoch   # _fork_epoch when made: a forked child may not use it
     cdef unsigned long owner_thread # thread running process_events(), while in_process (atomic)
+    cdef void *tstate               # its PyThreadState, for rio_sole_python_thread (reactio_sys.h)
     cdef bint initialized
     cdef int64_t drain_ns           # drain_timeout in ns, 0 = no limit
     cdef Py_ssize_t n_streams, n_listeners, n_user_deferred, n_timers

@@ -31,6 +31,9 @@ One datagram (UDP) endpoint's handling.
     logged; KeyboardInterrupt and SystemExit propagate out of process_events().
     """
 
+    def __cinit__(self, *args, **kwargs):
+        _ordinary_dict(self)     # (see Reactor)
+
     cpdef on_bound(self, DatagramContext ctx):
         """The socket is bound (and connected, with connect_to); the reactor may send here."""
         pass

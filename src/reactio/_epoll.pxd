@@ -122,10 +122,12 @@ cdef extern from "reactio_sys.h" nogil:
 
     bint rio_memoryview_released(object view)
     bint rio_memoryview_retarget(PyObject *mv, PyObject *owner, char *buf, Py_ssize_t len)
-    bint rio_sole_python_thread()
+    void *rio_loop_thread_state()
+    bint rio_sole_python_thread(void *tstate)
     bint rio_memoryview_bytes(object o, const char **buf, Py_ssize_t *len)
     bint rio_deque_nonempty(object dq)
     bint rio_type_is(PyObject *o, object t)
+    bint rio_managed_dict(PyObject *o)
     bint rio_memoryview_sole(object mv)
 
     # --- errno and clocks
@@ -146,5 +148,6 @@ cdef extern from "reactio_sys.h" nogil:
 
 
 cdef extern from "Python.h":
+    int PyObject_GenericSetDict(object o, object value, void *context) except -1
     # (3.9+) a call with no argument tuple: on_inbound_message's dispatch
     object PyObject_Vectorcall(object f, PyObject **args, size_t nargsf, PyObject *kwnames)

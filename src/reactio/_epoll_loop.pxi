@@ -91,7 +91,7 @@ cdef int _epoll_poll(ReactRuntime rt, int timeout_ms) except -1:
         n = epoll_wait(rt.epfd, evs, rt.max_events, 0)
     else:
         n = 0
-        if rio_sole_python_thread():
+        if rio_sole_python_thread(rt.tstate):
             # Nobody else can want the GIL: the first HELD_WAIT_MS of the wait keep it (a
             # release and re-take costs ~400 instructions per wake-up, as much as the rest
             # of a Cython echo); only a wait that lasts longer releases it.  (Never on a
@@ -136,7 +136,11 @@ cdef int _epoll_poll(ReactRuntime rt, int timeout_ms) except -1:
         obj = PyList_GET_ITEM(rt.slots, slot)     # borrowed: the slot holds it
         if rio_type_is(obj, DispatchContext):
             ctx = <DispatchContext>obj      # a reference of our own: finalize frees the slot's
-            _epoll_held_event(rt, ctx, evs[i].events)
+            _hold(ctx)                      # (held while it is handled)
+            if (<_stream_event_fn>_epoll_stream_event)(rt, ctx, evs[i].events) < 0:
+                _stream_event_failed(rt, ctx)   # (an exception is pending)
+            else:
+                _release(rt, ctx)
         elif rio_type_is(obj, DatagramContext):
             dg = <DatagramContext>obj       # a reference of our own, as for ctx: closing the
             _dg_event(rt, dg, evs[i].events)    # endpoint in its callback frees the slot's
@@ -146,12 +150,22 @@ cdef int _epoll_poll(ReactRuntime rt, int timeout_ms) except -1:
     return 0
 
 
-cdef int _epoll_held_event(ReactRuntime rt, DispatchContext ctx, uint32_t ev) except -1:
-    """One event of a stream, held while it is handled; a callback's exception closes that
-    stream only."""
-    _hold(ctx)
+# _epoll_poll calls _epoll_stream_event as this type: its -1 (an exception pending) is tested
+# in place and handled by _stream_event_failed, out of the hot path.  (A try/except around
+# the call would save and restore the thread's exception state on every event, ~25
+# instructions of the ~600 a Cython echo costs: tests/test_cost.py.)
+ctypedef int (*_stream_event_fn)(ReactRuntime, DispatchContext, uint32_t) noexcept
+
+
+cdef int _pending_error() except -1:
+    return -1       # raises the exception already set (see _stream_event_failed)
+
+
+cdef int _stream_event_failed(ReactRuntime rt, DispatchContext ctx) except -1:
+    """The event handler of a held stream returned -1 with an exception set: a callback's
+    exception closes that stream only; the stream is released either way."""
     try:
-        _epoll_stream_event(rt, ctx, ev)
+        _pending_error()
     except (KeyboardInterrupt, SystemExit):
         _release(rt, ctx)
         raise

@@ -258,7 +258,7 @@ One event loop (epoll on Linux, IOCP on Windows).  Use it from one thread; other
                     # wait (no EINTR; a Cython reactor runs no bytecode that would run it),
                     # then let other threads take the GIL
                     PyErr_CheckSignals()
-                    if not rio_sole_python_thread():
+                    if not rio_sole_python_thread(self.tstate):
                         with nogil:
                             pass
                 if self.fork_epoch != _fork_epoch:

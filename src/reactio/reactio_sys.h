@@ -343,6 +343,17 @@ static inline int rio_memoryview_sole(PyObject *mv) {
 /* Py_TYPE(o) is t, for a borrowed pointer (no reference taken). */
 static inline int rio_type_is(PyObject *o, PyObject *t) { return Py_TYPE(o) == (PyTypeObject *)t; }
 
+/* CPython (3.11+) keeps the instance dict of o's type itself (Py_TPFLAGS_MANAGED_DICT: a
+ * Python subclass of a Cython class); always 0 before 3.11. */
+static inline int rio_managed_dict(PyObject *o) {
+#ifdef Py_TPFLAGS_MANAGED_DICT
+    return (Py_TYPE(o)->tp_flags & Py_TPFLAGS_MANAGED_DICT) != 0;
+#else
+    (void)o;
+    return 0;
+#endif
+}
+
 /* Truthiness of a collections.deque without a call: its ob_size is its length.  On a
  * free-threaded build another thread may append meanwhile (under the deque's own lock, which
  * this read does not take): CPython stores ob_size there with a relaxed atomic (Py_SET_SIZE),
@@ -358,20 +369,30 @@ static inline int rio_deque_nonempty(PyObject *dq) {
 #endif
 }
 
+/* The loop thread's state for rio_sole_python_thread, taken once per run of the loop (when it
+ * claims the runtime): NULL in a subinterpreter, where a wait always releases the GIL. */
+static inline void *rio_loop_thread_state(void) {
+    PyThreadState *t = PyThreadState_Get();     /* the caller's: it holds the GIL */
+    return t->interp == PyInterpreterState_Main() ? (void *)t : NULL;
+}
+
 /* True when no other thread can want the GIL: one interpreter, whose only thread state is
- * this one.  A wait that holds the GIL then blocks nobody (a C thread that starts calling into
- * Python meanwhile waits at most the held wait's bound, less than CPython's 5 ms switch
- * interval).  Free-threaded builds: always 0 (a wait must detach for the GC's stop-the-world). */
-static inline int rio_sole_python_thread(void) {
+ * `tstate` (rio_loop_thread_state, on its own thread).  A wait that holds the GIL then blocks
+ * nobody (a C thread that starts calling into Python meanwhile waits at most the held wait's
+ * bound, less than CPython's 5 ms switch interval).  Free-threaded builds: always 0 (a wait
+ * must detach for the GC's stop-the-world).  An interpreter's thread states are a doubly
+ * linked list (prev/next of the public struct _ts); interpreters a list with the main one at
+ * its tail (a new one is put at the head).  Read from the caller's own state, not walked from
+ * the heads: this runs before every wait, and the walk was ~30 instructions of a Cython
+ * echo's ~600 (tests/test_cost.py). */
+static inline int rio_sole_python_thread(void *tstate) {
 #ifdef Py_GIL_DISABLED
+    (void)tstate;
     return 0;
 #else
-    PyInterpreterState *interp = PyInterpreterState_Head();
-    PyThreadState *t;
-    if (interp == NULL || PyInterpreterState_Next(interp) != NULL)
-        return 0;
-    t = PyInterpreterState_ThreadHead(interp);
-    return t != NULL && PyThreadState_Next(t) == NULL;
+    PyThreadState *t = (PyThreadState *)tstate;
+    return t != NULL && t->prev == NULL && t->next == NULL
+        && PyInterpreterState_Head() == t->interp;
 #endif
 }
 
