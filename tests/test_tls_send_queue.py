@@ -198,3 +198,43 @@ def test_abort_drops_the_queue_without_close_notify(server_ctx, client_ctx):
         pump_until(rt, lambda: not server.thread.is_alive(), timeout=20)
     result = server.join()      # (ssl.SSLEOFError is an OSError)
     assert isinstance(result, OSError) and not isinstance(result, TimeoutError), result
+
+
+def test_replies_held_in_one_dispatch_then_close(server_ctx, client_ctx):
+    """Three lines in one record: the replies after the first are held (plaintext, counted in
+    send_queue_size) until the dispatch ends; close() from the last one still sends them all,
+    then close_notify."""
+    def serve(conn):
+        conn.sendall(b"one\ntwo\nend\n")
+        data = bytearray()
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return bytes(data)
+            data += chunk
+
+    server = BlockingTlsServer(server_ctx, serve)
+    held, closed = [], []
+
+    class Replier(reactio.Reactor):
+        def on_inbound_message(self, buf, new_bytes, decoded_msg_size, ctx):
+            end = bytes(buf).find(b"\n")
+            if end < 0:
+                return reactio.ExpectMsgSize(0)
+            line = bytes(buf[:end + 1])
+            before = ctx.send_queue_size
+            if ctx.send_or_que(line.upper()) == SendOrQueResult.IN_QUEUE:
+                held.append(ctx.send_queue_size - before)
+            if line == b"end\n":
+                ctx.close()
+            return DropMsgSize(end + 1)
+
+        def on_close(self, reactor_id, cmd_sender):
+            closed.append(self.close_error)
+
+    with ReactRuntime() as rt:
+        connect(rt, server.port, Replier(), ssl=client_ctx)
+        pump_until(rt, lambda: closed and not server.thread.is_alive(), timeout=20)
+    assert server.join() == b"ONE\nTWO\nEND\n"
+    assert closed == [None]
+    assert held == [4, 4]       # "TWO\n", "END\n": held in plaintext while the dispatch ran
