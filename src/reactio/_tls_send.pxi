@@ -138,8 +138,8 @@ cdef int _tls_flush(DispatchContext ctx) except -1:
         s.total_sent += done
         if err:
             return _stream_event(ctx.rt, ctx, EV_ABORT, _net.os_error(err, "send"))
-        if not (ctx.tls.notify_owed and s.head == s.tail and w.head == w.tail):
-            break
+        if not (ctx.tls.notify_owed and s.head == s.tail):
+            break       # (close_notify goes behind the last plaintext record, then is sent)
         ctx.tls.notify_owed = False
         _tls_queue_close_notify(ctx)
     return ctx._flushed(s.head == s.tail and w.head == w.tail)
