@@ -15,7 +15,7 @@ import reactio
 from reactio import DropMsgSize, ReactRuntime, SendOrQueResult, SendQueueOverflowError
 
 from support.runtime import connect, pump_until
-from support.tls import BlockingTlsServer, ca, client_ctx, server_ctx  # noqa: F401
+from support.tls import BlockingTlsServer, ca, client_ctx, recv_to_end, server_ctx  # noqa: F401
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,12 +37,7 @@ def gated_reader(gate):
     (close_notify: recv() gives b""; a bare EOF raises SSLEOFError)."""
     def serve(conn):
         assert gate.wait(20)
-        data = bytearray()
-        while True:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return bytes(data)
-            data += chunk
+        return recv_to_end(conn)
     return serve
 
 
@@ -206,12 +201,7 @@ def test_replies_held_in_one_dispatch_then_close(server_ctx, client_ctx):
     then close_notify."""
     def serve(conn):
         conn.sendall(b"one\ntwo\nend\n")
-        data = bytearray()
-        while True:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return bytes(data)
-            data += chunk
+        return recv_to_end(conn)
 
     server = BlockingTlsServer(server_ctx, serve)
     held, closed = [], []

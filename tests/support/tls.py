@@ -73,3 +73,15 @@ def recv_all(conn, n):
             break
         data += chunk
     return bytes(data)
+
+
+def recv_to_end(conn):
+    """Everything conn receives up to a clean TLS end (the peer's close_notify: recv() gives
+    b""); a bare EOF raises ssl.SSLEOFError when conn was wrapped with
+    suppress_ragged_eofs=False (as BlockingTlsServer does)."""
+    data = bytearray()
+    while True:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return bytes(data)
+        data += chunk
