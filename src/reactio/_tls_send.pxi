@@ -12,6 +12,9 @@
 
 # Plaintext per record (TLS's maximum): the most of the queue that is ciphertext at any time.
 cdef Py_ssize_t TLS_RECORD = 16384
+# An idle stream keeps a wire buffer of at most this size (small replies' records fit in it);
+# one that held a full record is freed once everything is written.
+cdef Py_ssize_t WIRE_KEEP = 4096
 
 
 cdef inline MsgSender _wire(DispatchContext ctx):
@@ -103,6 +106,8 @@ cdef int _tls_send(DispatchContext ctx, const char *data, Py_ssize_t n,
             raise exc
         if sent == n:
             s.total_queued += n
+            if w.cap > WIRE_KEEP:
+                w._release_buffer()
             if on_sent is not None:
                 ctx._owe_completion(on_sent)
             return 0
@@ -142,6 +147,8 @@ cdef int _tls_flush(DispatchContext ctx) except -1:
             break       # (close_notify goes behind the last plaintext record, then is sent)
         ctx.tls.notify_owed = False
         _tls_queue_close_notify(ctx)
+    if w.head == w.tail and w.cap > WIRE_KEEP:
+        w._release_buffer()
     return ctx._flushed(s.head == s.tail and w.head == w.tail)
 
 
