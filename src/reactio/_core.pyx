@@ -9,6 +9,7 @@ Layout of this module (one compilation unit, split by concern; docs/internals.md
   _lifecycle.pxi   the state machine of a stream's life: every transition, finalize
   _reader.pxi      MsgReader: receive buffer, bounded read strategies, the framing dispatch loop
   _sender.pxi      MsgSender + DispatchContext: direct writes, the send queue, watermarks
+  _autosend.pxi    AutoSendBuffer (ctx.acquire_send()): pieces sent as one message
   _tls.pxi         TLS streams: options, the handshake, decrypting into the receive buffer
   _tls_send.pxi    TLS sending: the plaintext queue, its records, close_notify
   _commands.pxi    CmdSender, the cross-thread inbox, and running commands
@@ -352,6 +353,7 @@ include "_limits.pxi"
 include "_lifecycle.pxi"
 include "_reader.pxi"
 include "_sender.pxi"
+include "_autosend.pxi"
 include "_sockaddr.pxi"
 include "_tls.pxi"
 include "_tls_send.pxi"

@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-import reactio
-from reactio import DropMsgSize, ReactRuntime, Reactor
+from reactio import ReactRuntime
 
 from stress_util import Deadline, env_int, report
+from support.reactors import SinkReactor
 from support.runtime import listen_factory
 from support.tls import ca, client_ctx, server_ctx  # noqa: F401
 
@@ -33,8 +33,9 @@ PERIOD = 251                            # the stream is PAT[offset % 251]
 PAT = bytes(range(PERIOD)) * ((64 * 1024) // PERIOD + 2)
 
 
-class Producer(Reactor):
-    """Streams STREAM bytes in random-sized messages while not paused, then closes."""
+class Producer(SinkReactor):
+    """Streams STREAM bytes in random-sized messages while not paused, then closes (its close
+    error in ``err``)."""
 
     def __init__(self, seed):
         self.rng = random.Random(seed)
@@ -44,7 +45,7 @@ class Producer(Reactor):
         self.done, self.owed = [], 0
         self.max_queue = 0
         self.ctx = None
-        self.closed_with = "open"
+        self.err = "open"
 
     def check(self, ctx):
         q = ctx.send_queue_size
@@ -84,12 +85,6 @@ class Producer(Reactor):
         self.resumes += 1
         self.paused = False
         self.pump(ctx)
-
-    def on_inbound_message(self, buf, new_bytes, decoded, ctx):
-        return DropMsgSize(len(buf))
-
-    def on_close(self, reactor_id, cmd_sender):
-        self.closed_with = self.close_error
 
 
 class StallingReader:
@@ -139,7 +134,7 @@ def test_tls_slow_consumers_count_plaintext(request, server_ctx, client_ctx):
             deadline.check()
             rt.process_events(0.01)
         deadline = Deadline(10, "the producers' streams closing")
-        while any(p.closed_with == "open" for p in producers):
+        while any(p.err == "open" for p in producers):
             deadline.check()
             rt.process_events(0.01)
     for r in readers:
@@ -147,7 +142,7 @@ def test_tls_slow_consumers_count_plaintext(request, server_ctx, client_ctx):
         assert r.bad_at is None, f"stream corrupted at byte {r.bad_at}"
         assert r.got == STREAM
     for p in producers:
-        assert p.closed_with is None
+        assert p.err is None
         assert p.done == list(range(p.owed))
         assert p.pauses >= 1 and p.resumes >= 1
     report(request, stream_mib=STREAM // MIB,
