@@ -20,30 +20,10 @@ from reactio import DropMsgSize, ExpectMsgSize, ReactRuntime
 from support.reactors import EchoReactor
 from support.runtime import Completion, connect, listen_factory, pump_until, stream_ids
 from support.sockets import raw_client, reset
+from support.tls import BlockingTlsServer, ca, client_ctx, recv_all, server_ctx  # noqa: F401
 from support.wire import frame
 
-trustme = pytest.importorskip("trustme", reason="trustme (the test extra) makes the certificates")
-
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def ca():
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_ctx(ca):
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(ctx)
-    return ctx
-
-
-@pytest.fixture(scope="module")
-def client_ctx(ca):
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
-    return ctx
 
 
 class BytesEcho(reactio.Reactor):
@@ -183,44 +163,6 @@ def test_send_no_que_is_refused_on_tls(server_ctx, client_ctx):
 
 
 # -- Python's blocking ssl sockets in a thread ------------------------------------------------
-
-class BlockingTlsServer:
-    """A one-connection TLS server on a thread: runs ``serve(conn)``; keeps what it returned
-    or raised."""
-
-    def __init__(self, ctx, serve):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.result = None
-        self.thread = threading.Thread(target=self._run, args=(ctx, serve), daemon=True)
-        self.thread.start()
-
-    def _run(self, ctx, serve):
-        try:
-            raw, _ = self.sock.accept()
-            raw.settimeout(20)
-            with ctx.wrap_socket(raw, server_side=True, suppress_ragged_eofs=False) as conn:
-                self.result = serve(conn)
-        except BaseException as exc:
-            self.result = exc
-        finally:
-            self.sock.close()
-
-    def join(self):
-        self.thread.join(20)
-        assert not self.thread.is_alive()
-        return self.result
-
-
-def recv_all(conn, n):
-    data = bytearray()
-    while len(data) < n:
-        chunk = conn.recv(min(65536, n - len(data)))
-        if not chunk:
-            break
-        data += chunk
-    return bytes(data)
-
 
 def test_large_writes_with_backpressure_to_a_slow_blocking_peer(server_ctx, client_ctx):
     """8 MiB sent at once to a peer that reads slowly: the sends queue (on_pause_writing),

@@ -17,7 +17,8 @@
 #   connect_socket / connect_registered   a socket whose connect starts now / once registered
 #   add_listener, listener_started, pause_accepts, resume_accepts
 #   close_socket(rt, fd, abort) stop watching and close (abort: RST)
-#   flush_blocked(ctx)          True while the backend owns the queue's head (IOCP WSASend)
+#   flush_blocked(sender)       True while the backend owns the head of the buffer it sends
+#                               from (IOCP WSASend): the queue, or a TLS stream's records
 #   after_flush(rt, ctx)        bytes are left queued after a flush (IOCP: send them)
 #   READS_INLINE                the runtime may recv() on a socket itself (IOCP: a posted
 #                               WSARecv owns the input)
@@ -145,9 +146,9 @@ cdef inline int _be_close_socket(ReactRuntime rt, int fd, bint abort) except -1:
     return _epoll_close_socket(rt, fd, abort)
 
 
-cdef inline bint _be_flush_blocked(DispatchContext ctx) noexcept:
+cdef inline bint _be_flush_blocked(MsgSender s) noexcept:
     if REACTIO_IOCP:
-        return ctx.sender.inflight_buf != NULL
+        return s.inflight_buf != NULL
     return False
 
 

@@ -186,8 +186,7 @@ cdef int _outbound_opened(ReactRuntime rt, DispatchContext ctx) except -1:
     ctx.state = ST_OPEN
     rio_bump_ssize(&rt.n_streams, 1)
     try:
-        ctx._set_want(WANT_READ if ctx.sender.head == ctx.sender.tail else
-                      WANT_READ | WANT_WRITE)
+        ctx._set_want(WANT_READ | WANT_WRITE if _unsent(ctx) else WANT_READ)
     except Exception as exc:
         _stream_event(rt, ctx, EV_ABORT, exc)
         return _complete(p.completion, exc)

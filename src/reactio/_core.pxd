@@ -106,12 +106,16 @@ cdef class Reactor:
 
 cdef class _TlsStream:
     # The TLS layer of one stream (_tls.pxi): ciphertext in/out through two MemoryBIOs, above
-    # the backend.  The send queue holds ciphertext; the receive buffer, plaintext.
+    # the backend.  The send queue (ctx.sender) and the receive buffer hold plaintext; the
+    # records on their way to the socket wait in ``wire`` (about one record of the queue's
+    # head, plus what the SSLObject wrote by itself: handshake flights, alerts, close_notify).
     cdef object sslobj, incoming, outgoing
+    cdef MsgSender wire             # ciphertext for the socket; the backends send from it
+    cdef Py_ssize_t covered         # plaintext at the queue's head already in wire's records
+    cdef bint notify_owed           # close(): close_notify follows the queue's last record
     cdef object listener_id         # inbound: the listener, for on_connected after the handshake
     cdef object peer                # inbound: the peer's address, for the log of a failure
     cdef object error               # the SSLError that ends the stream (a bad record, truncation)
-    cdef bytes records              # the records of the last send (send_raw writes them)
     cdef int64_t timeout_ns         # ssl_handshake_timeout
     cdef bint opened                # the handshake succeeded (on_close is owed)
     cdef bint peer_closed           # the peer's close_notify was read
@@ -148,6 +152,8 @@ cdef class DispatchContext:
     # Trusts n like memcpy: n < 0 raises ValueError, an n past the end of data is not caught.
     cdef int send_raw(self, const char *data, Py_ssize_t n, object on_sent=*) except -1
     cdef int _flush(self) except -1
+    cdef int _flushed(self, bint empty) except -1
+    cdef int _refuse_overflow(self, Py_ssize_t n, Py_ssize_t rest) except -1
     cdef int _after_queueing(self) except -1
     cdef int _uncork(self) except -1
     cdef int _set_want(self, int want) except -1

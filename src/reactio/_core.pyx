@@ -9,6 +9,9 @@ Layout of this module (one compilation unit, split by concern; docs/internals.md
   _lifecycle.pxi   the state machine of a stream's life: every transition, finalize
   _reader.pxi      MsgReader: receive buffer, bounded read strategies, the framing dispatch loop
   _sender.pxi      MsgSender + DispatchContext: direct writes, the send queue, watermarks
+  _autosend.pxi    AutoSendBuffer (ctx.acquire_send()): pieces sent as one message
+  _tls.pxi         TLS streams: options, the handshake, decrypting into the receive buffer
+  _tls_send.pxi    TLS sending: the plaintext queue, its records, close_notify
   _commands.pxi    CmdSender, the cross-thread inbox, and running commands
   _streams.pxi     new streams, accepted connections, listeners, callback failures
   _connect.pxi     connects and listens: resolution, address by address, bind
@@ -366,8 +369,10 @@ include "_limits.pxi"
 include "_lifecycle.pxi"
 include "_reader.pxi"
 include "_sender.pxi"
+include "_autosend.pxi"
 include "_sockaddr.pxi"
 include "_tls.pxi"
+include "_tls_send.pxi"
 include "_commands.pxi"
 include "_streams.pxi"
 include "_connect.pxi"

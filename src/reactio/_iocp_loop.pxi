@@ -328,14 +328,19 @@ cdef int _iocp_rearm_deferred(ReactRuntime rt) except -1:
 
 
 cdef int _iocp_arm_send(ReactRuntime rt, DispatchContext ctx) except -1:
-    """Send the queue's head with an overlapped WSASend (the IOCP stand-in for EPOLLOUT)."""
-    cdef MsgSender s = ctx.sender
+    """Send the queue's head (a TLS stream's: its records) with an overlapped WSASend (the
+    IOCP stand-in for EPOLLOUT)."""
+    cdef MsgSender s = _wire(ctx)
     cdef w.rio_op *op = _stream_op(ctx, OP_SEND)
     cdef w.WSABUF buf
     cdef w.DWORD got = 0
     cdef Py_ssize_t n
     cdef int rc, err
-    if op.pending or s.head == s.tail or ctx.state >= ST_CLOSING:
+    if op.pending or ctx.state >= ST_CLOSING:
+        return 0
+    if s.head == s.tail:
+        if s is not ctx.sender and ctx.sender.head != ctx.sender.tail:
+            ctx._flush()    # TLS: plaintext without its record yet (queued while corked)
         return 0
     n = s.tail - s.head
     if n > 0x7FFFFFFF:
@@ -356,7 +361,7 @@ cdef int _iocp_arm_send(ReactRuntime rt, DispatchContext ctx) except -1:
 
 
 cdef int _iocp_send_done(ReactRuntime rt, DispatchContext ctx, w.DWORD nbytes, int err) except -1:
-    cdef MsgSender s = ctx.sender
+    cdef MsgSender s = _wire(ctx)
     if s.inflight_buf != NULL and s.inflight_buf != s.buf:
         free(s.inflight_buf)        # the queue moved to a new buffer while this one was sent
     s.inflight_buf = NULL

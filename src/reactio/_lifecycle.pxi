@@ -66,7 +66,7 @@ cdef int _stream_event(ReactRuntime rt, DispatchContext ctx, int ev, object err)
                     ctx.close_error = err
                 if ctx.tls is not None:
                     _tls_queue_close_notify(ctx)
-                if ctx.sender.head != ctx.sender.tail:
+                if _unsent(ctx):
                     _start_draining(rt, ctx)
                 elif ctx.peer_eof or not READS_INLINE:
                     # (IOCP: a pending WSARecv owns the socket's input; close() cancels it)
@@ -83,7 +83,7 @@ cdef int _stream_event(ReactRuntime rt, DispatchContext ctx, int ev, object err)
         elif ev == EV_PEER_EOF:
             ctx.peer_eof = True
             if st == ST_OPEN:
-                if ctx.sender.head != ctx.sender.tail:
+                if _unsent(ctx):
                     _start_draining(rt, ctx)   # the peer may still read what we queued
                 else:
                     _closing(ctx, None, False)
@@ -132,7 +132,7 @@ cdef int _check_stream(ReactRuntime rt, DispatchContext ctx) except -1:
     if (st == ST_CONNECTING and ctx.connect is None) or (
             ST_OPEN <= st < ST_CLOSING and ctx.connect is not None):
         raise AssertionError(f"stream {ctx.reactor_id}: state {st} with connect {ctx.connect}")
-    if st == ST_HALF_CLOSED and ctx.sender.head != ctx.sender.tail:
+    if st == ST_HALF_CLOSED and _unsent(ctx):
         raise AssertionError(f"half-closed stream {ctx.reactor_id} has queued bytes")
     if ctx.peer_eof and ST_OPEN < st < ST_CLOSING and ctx.want & WANT_READ:
         raise AssertionError(f"stream {ctx.reactor_id} polls for input after the peer's EOF")

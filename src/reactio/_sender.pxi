@@ -56,7 +56,8 @@ cdef class MsgSender:
 
     @property
     def bytes_sent(self):
-        """Bytes written to the kernel over the stream's life."""
+        """Bytes written to the kernel over the stream's life (TLS: plaintext bytes whose
+        records were written)."""
         return self.total_sent
 
     cdef int _append(self, const char *data, Py_ssize_t n) except -1:
@@ -254,9 +255,7 @@ cdef class DispatchContext:
         if n < 0:
             raise ValueError(f"send_raw: a negative size ({n})")
         if self.tls is not None:
-            # TLS: what goes on the wire (and in the queue) are the records of these bytes
-            data = _tls_encrypt_cold(self, data, n)
-            n = PyBytes_GET_SIZE(self.tls.records)
+            return _tls_send_cold(self, data, n, on_sent)   # (the same contract, plaintext)
         if s.tail == s.head and not self.corked:
             while sent < n:
                 r = send(self.fd, data + sent, n - sent, MSG_NOSIGNAL)
@@ -280,19 +279,7 @@ cdef class DispatchContext:
                     self._owe_completion(on_sent)
                 return 0
         if s.tail - s.head + (n - sent) > s.max_send_queue:
-            if n - sent > s.max_send_queue:
-                exc = SendQueueOverflowError(
-                    f"reactor {self.reactor_id}: one send of {n} bytes is larger than "
-                    f"max_send_queue={s.max_send_queue}; raise it (ReactRuntime(max_send_queue=...)"
-                    f" or the send_connect / listener keyword) or send in pieces, pausing on "
-                    f"on_pause_writing")
-            else:
-                exc = SendQueueOverflowError(
-                    f"reactor {self.reactor_id}: {s.tail - s.head + n - sent} bytes would be "
-                    f"queued, over max_send_queue={s.max_send_queue}: the peer does not read "
-                    f"as fast as this stream sends (pause on on_pause_writing)")
-            _stream_event(self.rt, self, EV_ABORT, exc)
-            raise exc
+            self._refuse_overflow(n, n - sent)
         s._append(data + sent, n - sent)
         s.total_queued += n
         if on_sent is not None:
@@ -306,6 +293,24 @@ cdef class DispatchContext:
             if s.head == s.tail or self.state != ST_OPEN:
                 return 1
         return self._after_queueing()
+
+    cdef int _refuse_overflow(self, Py_ssize_t n, Py_ssize_t rest) except -1:
+        """rest bytes of a send of n would take the queue over max_send_queue: the stream
+        closes (reset) and the sender gets SendQueueOverflowError."""
+        cdef MsgSender s = self.sender
+        if rest > s.max_send_queue:
+            exc = SendQueueOverflowError(
+                f"reactor {self.reactor_id}: one send of {n} bytes is larger than "
+                f"max_send_queue={s.max_send_queue}; raise it (ReactRuntime(max_send_queue=...)"
+                f" or the send_connect / listener keyword) or send in pieces, pausing on "
+                f"on_pause_writing")
+        else:
+            exc = SendQueueOverflowError(
+                f"reactor {self.reactor_id}: {s.tail - s.head + rest} bytes would be "
+                f"queued, over max_send_queue={s.max_send_queue}: the peer does not read "
+                f"as fast as this stream sends (pause on on_pause_writing)")
+        _stream_event(self.rt, self, EV_ABORT, exc)
+        raise exc
 
     cdef int _after_queueing(self) except -1:
         """Bytes wait in the queue: have the backend report writability, and pause the
@@ -352,7 +357,9 @@ cdef class DispatchContext:
         cdef MsgSender s = self.sender
         cdef ssize_t r
         cdef int err
-        if _be_flush_blocked(self):
+        if self.tls is not None:
+            return _tls_flush_cold(self)    # (encrypts the queue's head as it goes)
+        if _be_flush_blocked(s):
             return 0            # a WSASend owns the queue's head; its completion flushes
         while s.head < s.tail:
             r = send(self.fd, s.buf + s.head, s.tail - s.head, MSG_NOSIGNAL)
@@ -366,9 +373,15 @@ cdef class DispatchContext:
             if rio_would_block(err):
                 break
             return _stream_event(self.rt, self, EV_ABORT, _net.os_error(err, "send"))
+        return self._flushed(s.head == s.tail)
+
+    cdef int _flushed(self, bint empty) except -1:
+        """After a flush: the completions now due, the write interest (off once nothing is
+        left to write: ``empty``), the end of a drain, on_resume_writing."""
+        cdef MsgSender s = self.sender
         if s.completions:
             self._flush_completions()
-        if s.head == s.tail:
+        if empty:
             s.head = s.tail = 0
             if s.cap >= KEEP_BUFFER:
                 s._release_buffer()     # a burst made it grow: give the memory back
@@ -412,51 +425,3 @@ cdef class DispatchContext:
             self.want = before
             raise
         return 0
-
-
-@cython.final
-cdef class AutoSendBuffer:
-    """Collects writes and sends them as one message: on ``send()``, or on leaving a ``with``
-    block without an exception (an exception discards what was written)."""
-    cdef DispatchContext ctx
-    cdef bytearray buf
-
-    def __cinit__(self, DispatchContext ctx):
-        self.ctx = ctx
-        self.buf = bytearray()
-
-    def write(self, data):
-        """Append ``data`` (any bytes-like object); returns the number of bytes written."""
-        cdef Py_ssize_t before = len(self.buf)
-        self.buf += data
-        return len(self.buf) - before
-
-    def count_written(self):
-        return len(self.buf)
-
-    def __len__(self):
-        return len(self.buf)
-
-    def get_written(self):
-        return bytes(self.buf)
-
-    def clear(self):
-        del self.buf[:]
-
-    def send(self, on_sent=None):
-        """Send what was written as one message; returns a SendOrQueResult."""
-        if not self.buf and on_sent is None:
-            return SendOrQueResult.COMPLETE
-        r = self.ctx.send_or_que(self.buf, on_sent)     # (empty: completes in send order)
-        del self.buf[:]
-        return r
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.send()
-        else:
-            del self.buf[:]
-        return False

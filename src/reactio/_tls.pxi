@@ -2,28 +2,29 @@
 # between two MemoryBIOs), attached to its DispatchContext by one pointer.  It sits above the
 # backend -- ciphertext in and out through the socket calls of the reader and the sender -- and
 # below the framing: the receive buffer holds plaintext (SSLObject.read decrypts straight into
-# its free space), the send queue holds ciphertext (send_raw encrypts, then sends or queues the
-# records).  A plain stream pays one NULL check in send_raw and in _recv.
+# its free space), and so does the send queue (sending: _tls_send.pxi).  A plain stream pays
+# one NULL check in send_raw, _flush and _recv.
 #
 # The handshake is the HANDSHAKE state of the stream state machine (_lifecycle.pxi):
 #   outbound  CONNECTING --TCP connected--> HANDSHAKE --done--> OPEN (on_connected, completion)
 #   inbound   accepted --> HANDSHAKE --done--> OPEN (on_connected)
 # A failure, the peer's EOF or ssl_handshake_timeout closes the stream from HANDSHAKE: an
 # outbound connect's completion gets the exception, an inbound one is logged; no on_close.
-# ctx.close() of an OPEN stream queues close_notify behind the queued records, then drains
-# (DRAINING, HALF_CLOSED) like any stream.
+# ctx.close() of an OPEN stream drains (DRAINING, HALF_CLOSED) like any stream; close_notify
+# follows the record of the queue's last byte (t.notify_owed until the pump gets there).
 # The ssl module, imported by the first TLS option: a plain-TCP program never loads it.
 _ssl = None
 
 cdef double DEFAULT_SSL_HANDSHAKE_TIMEOUT = 60.0     # seconds (as asyncio and nginx)
 
-# The plain stream's hot path (MsgReader._recv and fast_read, send_raw, the epoll event)
+# The plain stream's hot path (MsgReader._recv and fast_read, send_raw, _flush, the epoll event)
 # reaches TLS through these pointers, set at import: called directly, gcc inlined the TLS code
 # into those functions, whose larger frames (the TLS read made _recv save six registers and
 # take 184 bytes of stack) cost every plain message 40 instructions (callgrind); through the
 # pointers, one NULL check each.
 ctypedef Py_ssize_t (*_tls_recv_fn)(MsgReader, DispatchContext, Py_ssize_t) except -100
-ctypedef const char *(*_tls_encrypt_fn)(DispatchContext, const char *, Py_ssize_t) except NULL
+ctypedef int (*_tls_send_fn)(DispatchContext, const char *, Py_ssize_t, object) except -1
+ctypedef int (*_tls_flush_fn)(DispatchContext) except -1
 ctypedef bint (*_tls_readable_fn)(DispatchContext) noexcept
 ctypedef int (*_tls_input_fn)(ReactRuntime, DispatchContext) except -1
 
@@ -74,6 +75,7 @@ cdef _TlsStream _tls_new(_StreamOptions opts, _PendingConnect connecting):
     cdef _TlsStream t = _TlsStream.__new__(_TlsStream)
     t.incoming = _ssl.MemoryBIO()
     t.outgoing = _ssl.MemoryBIO()
+    t.wire = MsgSender.__new__(MsgSender)
     t.timeout_ns = opts.handshake_ns
     if connecting is None:
         t.sslobj = opts.ssl_context.wrap_bio(t.incoming, t.outgoing, server_side=True)
@@ -91,7 +93,7 @@ cdef int _tls_start(ReactRuntime rt, DispatchContext ctx, object listener_id) ex
     ClientHello)."""
     ctx.tls.listener_id = listener_id
     ctx.state = ST_HANDSHAKE
-    ctx._set_want(WANT_READ if ctx.sender.head == ctx.sender.tail else WANT_READ | WANT_WRITE)
+    ctx._set_want(WANT_READ | WANT_WRITE if _unsent(ctx) else WANT_READ)
     if ctx.tls.timeout_ns > 0:
         _set_stream_timer(rt, ctx, ctx.tls.timeout_ns)
     _be_stream_opened(rt, ctx)      # (IOCP: the first receive; epoll reads when readable)
@@ -190,43 +192,6 @@ cdef bint _tls_readable(DispatchContext ctx) noexcept:
     return ctx.tls is not None and (ctx.tls.incoming.pending > 0 or ctx.tls.sslobj.pending() > 0)
 
 
-cdef int _tls_send_output(DispatchContext ctx) except -1:
-    """Queue and send the records the SSLObject wrote by itself: handshake flights, alerts, key
-    update replies, tickets (behind the records already queued; no watermark callback)."""
-    cdef MsgSender s = ctx.sender
-    if _tls_queue_records(ctx):
-        ctx._flush()
-        if s.head != s.tail and ctx.state < ST_CLOSING and not (ctx.want & WANT_WRITE):
-            ctx._set_want(ctx.want | WANT_WRITE)
-    return 0
-
-
-cdef bint _tls_queue_records(DispatchContext ctx) except -1:
-    """Append what the SSLObject wrote to the send queue; False when it wrote nothing."""
-    cdef MsgSender s = ctx.sender
-    if not ctx.tls.outgoing.pending:
-        return False
-    out = ctx.tls.outgoing.read()
-    s._append(PyBytes_AS_STRING(out), PyBytes_GET_SIZE(out))
-    s.total_queued += PyBytes_GET_SIZE(out)
-    return True
-
-
-cdef const char *_tls_encrypt(DispatchContext ctx, const char *data,
-                              Py_ssize_t n) except NULL:
-    """send_raw of a TLS stream: the records of these n plaintext bytes, held by t.records
-    (their size) until the next send.  A completion runs when the last record of its message
-    reached the kernel."""
-    cdef _TlsStream t = ctx.tls
-    try:
-        t.sslobj.write(PyMemoryView_FromMemory(<char *>data, n, PyBUF_READ))
-    except _ssl.SSLError as exc:
-        _stream_event(ctx.rt, ctx, EV_ABORT, exc)
-        raise
-    t.records = t.outgoing.read()
-    return PyBytes_AS_STRING(t.records)
-
-
 cdef Py_ssize_t _tls_decrypt(_TlsStream t, char *dest, Py_ssize_t room) except -1:
     """Plaintext into dest (at most room bytes) from the ciphertext the SSLObject holds; returns
     the byte count.  Reads record after record (one SSLObject.read gives at most one record)
@@ -292,7 +257,6 @@ cdef Py_ssize_t _tls_recv(MsgReader r, DispatchContext ctx, Py_ssize_t room) exc
 
 
 cdef _tls_recv_fn _tls_recv_cold = _tls_recv
-cdef _tls_encrypt_fn _tls_encrypt_cold = _tls_encrypt
 cdef _tls_readable_fn _tls_readable_cold = _tls_readable
 cdef _tls_input_fn _tls_handshake_input_cold = _tls_handshake_input
 
@@ -340,16 +304,6 @@ cdef Py_ssize_t _tls_eof(_TlsStream t) except -100:
             "TLS stream truncated: the peer closed the connection in the middle of a record")
         return READ_TLS_ERROR
     return READ_EOF
-
-
-cdef int _tls_queue_close_notify(DispatchContext ctx) except -1:
-    """Queue our close_notify behind the queued records (a graceful close drains them)."""
-    try:
-        ctx.tls.sslobj.unwrap()
-    except _ssl.SSLError:
-        pass            # (SSLWantReadError: the peer's close_notify is not awaited)
-    _tls_queue_records(ctx)
-    return 0
 
 
 cdef object _tls_eof_in_handshake():
