@@ -255,3 +255,34 @@ def test_max_events_too_large_is_refused_at_construction():
     if BACKEND == "epoll":
         with pytest.raises(ValueError):                 # just over epoll_wait's bound
             ReactRuntime(max_events=178_956_971).close()
+
+
+def test_on_sent_of_a_reply_that_overflows_the_cork_runs_after_the_send(rt):
+    """Replies made while one read is dispatched are held (corked) and leave together; once
+    they pass CORK_BYTES the send that crossed it flushes them.  That flush wrote the bytes of
+    the very send that triggered it, and its on_sent ran inside that send_or_que.  Three
+    pipelined requests, each answered with 20,000 bytes: every on_sent runs after its send
+    returned, in order, and every byte arrives."""
+    log = []
+
+    class Replier(Base):
+        def on_inbound_message(self, buf, new_bytes, decoded, ctx):
+            end = bytes(buf).find(b"\n")
+            if end < 0:
+                return reactio.ExpectMsgSize(0)
+            inside = [True]
+            tag = bytes(buf[:end])
+            ctx.send_or_que(tag * 20_000, lambda r: log.append((tag, inside[0], r)))
+            inside[0] = False
+            return DropMsgSize(end + 1)
+
+    server = Replier()
+    peer = _stream(rt, server)
+    peer.sendall(b"a\nb\nc\n")
+    got = recv_exact_nb(rt, peer, 60_000, timeout=20)
+    assert got == b"a" * 20_000 + b"b" * 20_000 + b"c" * 20_000
+    pump_until(rt, lambda: len(log) == 3)
+    assert [(tag, inside) for tag, inside, _ in log] == [(b"a", False), (b"b", False),
+                                                         (b"c", False)], log
+    assert all(r == server.ctx.reactor_id for _, _, r in log)
+    peer.close()

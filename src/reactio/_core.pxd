@@ -133,6 +133,7 @@ cdef class DispatchContext:
     cdef int holds                  # callbacks / runtime operations on this stream in progress:
                                     # finalize waits until it is 0
     cdef bint in_ready              # on ReactRuntime.ready: send completions are owed
+    cdef bint in_send               # in send_raw's queueing: completions wait for rt.ready
     cdef int want                   # WANT_READ | WANT_WRITE, as registered with the backend
     cdef bint abort                 # close with RST, dropping queued bytes
     cdef bint default_readable      # on_readable not overridden: call the reader directly
@@ -155,9 +156,12 @@ cdef class DispatchContext:
     cdef int _flushed(self, bint empty) except -1
     cdef int _refuse_overflow(self, Py_ssize_t n, Py_ssize_t rest) except -1
     cdef int _after_queueing(self) except -1
+    cdef int _queue_rest(self, const char *data, Py_ssize_t n, Py_ssize_t sent,
+                         object on_sent) except -1
     cdef int _uncork(self) except -1
     cdef int _set_want(self, int want) except -1
     cdef int _flush_completions(self) except -1
+    cdef int _defer_completions(self) except -1
     cdef int _owe_completion(self, object on_sent) except -1
     cdef int _watermark_callback(self, bint pause) except -1
 

@@ -278,21 +278,35 @@ cdef class DispatchContext:
                     # a sender chaining its next send from on_sent must not recurse)
                     self._owe_completion(on_sent)
                 return 0
+        return self._queue_rest(data, n, sent, on_sent)
+
+    cdef int _queue_rest(self, const char *data, Py_ssize_t n, Py_ssize_t sent,
+                         object on_sent) except -1:
+        """The part of send_raw (plain or TLS) after the direct send: queue data[sent:n]
+        (plaintext on a TLS stream), register on_sent, send the queue if a cork holds too much,
+        else ask for writability.  Returns 1 (IN_QUEUE).  A flush made here (the cork's, or a
+        backend that completes a send at once) leaves the completions it makes due to
+        rt.ready (in_send): on_sent never runs inside the send_or_que that registered it."""
+        cdef MsgSender s = self.sender
         if s.tail - s.head + (n - sent) > s.max_send_queue:
             self._refuse_overflow(n, n - sent)
-        s._append(data + sent, n - sent)
+        s._append(data + sent, n - sent)    # (TLS: the first tls.covered are in the wire)
         s.total_queued += n
         if on_sent is not None:
             if s.completions is None:
                 s.completions = collections.deque()
             s.completions.append((s.total_queued, on_sent))
-        if self.corked:
-            if s.tail - s.head < CORK_BYTES:
-                return 1        # leaves with the others when the dispatch of this read ends
-            self._flush()
-            if s.head == s.tail or self.state != ST_OPEN:
-                return 1
-        return self._after_queueing()
+        if self.corked and s.tail - s.head < CORK_BYTES:
+            return 1        # leaves with the others when the dispatch of this read ends
+        self.in_send = True
+        try:
+            if self.corked:
+                self._flush()
+                if s.head == s.tail or self.state != ST_OPEN:
+                    return 1
+            return self._after_queueing()
+        finally:
+            self.in_send = False
 
     cdef int _refuse_overflow(self, Py_ssize_t n, Py_ssize_t rest) except -1:
         """rest bytes of a send of n would take the queue over max_send_queue: the stream
@@ -380,7 +394,10 @@ cdef class DispatchContext:
         left to write: ``empty``), the end of a drain, on_resume_writing."""
         cdef MsgSender s = self.sender
         if s.completions:
-            self._flush_completions()
+            if self.in_send:
+                self._defer_completions()
+            else:
+                self._flush_completions()
         if empty:
             s.head = s.tail = 0
             if s.cap >= KEEP_BUFFER:
@@ -407,6 +424,12 @@ cdef class DispatchContext:
             budget -= 1
             cb = q.popleft()[1]
             _complete(cb, self.reactor_id)
+        return self._defer_completions()
+
+    cdef int _defer_completions(self) except -1:
+        """Completions now due run from rt.ready (ReactRuntime._run_ready), in send order."""
+        cdef MsgSender s = self.sender
+        q = s.completions
         if q and <uint64_t>q[0][0] <= s.total_sent and not self.in_ready and self.state != ST_CLOSED:
             self.in_ready = True
             self.rt.ready.append(self)

@@ -111,21 +111,7 @@ cdef int _tls_send(DispatchContext ctx, const char *data, Py_ssize_t n,
             if on_sent is not None:
                 ctx._owe_completion(on_sent)
             return 0
-    if s.tail - s.head + (n - sent) > s.max_send_queue:
-        ctx._refuse_overflow(n, n - sent)
-    s._append(data + sent, n - sent)        # (the first t.covered of them are in the wire)
-    s.total_queued += n
-    if on_sent is not None:
-        if s.completions is None:
-            s.completions = collections.deque()
-        s.completions.append((s.total_queued, on_sent))
-    if ctx.corked:
-        if s.tail - s.head < CORK_BYTES:
-            return 1        # encrypted with the others (one record) when the dispatch ends
-        ctx._flush()
-        if s.head == s.tail or ctx.state != ST_OPEN:
-            return 1
-    return ctx._after_queueing()
+    return ctx._queue_rest(data, n, sent, on_sent)   # (a cork's: one record, at its end)
 
 
 cdef int _tls_flush(DispatchContext ctx) except -1:
