@@ -388,3 +388,37 @@ def test_sighup_ignored_under_nohup():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=100)
     assert proc.returncode == 0, proc.stdout[-1000:] + proc.stderr[-1000:]
+
+
+def test_a_leg_that_fails_a_round_stops_and_the_others_go_on():
+    """run_rounds (every mode's round loop): a measurement that raises fails its leg with the
+    round and the error, runs it no more, and leaves the other legs' rounds untouched."""
+    from reactio.bench.legs import Leg, LegOutcome, run_rounds
+    from reactio.bench.procs import ChildError
+    from reactio.bench.progress import Progress
+
+    class Outcome(LegOutcome):
+        def __init__(self, leg):
+            super().__init__(leg)
+            self.rounds = []
+
+    legs = [Leg("c"), Leg("asyncio"), Leg("reactio-py")]
+    calls = []
+
+    def measure(leg, r):
+        calls.append((leg.name, r))
+        if leg.name == "asyncio" and r == 1:
+            raise ChildError("asyncio server: exited (exit status 3)")
+        return r * 10
+
+    per_leg = run_rounds(legs, legs[:2], {"reactio-py": "not built"}, Outcome, 3, measure,
+                         lambda res, r, fig: res.rounds.append(fig), "test",
+                         Progress(enabled=False))
+    assert per_leg["c"].status == "ok" and per_leg["c"].rounds == [0, 10, 20]
+    assert per_leg["asyncio"].status == "failed" and per_leg["asyncio"].rounds == [0]
+    assert per_leg["asyncio"].reason == "round 2: asyncio server: exited (exit status 3)"
+    assert ("asyncio", 2) not in calls
+    assert per_leg["reactio-py"].head() == {
+        "leg": "reactio-py", "description": per_leg["reactio-py"].leg.description,
+        "status": "skipped", "reason": "not built"}
+    assert not any(name == "reactio-py" for name, _ in calls)

@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
-import shlex
-import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -21,7 +16,7 @@ from support.fds import runtime_descriptors
 from support.reactors import EchoReactor
 from support.runtime import Completion, listen_factory, pump_until, stream_ids
 from support.sockets import closed_port, held_closed_ports, raw_client, recv_exact_nb
-from support.subproc import HELPERS
+from support.subproc import run_helper_in_netns
 from support.wire import frame
 
 pytestmark = pytest.mark.timeout(30)
@@ -60,19 +55,8 @@ def test_connect_timeout_in_a_private_network_namespace():
     dropped): 20 connects with timeouts each end with TimeoutError, once, no earlier than their
     timeout; an echo connection in the same runtime keeps running; close() fails a connect
     without a timeout with RuntimeClosedError; no descriptor is left."""
-    unshare = shutil.which("unshare")
-    ip = shutil.which("ip") or ("/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else None)
-    if not unshare or not ip:
-        pytest.skip("needs unshare(1) and ip(8)")
-    script = os.path.join(HELPERS, "netns_connect.py")
-    setup = f"{ip} link set lo up && {ip} route add 192.0.2.0/24 dev lo"
-    probe = subprocess.run([unshare, "--net", "--map-root-user", "sh", "-c", setup],
-                           capture_output=True, text=True, timeout=30)
-    if probe.returncode != 0:
-        pytest.skip(f"no network namespace of our own here: {probe.stderr.strip()[:200]}")
-    cmd = [unshare, "--net", "--map-root-user", "sh", "-c",
-           f"{setup} && exec {shlex.quote(sys.executable)} {shlex.quote(script)}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    proc = run_helper_in_netns("netns_connect.py",
+                               "{ip} link set lo up && {ip} route add 192.0.2.0/24 dev lo")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     results = out["results"]

@@ -186,12 +186,22 @@ def test_receive_buffer_shrinks_after_a_flood_of_small_frames(rt):
     msg = (26).to_bytes(4, "little") + b"m" * 26
     count = (4 << 20) // len(msg)
     flood = msg * count
-    writer = threading.Thread(target=peer.sendall, args=(flood,))
+    failed = []
+
+    def write():
+        try:
+            peer.sendall(flood)
+        except OSError as exc:
+            failed.append(exc)
+
+    peer.settimeout(60)         # sendall's timeout bounds the whole flood, not one send
+    writer = threading.Thread(target=write)
     writer.start()
     try:
-        pump_until(rt, lambda: len(server.sizes) == count, timeout=30)
+        pump_until(rt, lambda: len(server.sizes) == count or failed, timeout=30)
     finally:
         writer.join(30)
+    assert failed == [] and len(server.sizes) == count, failed
     shown, size = server.worst
     assert size >= shown, f"getsizeof(reader) == {size} while it showed {shown} buffered bytes"
     assert recv_exact_nb(rt, peer, 2 * count, timeout=20) == b"ok" * count

@@ -334,6 +334,8 @@ cdef class DatagramContext:
     cdef void *oiov
     cdef void *backend_ops          # IOCP: the receive and send rio_op (freed in __dealloc__:
                                     # a pending op holds a reference to this context)
+    cdef int refuse_sends           # tests: the next N direct sends act as refused by the
+                                    # socket (loopback never refuses a UDP send)
     cdef int rfromlen               # IOCP: WSARecvFrom's address length (the kernel's while
                                     # the receive is pending)
     cdef readonly uint64_t recv_calls, datagrams_received, send_calls, datagrams_sent

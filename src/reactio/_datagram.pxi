@@ -153,6 +153,15 @@ cdef class DatagramContext:
             raise ValueError("send_to_raw: addrlen larger than a sockaddr_storage")
         return _be_dg_send(self, data, n, addr, addrlen)
 
+    def _refuse_sends(self, int n):
+        """For tests: the next ``n`` datagrams this endpoint would send at once are treated
+        as the socket refusing them (EAGAIN / WSAEWOULDBLOCK), so that the full-socket path
+        (out batch, write interest or WSASendTo, send_dropped) runs on loopback, which never
+        refuses a UDP send."""
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        self.refuse_sends = n
+
     cdef int _flush_out(self) except -1:
         return _be_dg_flush(self)
 

@@ -22,21 +22,31 @@ cdef int _dg_send(DatagramContext ctx, const char *data, Py_ssize_t n, const soc
                   socklen_t salen) except -1:
     cdef ssize_t r
     cdef int err
-    if ctx.corked or ctx.nout > ctx.ohead:
-        return _dg_queue(ctx, data, n, sa, salen)
+    if ctx.corked:
+        return _dg_queue(ctx, data, n, sa, salen)      # (the dispatch's end flushes)
+    if ctx.nout > ctx.ohead:
+        # behind what waits for the socket: order kept.  A flush of the full batch inside
+        # _dg_queue may have dropped the write interest: this datagram needs it back.
+        r = _dg_queue(ctx, data, n, sa, salen)
+        _dg_set_want(ctx, WANT_READ | WANT_WRITE)
+        return <int>r
     while True:
-        r = rio_sendto(ctx.fd, data, n, sa, salen)
-        ctx.send_calls += 1
-        if r >= 0:
-            ctx.datagrams_sent += 1
-            return 1
-        err = rio_errno()
+        if ctx.refuse_sends == 0:
+            r = rio_sendto(ctx.fd, data, n, sa, salen)
+            ctx.send_calls += 1
+            if r >= 0:
+                ctx.datagrams_sent += 1
+                return 1
+            err = rio_errno()
+        else:
+            ctx.refuse_sends -= 1       # a test's full socket (DatagramContext._refuse_sends)
+            err = EAGAIN
         if err == EINTR:
             continue
         if rio_would_block(err) or err == ENOBUFS:
-            _dg_queue(ctx, data, n, sa, salen)
+            r = _dg_queue(ctx, data, n, sa, salen)
             _dg_set_want(ctx, WANT_READ | WANT_WRITE)
-            return 1
+            return <int>r
         raise _net.os_error(err, "sendto")
 
 

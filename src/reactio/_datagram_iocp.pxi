@@ -151,12 +151,16 @@ cdef int _dgi_send(DatagramContext ctx, const char *data, Py_ssize_t n, const so
     cdef int err
     if ctx.nout > ctx.ohead:
         return _dg_queue(ctx, data, n, sa, salen)      # behind what waits: order kept
-    r = rio_sendto(<rio_sock_t><size_t>ctx.fd, data, n, sa, salen)
-    ctx.send_calls += 1
-    if r >= 0:
-        ctx.datagrams_sent += 1
-        return 1
-    err = rio_errno()
+    if ctx.refuse_sends == 0:
+        r = rio_sendto(<rio_sock_t><size_t>ctx.fd, data, n, sa, salen)
+        ctx.send_calls += 1
+        if r >= 0:
+            ctx.datagrams_sent += 1
+            return 1
+        err = rio_errno()
+    else:
+        ctx.refuse_sends -= 1           # a test's full socket (DatagramContext._refuse_sends)
+        err = w.WSAEWOULDBLOCK
     if rio_would_block(err) or err == w.WSAENOBUFS:
         r = _dg_queue(ctx, data, n, sa, salen)
         _dgi_arm_send(ctx.rt, ctx)

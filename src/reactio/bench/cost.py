@@ -23,15 +23,13 @@ in the other modes, and report the spread, which shows how exact the figure is h
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from . import cbuild, stats, tools
-from .legs import FLOOR, Leg, round_order, usable_legs
+from .legs import FLOOR, Leg, RoundsOutcome, run_rounds, usable_legs
 from .pipeline import run_session
-from .procs import ChildError
 from .progress import Progress
 
 STARTUP_TIMEOUT = 300.0   # an interpreter starting under valgrind is ~50x slower
@@ -53,32 +51,16 @@ def callgrind_total(path: Path) -> int:
     return found
 
 
-class CostResult:
+class CostResult(RoundsOutcome):
     """One leg's instruction counts, one entry per round."""
-
-    def __init__(self, leg: Leg) -> None:
-        self.leg = leg
-        self.status = "ok"
-        self.reason: Optional[str] = None
-        self.rounds: List[Dict[str, Any]] = []
-
-    def fail(self, status: str, reason: str) -> None:
-        self.status, self.reason = status, reason
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok" and bool(self.rounds)
 
     @property
     def per_msg(self) -> float:
         """The median over rounds of the instructions per message."""
-        return float(statistics.median(r["instructions_per_msg"] for r in self.rounds))
+        return self.median("instructions_per_msg")
 
     def to_dict(self, floor: Optional["CostResult"]) -> Dict[str, Any]:
-        d: Dict[str, Any] = {"leg": self.leg.name, "description": self.leg.description,
-                             "status": self.status}
-        if self.reason:
-            d["reason"] = self.reason
+        d = self.head()
         if not self.ok:
             return d
         per = [r["instructions_per_msg"] for r in self.rounds]
@@ -116,33 +98,26 @@ def run(legs: List[Leg], count: int, size: int, depth: int, rounds: int,
     client = cbuild.build("pipeline_client")
     n = -(-count // depth) * depth  # whole bursts, so that 2n is exactly twice n
     available, skipped = usable_legs(legs, False, "cost", progress)
-    per_leg = {leg.name: CostResult(leg) for leg in legs}
-    for name, reason in skipped.items():
-        per_leg[name].fail("skipped", reason)
     with tempfile.TemporaryDirectory(prefix="reactio-bench-") as tmp:
         workdir = Path(tmp)
-        for r in range(rounds):
-            for leg in round_order(available, r):
-                res = per_leg[leg.name]
-                if res.status != "ok":
-                    continue
-                label = f"cost, round {r + 1}/{rounds}, {leg.name}"
-                # the order of the pair alternates too: neither size always runs first
-                sizes = [n, 2 * n] if r % 2 == 0 else [2 * n, n]
-                try:
-                    counts = {m: measure(leg, valgrind, client, m, depth, size, workdir,
-                                         progress, label) for m in sizes}
-                except (ChildError, OSError, ValueError) as e:
-                    res.fail("failed", f"round {r + 1}: {e}")
-                    progress.note(f"cost: leg {leg.name} failed: {e}")
-                    continue
-                per_msg = (counts[2 * n] - counts[n]) / n
-                res.rounds.append({"round": r + 1, "messages": n,
-                                   "instructions": counts[n],
-                                   "instructions_2x": counts[2 * n],
-                                   "instructions_per_msg": per_msg,
-                                   "fixed_instructions": counts[n] - per_msg * n})
-        progress.clear()
+
+        def run_pair(leg: Leg, r: int) -> Dict[int, int]:
+            label = f"cost, round {r + 1}/{rounds}, {leg.name}"
+            # the order of the pair alternates too: neither size always runs first
+            sizes = [n, 2 * n] if r % 2 == 0 else [2 * n, n]
+            return {m: measure(leg, valgrind, client, m, depth, size, workdir, progress, label)
+                    for m in sizes}
+
+        def record(res: CostResult, r: int, counts: Dict[int, int]) -> None:
+            per_msg = (counts[2 * n] - counts[n]) / n
+            res.rounds.append({"round": r + 1, "messages": n,
+                               "instructions": counts[n],
+                               "instructions_2x": counts[2 * n],
+                               "instructions_per_msg": per_msg,
+                               "fixed_instructions": counts[n] - per_msg * n})
+
+        per_leg = run_rounds(legs, available, skipped, CostResult, rounds, run_pair, record,
+                             "cost", progress)
     floor = per_leg.get(FLOOR)
     return {
         "command": "cost",

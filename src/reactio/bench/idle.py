@@ -14,13 +14,12 @@ allocator touched), not the kernel's socket buffers. Rounds repeat this, legs in
 from __future__ import annotations
 
 import signal
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from . import cbuild, stats
-from .legs import FLOOR, Leg, LegOutcome, run_rounds, usable_legs
+from .legs import FLOOR, Leg, RoundsOutcome, run_rounds, usable_legs
 from .procs import Child, ChildError, deadline_in, require_nofile, rss_bytes
 from .progress import Progress
 
@@ -28,29 +27,21 @@ STARTUP_TIMEOUT = 60.0
 SECONDS_PER_CONN = 0.01  # a generous bound on connecting and echoing once, for the watchdog
 
 
-class IdleResult(LegOutcome):
+class IdleResult(RoundsOutcome):
     """One leg's RSS figures at one connection count, one entry per round."""
-
-    def __init__(self, leg: Leg) -> None:
-        super().__init__(leg)
-        self.rounds: List[Dict[str, Any]] = []
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok" and bool(self.rounds)
 
     @property
     def per_conn(self) -> float:
         """The median over rounds of the bytes per idle connection."""
-        return float(statistics.median(r["bytes_per_conn"] for r in self.rounds))
+        return self.median("bytes_per_conn")
 
     def to_dict(self, floor: Optional["IdleResult"]) -> Dict[str, Any]:
         d = self.head()
         if not self.ok:
             return d
         d["bytes_per_conn"] = self.per_conn
-        d["rss_listening_bytes"] = statistics.median(r["rss_listening"] for r in self.rounds)
-        d["rss_idle_conns_bytes"] = statistics.median(r["rss_idle_conns"] for r in self.rounds)
+        d["rss_listening_bytes"] = self.median("rss_listening")
+        d["rss_idle_conns_bytes"] = self.median("rss_idle_conns")
         d["rounds"] = self.rounds
         fl = floor if floor is not None and floor.ok else None
         d["ratio_bytes_per_conn"] = stats.ratio(self.per_conn,
@@ -66,21 +57,12 @@ def run_once(leg: Leg, client: Path, conns: int, size: int, workdir: Path,
     progress.update(f"{label}: starting")
     with Child(f"{leg.name} server", leg.server_argv(conns, False, timeout), workdir=workdir,
                env=leg.env) as server:
-        line = server.read_line(min(deadline, deadline_in(STARTUP_TIMEOUT)))
-        if not line or not line.startswith("port "):
-            raise server.failure(f"did not report its port (got {line!r})")
-        port = int(line.split()[1])
+        port = server.read_port(min(deadline, deadline_in(STARTUP_TIMEOUT)))
         before = rss_bytes(server.pid)
         argv = [str(client), str(port), str(conns), str(size), "--timeout", str(int(timeout) + 1)]
         after: Optional[int] = None
         with Child("idle client", argv, workdir=workdir) as cl:
-            while True:
-                line = cl.read_line(deadline)
-                if line is None:
-                    cl.wait(deadline_in(10))
-                    if server.proc.poll() is not None:
-                        raise server.failure("exited during the run")
-                    raise cl.failure("exited before it was done")
+            for line in cl.lines(deadline, server):
                 if line.startswith("progress "):
                     progress.update(f"{label}: {int(line.split()[1]):,}/{conns:,} connections")
                 elif line.startswith("ready "):

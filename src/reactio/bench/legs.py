@@ -14,6 +14,7 @@ module is reported as a skipped leg, never a crash of the harness.
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,22 @@ class LegOutcome:
         return d
 
 
+class RoundsOutcome(LegOutcome):
+    """A leg's outcome kept as one dict of figures per round (cost, idle): ``ok`` once a
+    round is in, ``median(key)`` of a figure over the rounds."""
+
+    def __init__(self, leg: "Leg") -> None:
+        super().__init__(leg)
+        self.rounds: List[Dict[str, Any]] = []
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and bool(self.rounds)
+
+    def median(self, key: str) -> float:
+        return float(statistics.median(r[key] for r in self.rounds))
+
+
 R = TypeVar("R", bound=LegOutcome)
 T = TypeVar("T")
 
@@ -125,17 +142,27 @@ def run_rounds(legs: List["Leg"], available: List["Leg"], skipped: Dict[str, str
     for r in range(rounds):
         for leg in round_order(available, r):
             res = per_leg[leg.name]
-            if res.status != "ok":
-                continue
-            try:
-                figures = measure(leg, r)
-            except (ChildError, OSError, ValueError) as e:
-                res.fail("failed", f"round {r + 1}: {e}")
-                progress.note(f"{command}: leg {leg.name}{where} failed: {e}")
-                continue
-            record(res, r, figures)
+            measure_round(res, r, lambda: measure(leg, r), lambda f: record(res, r, f),
+                          command, progress, where)
     progress.clear()
     return per_leg
+
+
+def measure_round(res: LegOutcome, r: int, measure: Callable[[], T],
+                  record: Callable[[T], None], command: str, progress: "Progress",
+                  where: str = "") -> None:
+    """One leg's round ``r``, if the leg is still ok: ``record(measure())``. A measurement
+    that raises ChildError, OSError or ValueError fails the leg instead (no more rounds for
+    it), noted on ``progress`` as "COMMAND: leg NAME{where} failed: ..."."""
+    if res.status != "ok":
+        return
+    try:
+        figures = measure()
+    except (ChildError, OSError, ValueError) as e:
+        res.fail("failed", f"round {r + 1}: {e}")
+        progress.note(f"{command}: leg {res.leg.name}{where} failed: {e}")
+        return
+    record(figures)
 
 
 class Leg:

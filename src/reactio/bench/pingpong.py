@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import stats, tls
-from .legs import FLOOR, Leg, round_order, usable_legs
+from .legs import FLOOR, Leg, LegOutcome, measure_round, round_order, usable_legs
 from .procs import Child, ChildError, Pins, deadline_in, pin_plan, pins_json
 from .progress import Progress
 
@@ -27,13 +27,11 @@ STARTUP_TIMEOUT = 60.0  # a child must report within this (Python start-up, impo
 TRANSPORTS = ("tcp", "unix")    # pingpong --unix runs both, tcp alone otherwise
 
 
-class LegResult:
+class LegResult(LegOutcome):
     """One leg's outcome for one message size, accumulated over rounds."""
 
     def __init__(self, leg: Leg) -> None:
-        self.leg = leg
-        self.status = "ok"
-        self.reason: Optional[str] = None
+        super().__init__(leg)
         self.samples = array("q")
         self.elapsed_ns = 0
         self.rounds: List[Dict[str, float]] = []
@@ -44,9 +42,6 @@ class LegResult:
         if self._summary is None or self._summary["n"] != len(self.samples):
             self._summary = stats.summarize(self.samples)
         return self._summary
-
-    def fail(self, status: str, reason: str) -> None:
-        self.status, self.reason = status, reason
 
     def add_round(self, r: int, samples: "array[int]", elapsed: int) -> None:
         self.samples.extend(samples)
@@ -61,10 +56,7 @@ class LegResult:
         return len(self.samples) / (self.elapsed_ns / 1e9) if self.elapsed_ns else None
 
     def to_dict(self, floor: Optional["LegResult"]) -> Dict[str, Any]:
-        d: Dict[str, Any] = {"leg": self.leg.name, "description": self.leg.description,
-                             "status": self.status}
-        if self.reason:
-            d["reason"] = self.reason
+        d = self.head()
         if self.status != "ok" or not self.samples:
             return d
         s = self.summary()
@@ -105,18 +97,11 @@ def run_once(leg: Leg, size: int, count: int, warmup: int, pins: Pins, spin: boo
         Path(unix).unlink(missing_ok=True)      # (a server that does not remove its own)
     with Child(f"{leg.name} server", leg.server_argv(1, spin, timeout, unix=unix),
                workdir=workdir, cpus=server_cpus, env=leg.env) as server:
-        line = server.read_line(min(deadline, deadline_in(STARTUP_TIMEOUT)))
-        if not line or not line.startswith("port "):
-            raise server.failure(f"did not report its port (got {line!r})")
-        port = int(line.split()[1])
+        port = server.read_port(min(deadline, deadline_in(STARTUP_TIMEOUT)))
         argv = leg.client_argv(port, count, warmup, size, out, spin, timeout, unix)
         with Child(f"{leg.name} client", argv, workdir=workdir, cpus=client_cpus,
                    env=leg.env) as client:
-            while True:
-                line = client.read_line(deadline)
-                if line is None:
-                    client.wait(deadline_in(10))
-                    raise client.failure("exited before it was done")
+            for line in client.lines(deadline, server):
                 if line.startswith("progress "):
                     progress.update(f"{label}: {int(line.split()[1]):,}/{count:,} round trips")
                 elif line.startswith("done "):
@@ -214,20 +199,15 @@ def _rounds(per: Dict[Tuple[str, str], LegResult], available: List[Leg], shares:
         for leg in round_order(available, r):
             for t in transports if r % 2 == 0 else transports[::-1]:
                 res = per[(t, leg.name)]
-                if res.status != "ok":
-                    continue
                 over = f" over {t}" if len(transports) > 1 else ""
                 label = f"pingpong{' --udp' if leg.udp else ''} {size} B{over}, round {r + 1}/{len(shares)}, {leg.name}"
                 t_out = timeout or (STARTUP_TIMEOUT + (share + warmup) * 0.002)
                 path = str(workdir / "pingpong.sock") if t == "unix" else None
-                try:
-                    samples, elapsed = run_once(leg, size, share, warmup, pins, spin, t_out,
-                                                workdir, progress, label, path)
-                except (ChildError, OSError, ValueError) as e:
-                    res.fail("failed", f"round {r + 1}: {e}")
-                    progress.note(f"pingpong: leg {leg.name}{over} failed: {e}")
-                    continue
-                res.add_round(r, samples, elapsed)
+                measure_round(
+                    res, r,
+                    lambda: run_once(leg, size, share, warmup, pins, spin, t_out, workdir,
+                                     progress, label, path),
+                    lambda got: res.add_round(r, *got), "pingpong", progress, over)
 
 
 def _unix_vs_tcp(size: int, legs: List[Leg], per: Dict[Tuple[str, str], LegResult]

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import cbuild, stats, tools
-from .legs import FLOOR, Leg, round_order, usable_legs
+from .legs import FLOOR, Leg, run_rounds, usable_legs
 from .pingpong import _split
 from .procs import Child, ChildError, Pins, cpu_seconds, deadline_in, pin_plan, pins_json
 from .progress import Progress
@@ -117,10 +117,7 @@ def run_session(leg: Leg, client: Path, *, depth: int, size: int, warmup: int, c
     server_argv = list(wrapper) + leg.server_argv(1, False, timeout)
     with Child(f"{leg.name} server", server_argv, workdir=workdir, cpus=server_cpus,
                env=env if env is not None else leg.env) as server:
-        line = server.read_line(min(deadline, deadline_in(startup_timeout)))
-        if not line or not line.startswith("port "):
-            raise server.failure(f"did not report its port (got {line!r})")
-        port = int(line.split()[1])
+        port = server.read_port(min(deadline, deadline_in(startup_timeout)))
         argv = [str(client), str(port), str(depth), str(size), str(warmup), str(count),
                 str(trace_count if strace else 0), str(samples_path),
                 "--timeout", str(int(timeout) + 1)]
@@ -128,13 +125,7 @@ def run_session(leg: Leg, client: Path, *, depth: int, size: int, warmup: int, c
         tracer: Optional[Child] = None
         with Child("pipeline client", argv, workdir=workdir, cpus=client_cpus) as cl:
             try:
-                while True:
-                    line = cl.read_line(deadline)
-                    if line is None:
-                        cl.wait(deadline_in(10))
-                        if server.proc.poll() is not None:
-                            raise server.failure("exited during the run")
-                        raise cl.failure("exited before it was done")
+                for line in cl.lines(deadline, server):
                     word, _, rest = line.partition(" ")
                     if word == "progress":
                         progress.update(f"{label}: {int(rest):,}/{count:,} messages")
@@ -261,27 +252,16 @@ def run(legs: List[Leg], depths: List[int], size: int, count: int, warmup: int,
     with tempfile.TemporaryDirectory(prefix="reactio-bench-") as tmp:
         workdir = Path(tmp)
         for depth in depths:
-            per_leg = {leg.name: PipelineResult(leg) for leg in legs}
-            for name, reason in skipped.items():
-                per_leg[name].fail("skipped", reason)
-            for r, share in enumerate(shares):
-                for leg in round_order(available, r):
-                    res = per_leg[leg.name]
-                    if res.status != "ok":
-                        continue
-                    label = f"pipeline depth {depth}, round {r + 1}/{len(shares)}, {leg.name}"
-                    try:
-                        sess = run_session(leg, client, depth=depth, size=size,
-                                           warmup=warmup, count=share,
-                                           trace_count=trace_shares[r], strace=strace,
-                                           workdir=workdir, progress=progress, label=label,
-                                           pins=pins)
-                    except (ChildError, OSError, ValueError) as e:
-                        res.fail("failed", f"round {r + 1}: {e}")
-                        progress.note(f"pipeline: leg {leg.name} failed: {e}")
-                        continue
-                    res.add(r, sess)
-            progress.clear()
+            def measure(leg: Leg, r: int, depth: int = depth) -> Session:
+                label = f"pipeline depth {depth}, round {r + 1}/{len(shares)}, {leg.name}"
+                return run_session(leg, client, depth=depth, size=size, warmup=warmup,
+                                   count=shares[r], trace_count=trace_shares[r],
+                                   strace=strace, workdir=workdir, progress=progress,
+                                   label=label, pins=pins)
+
+            per_leg = run_rounds(legs, available, skipped, PipelineResult, len(shares),
+                                 measure, PipelineResult.add, "pipeline", progress,
+                                 f" at depth {depth}")
             for res in per_leg.values():
                 if res.traced_messages == 0 and res.syscalls_error is None:
                     res.syscalls_error = no_trace_reason or "not counted (--trace-count 0)"

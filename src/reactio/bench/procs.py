@@ -20,7 +20,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Dict, List, Optional, Sequence, Set, Tuple, Type
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Type
 
 # CPU sets of (server, client) from pin_plan(); None: not pinned
 Pins = Tuple[Optional[Set[int]], Optional[Set[int]]]
@@ -183,6 +183,25 @@ class Child:
                     self._buf += chunk
                 else:
                     self._eof = True
+
+    def read_port(self, deadline: float) -> int:
+        """The port of a server child's first line, ``port N``; ChildError for anything else."""
+        line = self.read_line(deadline)
+        if not line or not line.startswith("port "):
+            raise self.failure(f"did not report its port (got {line!r})")
+        return int(line.split()[1])
+
+    def lines(self, deadline: float, server: Optional["Child"] = None) -> Iterator[str]:
+        """Every stdout line until the caller stops; reaching EOF is a ChildError (the
+        client's, or ``server``'s if that one has exited: the cause, not the symptom)."""
+        while True:
+            line = self.read_line(deadline)
+            if line is None:
+                self.wait(deadline_in(10))
+                if server is not None and server.proc.poll() is not None:
+                    raise server.failure("exited during the run")
+                raise self.failure("exited before it was done")
+            yield line
 
     def wait(self, deadline: float) -> int:
         """Wait for the exit until ``deadline``; returns the exit status (negative: signal)."""

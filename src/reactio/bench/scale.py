@@ -87,10 +87,7 @@ def run_once(leg: Leg, loadgen: Path, conns: int, size: int, warmup: float, dura
     progress.update(f"{label}: starting")
     with Child(f"{leg.name} server", leg.server_argv(conns, spin, timeout, workers, threads=threads),
                workdir=workdir, cpus=server_cpus, env=leg.env) as server:
-        line = server.read_line(deadline_in(STARTUP_TIMEOUT))
-        if not line or not line.startswith("port "):
-            raise server.failure(f"did not report its port (got {line!r})")
-        port = int(line.split()[1])
+        port = server.read_port(deadline_in(STARTUP_TIMEOUT))
         argv = [str(loadgen), str(port), str(conns), f"{warmup:g}", f"{duration:g}", str(size),
                 str(out), "--timeout", str(int(timeout) + 1)]
         with Child("loadgen", argv, workdir=workdir, cpus=client_cpus) as lg:
@@ -98,13 +95,7 @@ def run_once(leg: Leg, loadgen: Path, conns: int, size: int, warmup: float, dura
             cpu0: Optional[float] = None
             cpu1: Optional[float] = None
             result: Optional[Tuple[int, int]] = None
-            while True:
-                line = lg.read_line(deadline)
-                if line is None:
-                    lg.wait(deadline_in(10))
-                    if server.proc.poll() is not None:
-                        raise server.failure("exited during the run")
-                    raise lg.failure("exited before it was done")
+            for line in lg.lines(deadline, server):
                 if line.startswith("progress "):
                     progress.update(f"{label}: {int(line.split()[1]):,} messages")
                 elif line.startswith("connected "):

@@ -5,9 +5,8 @@
  * stream socket connection to PATH), strict ping-pong (one message in
  * flight), reactio's wire format:
  *   u16 body length (little-endian) | i64 CLOCK_MONOTONIC send time in ns (little-endian) | body
- * A message is SIZE bytes in all. The round-trip time is taken with CLOCK_MONOTONIC from just
- * before the write until the whole echo has been read. The first WARMUP round trips are not
- * recorded; the next COUNT are written to SAMPLES_FILE as native int64 nanoseconds.
+ * A message is SIZE bytes in all. The loop, its timing, checks and output are
+ * pingpong_loop.h's (shared with udp_pingpong.c); this file is the stream transport.
  *
  * Usage: pingpong_client PORT COUNT WARMUP SIZE SAMPLES_FILE [--spin] [--timeout S]
  * Stdout, for the harness: "progress <n>" lines about twice a second, then
@@ -33,6 +32,7 @@
 
 #define PROG "pingpong_client"
 #include "net_util.h"
+#include "pingpong_loop.h"
 
 /* The send buffer is full (rare: only for large messages): wait until the socket is
  * writable, then go back to the usual read interest. */
@@ -49,6 +49,41 @@ static void wait_writable(int ep, int fd, int spin) {
     if (epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev) < 0) die("epoll_ctl");
 }
 
+struct stream_io { int fd, ep, spin; };
+
+/* Send the whole message; on a full send buffer wait for EPOLLOUT. */
+static void stream_send(void *io, const unsigned char *msg, size_t size) {
+    struct stream_io *s = io;
+    size_t off = 0;
+    while (off < size) {
+        ssize_t w = write(s->fd, msg + off, size - off);
+        if (w > 0) { off += (size_t)w; continue; }
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            wait_writable(s->ep, s->fd, s->spin);
+            continue;
+        }
+        die("write");
+    }
+}
+
+/* Read exactly one echoed message. Strict ping-pong: the server sends nothing else. */
+static size_t stream_recv(void *io, unsigned char *in, size_t size) {
+    struct stream_io *s = io;
+    size_t got = 0;
+    while (got < size) {
+        ssize_t r = read(s->fd, in + got, size - got);
+        if (r > 0) { got += (size_t)r; continue; }
+        if (r == 0) fail("server closed the connection");
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) die("read");
+        struct epoll_event out;
+        int n = epoll_wait(s->ep, &out, 1, s->spin ? 0 : -1);
+        if (n < 0 && errno != EINTR) die("epoll_wait");
+    }
+    return got;
+}
+
 int main(int argc, char **argv) {
     if (argc < 6) {
         fprintf(stderr, "usage: pingpong_client PORT COUNT WARMUP SIZE SAMPLES_FILE [--spin] [--timeout S]\n");
@@ -56,11 +91,10 @@ int main(int argc, char **argv) {
     }
     const char *addr = argv[1];
     long count = atol(argv[2]), warmup = atol(argv[3]), size = atol(argv[4]);
-    const char *samples_path = argv[5];
-    int spin = 0;
+    struct stream_io s = {.spin = 0};
     long timeout_s = 600;
     for (int i = 6; i < argc; i++) {
-        if (!strcmp(argv[i], "--spin")) spin = 1;
+        if (!strcmp(argv[i], "--spin")) s.spin = 1;
         else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) timeout_s = atol(argv[++i]);
         else fail("bad option");
     }
@@ -69,66 +103,15 @@ int main(int argc, char **argv) {
     alarm((unsigned)timeout_s);
     signal(SIGPIPE, SIG_IGN);  /* a peer that resets gives EPIPE, not a dead process */
 
-    int64_t *samples = malloc((size_t)count * sizeof *samples);
-    unsigned char *msg = calloc(1, (size_t)size), *in = malloc((size_t)size);
-    if (!samples || !msg || !in) fail("out of memory");
-    init_msg(msg, size);
-
     /* Blocking connect: no signal handler is installed, so it cannot return EINTR. */
-    int fd = connect_to(addr);
-    int ep = epoll_create1(EPOLL_CLOEXEC);
-    if (ep < 0) die("epoll_create1");
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
-    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl(ADD)");
+    s.fd = connect_to(addr);
+    s.ep = epoll_create1(EPOLL_CLOEXEC);
+    if (s.ep < 0) die("epoll_create1");
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = s.fd};
+    if (epoll_ctl(s.ep, EPOLL_CTL_ADD, s.fd, &ev) < 0) die("epoll_ctl(ADD)");
 
-    long total = warmup + count;
-    int64_t start = 0, next_progress = now_ns() + 500000000LL;
-    for (long i = 0; i < total; i++) {
-        int64_t t0 = now_ns();
-        if (i == warmup) start = t0;
-        put_i64le(msg + 2, t0);
-        /* Send the whole message; on a full send buffer wait for EPOLLOUT. */
-        size_t off = 0;
-        while (off < (size_t)size) {
-            ssize_t w = write(fd, msg + off, (size_t)size - off);
-            if (w > 0) { off += (size_t)w; continue; }
-            if (w < 0 && errno == EINTR) continue;
-            if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                wait_writable(ep, fd, spin);
-                continue;
-            }
-            die("write");
-        }
-        /* Read exactly one echoed message. Strict ping-pong: the server sends nothing else. */
-        size_t got = 0;
-        while (got < (size_t)size) {
-            ssize_t r = read(fd, in + got, (size_t)size - got);
-            if (r > 0) { got += (size_t)r; continue; }
-            if (r == 0) fail("server closed the connection");
-            if (errno == EINTR) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK) die("read");
-            struct epoll_event out;
-            int n = epoll_wait(ep, &out, 1, spin ? 0 : -1);
-            if (n < 0 && errno != EINTR) die("epoll_wait");
-        }
-        int64_t t1 = now_ns();
-        if (in[0] != msg[0] || in[1] != msg[1] || get_i64le(in + 2) != t0)
-            fail("echo does not match the message sent");
-        if (i >= warmup) samples[i - warmup] = t1 - t0;
-        if (t1 >= next_progress) {
-            printf("progress %ld\n", i >= warmup ? i - warmup + 1 : 0);
-            fflush(stdout);
-            next_progress = t1 + 500000000LL;
-        }
-    }
-    int64_t elapsed = now_ns() - start;
-    close(fd);
-
-    FILE *f = fopen(samples_path, "wb");
-    if (!f) die("open samples file");
-    if (fwrite(samples, sizeof *samples, (size_t)count, f) != (size_t)count || fclose(f) != 0)
-        die("write samples file");
-    printf("done %ld %lld\n", count, (long long)elapsed);
-    fflush(stdout);
+    struct pp_transport t = {stream_send, stream_recv, &s};
+    pingpong_loop(&t, count, warmup, size, argv[5]);
+    close(s.fd);
     return 0;
 }

@@ -8,10 +8,10 @@
  *     binds 127.0.0.1:0, prints "port <n>", sends every datagram back to its sender with
  *     one recvfrom + one sendto, and exits 0 when it receives a datagram shorter than a header.
  *   udp_pingpong client PORT COUNT WARMUP SIZE SAMPLES_FILE [--spin] [--timeout S]
- *     connected to the server; send, wait for the echo (blocking recv, or a non-blocking recv
- *     in a loop with --spin), check it, record the round trip; "progress <n>" lines, then
- *     "done <count> <elapsed_ns>"; the COUNT samples as native int64 ns in SAMPLES_FILE; at
- *     the end a 1-byte datagram tells the server to exit.
+ *     connected to the server; pingpong_loop.h's loop (shared with pingpong_client.c) over
+ *     send() and recv() (blocking, or non-blocking in a loop with --spin): "progress <n>"
+ *     lines, then "done <count> <elapsed_ns>"; the COUNT samples as native int64 ns in
+ *     SAMPLES_FILE; at the end a 1-byte datagram tells the server to exit.
  *   udp_pingpong flood PORT COUNT SIZE
  *     (the udpflood mode) sends COUNT datagrams of SIZE bytes as fast as sendmmsg() takes
  *     them, 64 per call, without reading the echoes; then a 1-byte goodbye, 50 times over
@@ -31,6 +31,7 @@
 
 #define PROG "udp_pingpong"
 #include "net_util.h"
+#include "pingpong_loop.h"
 
 static int udp_socket(int spin) {
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | (spin ? SOCK_NONBLOCK : 0), 0);
@@ -61,48 +62,31 @@ static int server(int spin) {
     }
 }
 
-static int client(int argc, char **argv, int spin) {
+static void dgram_send(void *io, const unsigned char *msg, size_t size) {
+    while (send(*(int *)io, msg, size, 0) < 0)
+        if (errno != EINTR && errno != EAGAIN && errno != ENOBUFS) die("send");
+}
+
+/* One datagram (blocking recv, or a non-blocking one in a loop with --spin); room for one
+ * byte more than SIZE, so that a longer echo shows. */
+static size_t dgram_recv(void *io, unsigned char *in, size_t size) {
+    ssize_t r;
+    while ((r = recv(*(int *)io, in, size + 1, 0)) < 0)
+        if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) die("recv");
+    return (size_t)r;
+}
+
+static int client(char **argv, int spin) {
     int port = atoi(argv[2]);
     long count = atol(argv[3]), warmup = atol(argv[4]), size = atol(argv[5]);
-    if (size < HDR || size > HDR + 65507 - HDR) fail("SIZE must be 10..65507");
+    if (size < HDR || size > 65507) fail("SIZE must be 10..65507");
     if (count < 1 || warmup < 0) fail("bad COUNT or WARMUP");
-    (void)argc;
-    int64_t *samples = malloc((size_t)count * sizeof *samples);
-    unsigned char *msg = calloc(1, (size_t)size), *in = malloc((size_t)size + 1);
-    if (!samples || !msg || !in) fail("out of memory");
-    init_msg(msg, size);
     int fd = udp_socket(spin);
     struct sockaddr_in a = loopback_addr(port);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) die("connect");
-    long total = warmup + count;
-    int64_t start = 0, next_progress = now_ns() + 500000000LL;
-    for (long i = 0; i < total; i++) {
-        int64_t t0 = now_ns();
-        if (i == warmup) start = t0;
-        put_i64le(msg + 2, t0);
-        while (send(fd, msg, (size_t)size, 0) < 0)
-            if (errno != EINTR && errno != EAGAIN && errno != ENOBUFS) die("send");
-        ssize_t r;
-        while ((r = recv(fd, in, (size_t)size + 1, 0)) < 0)
-            if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) die("recv");
-        int64_t t1 = now_ns();
-        if (r != size || get_i64le(in + 2) != t0) fail("echo does not match the message sent");
-        if (i >= warmup) samples[i - warmup] = t1 - t0;
-        if (t1 >= next_progress) {
-            printf("progress %ld\n", i >= warmup ? i - warmup + 1 : 0);
-            fflush(stdout);
-            next_progress = t1 + 500000000LL;
-        }
-        if (i == total - 1) {
-            FILE *f = fopen(argv[6], "wb");
-            if (!f || fwrite(samples, sizeof *samples, (size_t)count, f) != (size_t)count)
-                die("write samples");
-            fclose(f);
-            printf("done %ld %lld\n", count, (long long)(t1 - start));
-            fflush(stdout);
-        }
-    }
-    send(fd, msg, 1, 0);   /* goodbye: the server exits */
+    struct pp_transport t = {dgram_send, dgram_recv, &fd};
+    pingpong_loop(&t, count, warmup, size, argv[6]);
+    send(fd, "", 1, 0);   /* goodbye (shorter than a header): the server exits */
     return 0;
 }
 
@@ -162,5 +146,5 @@ int main(int argc, char **argv) {
         else fail("bad option");
     }
     alarm((unsigned)timeout_s);
-    return is_client ? client(argc, argv, spin) : server(spin);
+    return is_client ? client(argv, spin) : server(spin);
 }
