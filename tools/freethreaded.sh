@@ -68,12 +68,11 @@ CI_TESTS=(tests/test_freethreaded.py tests/test_freethreaded_results.py tests/te
           tests/test_udp.py tests/test_tls.py)
 # Build dependencies of the interpreter (what python3.13's own build-deps need for the modules
 # the tests use), plus what the suite's own tools need: a C compiler for the bench harness's
-# clients, valgrind (tests/test_cost.py) and strace (bench pipeline), rsync for the scratch copy,
-# ip and tc (iproute2: the tests that need a private network namespace).
+# clients, valgrind (tests/test_cost.py) and strace (bench pipeline), rsync for the scratch copy.
 CHROOT_PKGS=(build-essential pkg-config ca-certificates dpkg-dev xz-utils rsync patch
              libssl-dev zlib1g-dev libffi-dev libbz2-dev liblzma-dev libsqlite3-dev
              libreadline-dev libncurses-dev uuid-dev libgdbm-dev libexpat1-dev libzstd-dev
-             valgrind strace procps iproute2)
+             valgrind strace procps)
 
 ARGS=("$@")
 mode=test
