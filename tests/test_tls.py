@@ -1,6 +1,7 @@
 """TLS over streams (ssl= on send_connect and the listener handlers): reactio against itself,
 against Python's blocking ssl sockets in a thread, and against ``openssl s_client``; certificates
-are made at test time with trustme."""
+are made at test time with trustme (or, where it cannot be installed, with the openssl command:
+tests/support/certs.py)."""
 from __future__ import annotations
 
 import logging

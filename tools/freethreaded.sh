@@ -7,14 +7,18 @@
 # runs pytest there, the GIL disabled.  Nothing is built in, or written to, the working tree
 # (it is bind-mounted read-only), and nothing is installed into the host's Python.
 #
-# usage: tools/freethreaded.sh [--setup-only | --build-only] [--tsan] [pytest args...]
+# usage: tools/freethreaded.sh [--setup-only | --build-only | --ci] [--tsan] [pytest args...]
 #        tools/freethreaded.sh [--tsan] --exec CMD [ARGS...]
 #   (default)     set up (cached), build reactio, run `python -m pytest -q tests/ -m "not stress"`
 #                 ... the GIL disabled; pytest args are passed on (a path argument or -m
 #                 replaces the default selection), e.g. `tools/freethreaded.sh -m stress`
 #   --setup-only  only the chroot, the interpreter and its venv (pytest, pytest-timeout,
-#                 hypothesis, Cython>=3.1, setuptools>=77)
+#                 hypothesis, Cython>=3.1, setuptools>=77; trustme and uvloop too where they
+#                 have 3.13t wheels, else the TLS / uvloop tests skip)
 #   --build-only  set up and build reactio, then stop (the free-threaded compile check)
+#   --ci          a bounded selection for CI instead of the whole suite: the free-threading
+#                 tests (tests/test_freethreaded*.py, full counts) and the core stream tests
+#                 (CI_TESTS below); see docs/internals-threading.md for its time
 #   --exec CMD    set up and build reactio, then run CMD in the scratch copy with the venv's
 #                 python first on PATH (e.g. --exec python -m reactio.bench scale --threads
 #                 1,2 --in-process); extra environment as VAR=value words before CMD
@@ -53,6 +57,15 @@ SUITE=trixie
 SRCPKG=python3.13
 JOBS=${REACTIO_FT_JOBS:-$(nproc)}
 VENV_PKGS=(pytest pytest-timeout hypothesis 'Cython>=3.1' 'setuptools>=77')
+# the rest of the test extra, which may lack free-threaded wheels for 3.13t (then the tests
+# that need it skip and say so)
+VENV_OPT_PKGS=('trustme>=1.0' 'uvloop>=0.17')
+# --ci: what runs the cross-thread paths and the core of every stream kind
+CI_TESTS=(tests/test_freethreaded.py tests/test_freethreaded_results.py tests/test_commands.py
+          tests/test_threaded.py tests/test_run_loop.py tests/test_shutdown.py
+          tests/test_send.py tests/test_send_path.py tests/test_framing.py
+          tests/test_close_semantics.py tests/test_connect.py tests/test_unix_streams.py
+          tests/test_udp.py tests/test_tls.py)
 # Build dependencies of the interpreter (what python3.13's own build-deps need for the modules
 # the tests use), plus what the suite's own tools need: a C compiler for the bench harness's
 # clients, valgrind (tests/test_cost.py) and strace (bench pipeline), rsync for the scratch copy.
@@ -70,6 +83,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --setup-only) mode=setup ;;
     --build-only) mode=build ;;
+    --ci) pytest_args=(${CI_TESTS[@]+"${CI_TESTS[@]}"} -m "not stress" ${pytest_args[@]+"${pytest_args[@]}"}) ;;
     --tsan) flavour=ft-tsan ;;
     --exec) mode=exec; shift; exec_args=("$@"); break ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -245,7 +259,7 @@ assert not sys._is_gil_enabled(), "the GIL is enabled at start-up"' \
 }
 
 setup_venv() {
-  local key="$PYVER ${VENV_PKGS[*]}"
+  local key="$PYVER ${VENV_PKGS[*]} ${VENV_OPT_PKGS[*]}" p
   # (bin/python links to the chroot's own /opt path: look for pyvenv.cfg from outside)
   if stamp_ok "venv-$flavour" "$key" && [ -f "$R$VENV/pyvenv.cfg" ]; then return; fi
   log "venv $VENV: ${VENV_PKGS[*]}"
@@ -253,6 +267,10 @@ setup_venv() {
   # wheels only: the newest hypothesis releases come as sdists whose build downloads a Rust
   # toolchain, and nothing here should compile a dependency anyway
   logged "pip-$flavour" in_root "$VENV/bin/python" -m pip install -q --only-binary=:all: "${VENV_PKGS[@]}"
+  for p in "${VENV_OPT_PKGS[@]}"; do
+    in_root "$VENV/bin/python" -m pip install -q --only-binary=:all: "$p" >>"$W/logs/pip-$flavour.log" 2>&1 \
+      || log "pip: no $PYVER free-threaded wheels for $p (or its dependencies); its tests skip"
+  done
   stamp_set "venv-$flavour" "$key"
 }
 

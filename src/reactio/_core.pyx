@@ -171,13 +171,21 @@ cdef enum:
     RESULT_CACHE_SIZE = 8192   # results for sizes below this are made once, on first use
 
 # The cached results, as C arrays of owned references (never freed: they live as long as the
-# module): a cache hit is an index and an INCREF, with no list or None check.
+# module): a cache hit is an index and an INCREF, with no list or None check.  Any thread may
+# fill a slot (C7, docs/internals-threading.md): on a free-threaded build a result is made
+# immortal before it is published (so the INCREFs of threads on other cores do not fight over
+# its reference count), published with a compare-and-swap and read with an acquire load; a
+# thread that loses the race for a slot returns the winner's result (its own, immortal, stays
+# allocated: one small object per losing thread and size, at most).  Under the GIL these are
+# plain accesses, as before.
 cdef PyObject *_expect_cache[RESULT_CACHE_SIZE]
 cdef PyObject *_drop_cache[RESULT_CACHE_SIZE]
 
 
 cdef MessageResult _make_result(Py_ssize_t n, bint is_drop):
     cdef MessageResult r
+    cdef PyObject **slot
+    cdef PyObject *seen = NULL
     if n < 0:
         raise MessageResultError(
             f"{'DropMsgSize' if is_drop else 'ExpectMsgSize'}({n}): size must not be negative")
@@ -185,11 +193,11 @@ cdef MessageResult _make_result(Py_ssize_t n, bint is_drop):
     r.size = n
     r.is_drop = is_drop
     if n < RESULT_CACHE_SIZE:
-        Py_INCREF(r)
-        if is_drop:
-            _drop_cache[n] = <PyObject *>r
-        else:
-            _expect_cache[n] = <PyObject *>r
+        slot = &_drop_cache[n] if is_drop else &_expect_cache[n]
+        rio_immortalize(r)                  # (a no-op under the GIL)
+        Py_INCREF(r)                        # the cache's reference
+        if not rio_cas_ptr(slot, &seen, <PyObject *>r):
+            return <MessageResult>seen      # another thread's, published first
     return r
 
 
@@ -197,16 +205,31 @@ cpdef MessageResult ExpectMsgSize(Py_ssize_t n):
     """The message is incomplete.  n == 0: its size is unknown, call again on any new bytes;
     n > 0: call again once n bytes (counted from the start of buf) are buffered; n must then be
     larger than the bytes buffered now."""
-    if <size_t>n < RESULT_CACHE_SIZE and _expect_cache[n] != NULL:
-        return <MessageResult>_expect_cache[n]
+    cdef PyObject *r
+    if <size_t>n < RESULT_CACHE_SIZE:
+        r = <PyObject *>rio_load_ptr_acquire(&_expect_cache[n])
+        if r != NULL:
+            return <MessageResult>r
     return _make_result(n, False)
 
 
 cpdef MessageResult DropMsgSize(Py_ssize_t n):
     """n bytes (0 < n <= len(buf)) are consumed; remaining bytes are dispatched at once."""
-    if <size_t>n < RESULT_CACHE_SIZE and _drop_cache[n] != NULL:
-        return <MessageResult>_drop_cache[n]
+    cdef PyObject *r
+    if <size_t>n < RESULT_CACHE_SIZE:
+        r = <PyObject *>rio_load_ptr_acquire(&_drop_cache[n])
+        if r != NULL:
+            return <MessageResult>r
     return _make_result(n, True)
+
+
+# Every Python call of these takes a reference to the function object itself, shared by all
+# threads (CPython 3.13t defers, then immortalizes, Python functions' counts, not Cython's):
+# immortal too, made so here by the importing thread, which owns them until import returns.
+# (looked up by name: the Python objects, not the C functions; the GC untracks immortals)
+for _name in ("ExpectMsgSize", "DropMsgSize"):
+    rio_immortalize(globals()[_name])
+del _name
 
 
 class Deferred:

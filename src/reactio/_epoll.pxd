@@ -28,6 +28,7 @@ cdef extern from "reactio_sys.h" nogil:
     Py_ssize_t rio_load_ssize_acquire(Py_ssize_t *p)
     void *rio_load_ptr_acquire(void *p)
     int rio_cas_ptr(void *p, void *expected, void *v)
+    void rio_immortalize(object o)      # free-threaded: never refcounted again (C7)
 
     # --- sys/epoll.h
     ctypedef union epoll_data_t:

@@ -396,6 +396,18 @@ static inline int rio_sole_python_thread(void *tstate) {
 #endif
 }
 
+/* Make a new object that no other thread has seen immortal on a free-threaded build: its
+ * INCREF/DECREF from any thread then only read its reference count, instead of an atomic add
+ * that the cores fight over (C7).  Py_SET_REFCNT's documented overflow path (CPython 3.13t,
+ * 3.14t: a count above UINT32_MAX on an object the calling thread owns).  A no-op elsewhere. */
+static inline void rio_immortalize(PyObject *o) {
+#ifdef Py_GIL_DISABLED
+    Py_SET_REFCNT(o, (Py_ssize_t)UINT32_MAX + 1);
+#else
+    (void)o;
+#endif
+}
+
 /* True for errors that mean "no data now, try when the poller says so". */
 static inline int rio_would_block(int e) { return e == EAGAIN || e == EAGAIN_ALT; }
 

@@ -1,14 +1,23 @@
-"""TLS test material: certificates made at test time with trustme (module-scoped fixtures:
-import them into a test module), and a blocking Python ssl server on a thread as the peer."""
+"""TLS test material: certificates made at test time with trustme, or with the openssl command
+where trustme cannot be installed (support/certs.py; module-scoped fixtures: import them into a
+test module), and a blocking Python ssl server on a thread as the peer."""
 from __future__ import annotations
 
+import shutil
 import socket
 import ssl
 import threading
 
 import pytest
 
-trustme = pytest.importorskip("trustme", reason="trustme (the test extra) makes the certificates")
+try:
+    import trustme
+except ImportError:
+    # (free-threaded 3.13t: trustme's cryptography needs cffi, which has no wheels there)
+    if shutil.which("openssl") is None:
+        pytest.skip("trustme (the test extra) or the openssl command makes the certificates",
+                    allow_module_level=True)
+    from support import certs as trustme  # type: ignore[no-redef]
 
 
 @pytest.fixture(scope="module")

@@ -228,10 +228,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if a.role == "check":
         try:
-            _impl(a.leg).check(a.leg)
-            if a.udp:
+            if a.udp:       # first: a leg without a UDP pair says so, whatever it imports
                 from . import udp_legs
                 udp_legs.check(a.leg)
+            _impl(a.leg).check(a.leg)
         except Exception as e:  # the reason is the point: print it, exit non-zero
             print(f"{type(e).__name__}: {e}")
             return 1
