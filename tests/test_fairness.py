@@ -32,7 +32,9 @@ pytestmark = [
 ROUND_TRIPS = 200
 P99_BOUND_NS = 20_000_000
 MEASURE_DEADLINE = 4.0          # seconds: a starving server fails here instead of hanging
-ATTEMPTS = 3
+MIN_FLOOD_SECONDS = 1.0         # echoes go on at least this long: the flooder (nice 19) gets
+                                # CPU for a real flood even on a loaded machine
+ATTEMPTS = 4
 
 
 def _spawn(script, *args):
@@ -78,7 +80,8 @@ def _round_trip(sock, msg):
 
 
 def _measure_under_flood(port, bystander, msg):
-    """One flood and ROUND_TRIPS bystander echoes during it: (p99 within bound, summary)."""
+    """One flood and at least ROUND_TRIPS bystander echoes over at least MIN_FLOOD_SECONDS
+    during it: (p99 within bound and a real flood, summary)."""
     flooder = _spawn("flooder.py", str(port), "10")
     try:
         assert _read_json(flooder) == {"flooding": True}
@@ -86,7 +89,8 @@ def _measure_under_flood(port, bystander, msg):
         starved = None
         start = time.monotonic()
         end = start + MEASURE_DEADLINE
-        while len(samples) < ROUND_TRIPS and time.monotonic() < end:
+        while ((len(samples) < ROUND_TRIPS or time.monotonic() < start + MIN_FLOOD_SECONDS)
+               and time.monotonic() < end):
             bystander.settimeout(max(0.05, end - time.monotonic()))
             try:
                 samples.append(_round_trip(bystander, msg))
@@ -97,21 +101,24 @@ def _measure_under_flood(port, bystander, msg):
     finally:
         flood = _finish(flooder)
     assert not flood.get("peer_closed"), f"the flood was cut short: {flood}"
-    assert flood.get("sent", 0) >= 2 << 20, f"no flood to speak of: {flood}"
+    if flood.get("sent", 0) < 2 << 20:
+        # the scheduler starved the flooder (not the server's fault): measure again
+        return False, f"no flood to speak of: {flood}; {len(samples)} round trips"
     if starved is not None:
         return False, f"{starved}; {len(samples)} answered; flood {flood}"
     ordered = sorted(samples)
     p99 = ordered[-(-99 * len(ordered) // 100) - 1]
     summary = (f"{len(samples)} round trips under flood; p50 {ordered[len(ordered) // 2] / 1e6:.2f}"
                f" ms, p99 {p99 / 1e6:.2f} ms, max {ordered[-1] / 1e6:.2f} ms; flood {flood}")
-    return len(samples) == ROUND_TRIPS and p99 < P99_BOUND_NS, summary
+    return len(samples) >= ROUND_TRIPS and p99 < P99_BOUND_NS, summary
 
 
 def test_flood_does_not_starve_a_bystander():
     """Defect 3: a peer writing small valid frames as fast as it can made the server read
     everything the kernel held, then dispatch it all, before serving anyone else: the
     bystander waited for whole megabytes of someone else's frames (p50 1.7 s on 0.1.0).  Its
-    p99 round trip over 200 echoes, measured while the flood runs, stays under 20 ms.
+    p99 round trip over at least 200 echoes and 1 s, measured while the flood runs, stays under
+    20 ms.
 
     The bound is a time on a shared 2-core machine where the server, the flooder's two
     threads and this process compete for the cores, so a measurement disturbed by the

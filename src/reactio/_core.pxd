@@ -156,8 +156,7 @@ cdef class DispatchContext:
     cdef int _flushed(self, bint empty) except -1
     cdef int _refuse_overflow(self, Py_ssize_t n, Py_ssize_t rest) except -1
     cdef int _after_queueing(self) except -1
-    cdef int _queue_rest(self, const char *data, Py_ssize_t n, Py_ssize_t sent,
-                         object on_sent) except -1
+    cdef int _send_queued(self) except -1
     cdef int _uncork(self) except -1
     cdef int _set_want(self, int want) except -1
     cdef int _flush_completions(self) except -1

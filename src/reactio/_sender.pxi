@@ -255,8 +255,12 @@ cdef class DispatchContext:
         if n < 0:
             raise ValueError(f"send_raw: a negative size ({n})")
         if self.tls is not None:
-            return _tls_send_cold(self, data, n, on_sent)   # (the same contract, plaintext)
-        if s.tail == s.head and not self.corked:
+            # the same contract in plaintext: the records of what can go at once are written,
+            # the rest of the plaintext is queued below (_tls_send.pxi)
+            sent = _tls_send_cold(self, data, n, on_sent)
+            if sent == TLS_ALL_SENT:
+                return 0
+        elif s.tail == s.head and not self.corked:
             while sent < n:
                 r = send(self.fd, data + sent, n - sent, MSG_NOSIGNAL)
                 if r >= 0:
@@ -278,19 +282,10 @@ cdef class DispatchContext:
                     # a sender chaining its next send from on_sent must not recurse)
                     self._owe_completion(on_sent)
                 return 0
-        return self._queue_rest(data, n, sent, on_sent)
-
-    cdef int _queue_rest(self, const char *data, Py_ssize_t n, Py_ssize_t sent,
-                         object on_sent) except -1:
-        """The part of send_raw (plain or TLS) after the direct send: queue data[sent:n]
-        (plaintext on a TLS stream), register on_sent, send the queue if a cork holds too much,
-        else ask for writability.  Returns 1 (IN_QUEUE).  A flush made here (the cork's, or a
-        backend that completes a send at once) leaves the completions it makes due to
-        rt.ready (in_send): on_sent never runs inside the send_or_que that registered it."""
-        cdef MsgSender s = self.sender
+        # what the kernel did not take (a TLS stream: plaintext, its first record in the wire)
         if s.tail - s.head + (n - sent) > s.max_send_queue:
             self._refuse_overflow(n, n - sent)
-        s._append(data + sent, n - sent)    # (TLS: the first tls.covered are in the wire)
+        s._append(data + sent, n - sent)
         s.total_queued += n
         if on_sent is not None:
             if s.completions is None:
@@ -298,11 +293,18 @@ cdef class DispatchContext:
             s.completions.append((s.total_queued, on_sent))
         if self.corked and s.tail - s.head < CORK_BYTES:
             return 1        # leaves with the others when the dispatch of this read ends
+        return self._send_queued()
+
+    cdef int _send_queued(self) except -1:
+        """After send_raw queued bytes: the flush of a cork holding CORK_BYTES, or the request
+        for writability.  Returns 1 (IN_QUEUE).  A flush made here (the cork's, or a backend
+        that completes a send at once) leaves the completions it makes due to rt.ready
+        (in_send): on_sent never runs inside the send_or_que that registered it."""
         self.in_send = True
         try:
             if self.corked:
                 self._flush()
-                if s.head == s.tail or self.state != ST_OPEN:
+                if self.sender.head == self.sender.tail or self.state != ST_OPEN:
                     return 1
             return self._after_queueing()
         finally:

@@ -23,7 +23,7 @@ cdef double DEFAULT_SSL_HANDSHAKE_TIMEOUT = 60.0     # seconds (as asyncio and n
 # take 184 bytes of stack) cost every plain message 40 instructions (callgrind); through the
 # pointers, one NULL check each.
 ctypedef Py_ssize_t (*_tls_recv_fn)(MsgReader, DispatchContext, Py_ssize_t) except -100
-ctypedef int (*_tls_send_fn)(DispatchContext, const char *, Py_ssize_t, object) except -1
+ctypedef Py_ssize_t (*_tls_send_fn)(DispatchContext, const char *, Py_ssize_t, object) except -1
 ctypedef int (*_tls_flush_fn)(DispatchContext) except -1
 ctypedef bint (*_tls_readable_fn)(DispatchContext) noexcept
 ctypedef int (*_tls_input_fn)(ReactRuntime, DispatchContext) except -1

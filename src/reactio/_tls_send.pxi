@@ -87,12 +87,18 @@ cdef Py_ssize_t _tls_pump(DispatchContext ctx, const char *src, Py_ssize_t avail
         t.covered = k
 
 
-cdef int _tls_send(DispatchContext ctx, const char *data, Py_ssize_t n,
-                   object on_sent) except -1:
-    """send_raw of a TLS stream, with a plain stream's contract in plaintext bytes: with
-    nothing queued (nor corked) the records are sent at once; what the kernel does not take is
-    queued as plaintext (max_send_queue, watermarks), its first record in the wire; on_sent runs
-    once the last record of these bytes was written."""
+# _tls_send's answer when every byte was sent (and on_sent is owed): send_raw returns 0
+cdef enum:
+    TLS_ALL_SENT = -2
+
+
+cdef Py_ssize_t _tls_send(DispatchContext ctx, const char *data, Py_ssize_t n,
+                          object on_sent) except -1:
+    """send_raw's direct send on a TLS stream, with a plain stream's contract in plaintext
+    bytes: with nothing queued (nor corked) the records are sent at once.  Returns
+    TLS_ALL_SENT when all n went (on_sent owed), else how many of them had all their records
+    written; send_raw queues the rest as plaintext (max_send_queue, watermarks), whose first
+    t.covered bytes are in the wire already."""
     cdef MsgSender s = ctx.sender
     cdef MsgSender w = ctx.tls.wire
     cdef Py_ssize_t sent = 0
@@ -110,8 +116,8 @@ cdef int _tls_send(DispatchContext ctx, const char *data, Py_ssize_t n,
                 w._release_buffer()
             if on_sent is not None:
                 ctx._owe_completion(on_sent)
-            return 0
-    return ctx._queue_rest(data, n, sent, on_sent)   # (a cork's: one record, at its end)
+            return TLS_ALL_SENT
+    return sent
 
 
 cdef int _tls_flush(DispatchContext ctx) except -1:
