@@ -22,7 +22,8 @@ Layout of this module (one compilation unit, split by concern; docs/internals.md
   _timers.pxi      the timer heap, TimerHandle (call_later / call_at), send_call
   _backend.pxi     the backend interface: the only place that picks epoll or IOCP
   _epoll_loop.pxi  the epoll backend (Linux)
-  _iocp_loop.pxi   the IOCP backend (Windows); _iocp_accept.pxi its AcceptEx listeners
+  _iocp_loop.pxi   the IOCP backend (Windows); _iocp_accept.pxi its AcceptEx listeners,
+                   _iocp_send.pxi its WSASend path
   _datagram*.pxi   UDP endpoints: contexts, addresses, batches, epoll / IOCP I/O
 
 Rules the code keeps everywhere:
@@ -407,6 +408,7 @@ include "_timers.pxi"
 include "_backend.pxi"
 include "_epoll_loop.pxi"
 include "_iocp_loop.pxi"
+include "_iocp_send.pxi"
 include "_iocp_accept.pxi"
 include "_datagram.pxi"
 include "_datagram_addr.pxi"

@@ -248,6 +248,7 @@ cdef extern from "reactio_sys.h" nogil:
         void *owner                 # PyObject*, a strong reference while pending
         size_t sock                 # AcceptEx: the accepting socket
         Py_ssize_t requested        # WSARecv: bytes asked for
+        int arming, rearm           # WSASend: inside _iocp_arm_send / a nested arm was asked
         char addrs[128]             # AcceptEx output: local + remote address, 16 bytes slack each
     enum:
         RIO_ACCEPT_ADDR_LEN         # sizeof(struct sockaddr_in6) + 16

@@ -185,6 +185,7 @@ typedef struct rio_op {
     void *owner;                /* PyObject*, a strong reference while pending */
     SOCKET sock;                /* AcceptEx: the accepting socket */
     Py_ssize_t requested;       /* WSARecv: bytes asked for */
+    int arming, rearm;          /* WSASend: inside _iocp_arm_send / a nested arm was asked */
     char addrs[128];            /* AcceptEx output: two addresses of RIO_ACCEPT_ADDR_LEN */
 } rio_op;
 #define RIO_ACCEPT_ADDR_LEN (sizeof(struct sockaddr_in6) + 16)
