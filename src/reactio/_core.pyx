@@ -202,26 +202,26 @@ cdef MessageResult _make_result(Py_ssize_t n, bint is_drop):
     return r
 
 
+cdef inline MessageResult _cached_result(PyObject **cache, Py_ssize_t n, bint is_drop):
+    """The cached result of size n (published by _make_result), else a new one."""
+    cdef PyObject *r
+    if <size_t>n < RESULT_CACHE_SIZE:
+        r = <PyObject *>rio_load_ptr_acquire(&cache[n])
+        if r != NULL:
+            return <MessageResult>r
+    return _make_result(n, is_drop)
+
+
 cpdef MessageResult ExpectMsgSize(Py_ssize_t n):
     """The message is incomplete.  n == 0: its size is unknown, call again on any new bytes;
     n > 0: call again once n bytes (counted from the start of buf) are buffered; n must then be
     larger than the bytes buffered now."""
-    cdef PyObject *r
-    if <size_t>n < RESULT_CACHE_SIZE:
-        r = <PyObject *>rio_load_ptr_acquire(&_expect_cache[n])
-        if r != NULL:
-            return <MessageResult>r
-    return _make_result(n, False)
+    return _cached_result(_expect_cache, n, False)
 
 
 cpdef MessageResult DropMsgSize(Py_ssize_t n):
     """n bytes (0 < n <= len(buf)) are consumed; remaining bytes are dispatched at once."""
-    cdef PyObject *r
-    if <size_t>n < RESULT_CACHE_SIZE:
-        r = <PyObject *>rio_load_ptr_acquire(&_drop_cache[n])
-        if r != NULL:
-            return <MessageResult>r
-    return _make_result(n, True)
+    return _cached_result(_drop_cache, n, True)
 
 
 # Every Python call of these takes a reference to the function object itself, shared by all
