@@ -299,7 +299,9 @@ cdef class DispatchContext:
         """After send_raw queued bytes: the flush of a cork holding CORK_BYTES, or the request
         for writability.  Returns 1 (IN_QUEUE).  A flush made here (the cork's, or a backend
         that completes a send at once) leaves the completions it makes due to rt.ready
-        (in_send): on_sent never runs inside the send_or_que that registered it."""
+        (in_send): on_sent never runs inside the send_or_que that registered it.  (A send
+        from a watermark callback run in here nests: the outer call's flag is restored.)"""
+        cdef bint outer = self.in_send
         self.in_send = True
         try:
             if self.corked:
@@ -308,7 +310,7 @@ cdef class DispatchContext:
                     return 1
             return self._after_queueing()
         finally:
-            self.in_send = False
+            self.in_send = outer
 
     cdef int _refuse_overflow(self, Py_ssize_t n, Py_ssize_t rest) except -1:
         """rest bytes of a send of n would take the queue over max_send_queue: the stream
