@@ -101,7 +101,9 @@ DEFAULT_LOW_WATER = 16 * 1024
 
 
 def monotonic_ns():
-    """The clock of Deferred.until() and of deferred commands (CLOCK_MONOTONIC on Linux)."""
+    """The clock of Deferred.until(), deferred commands and timers: time.perf_counter_ns()'s
+    clock, to the nanosecond (CLOCK_MONOTONIC on Linux, QueryPerformanceCounter on Windows; on
+    Windows before CPython 3.13, time.monotonic() is the coarser GetTickCount64)."""
     return rio_monotonic_ns()
 
 
