@@ -26,7 +26,7 @@ without a buffer export), the same command gives
   reactio, Cython Reactor          563.7 - 585.7
 
 (the harness's reactio legs drive the loop with rt.run(), as a user does; the range is over
-runs on a quiet and a loaded machine: a wait longer than 1 ms releases the GIL, which costs
+runs on a quiet and a loaded machine: a wait longer than 20 ms releases the GIL, which costs
 ~400 instructions, and a loaded machine makes more of them). The budgets are the upper
 figures plus about 15 %: room for another CPython patch release or compiler, none for a new
 per-message Python call, a copy, an object per message or a GIL release per wake-up.

@@ -62,9 +62,13 @@ cdef int _epoll_close_socket(ReactRuntime rt, int fd, bint abort) except -1:
 
 
 # How long a wait may hold the GIL when no other thread can want it (rio_sole_python_thread):
-# well under CPython's 5 ms switch interval, so a C thread that starts calling into Python
-# meanwhile waits no longer than the GIL makes it wait anyway.
-cdef int HELD_WAIT_MS = 1
+# the bound on how long a C thread that starts calling into Python meanwhile waits for it.
+# Longer than a kernel tick on purpose (4 ms at HZ=250, 10 ms at HZ=100): epoll_wait arms a
+# timer for its timeout, and one due before the next tick reprograms the CPU's timer device
+# when armed and again when cancelled by the wake-up -- on a VM a trap to the hypervisor
+# each.  With 1 ms here, same-core ping-pong took 22.1 us (p50, reactio-py) against 15.2 us
+# with 10 ms, 1000 ms or no limit, C 12.7-13.0 in the same interleaved runs (BENCHMARKS.md).
+cdef int HELD_WAIT_MS = 20
 
 
 cdef int _epoll_poll(ReactRuntime rt, int timeout_ms) except -1:

@@ -385,7 +385,7 @@ static inline void *rio_loop_thread_state(void) {
 /* True when no other thread can want the GIL: one interpreter, whose only thread state is
  * `tstate` (rio_loop_thread_state, on its own thread).  A wait that holds the GIL then blocks
  * nobody (a C thread that starts calling into Python meanwhile waits at most the held wait's
- * bound, less than CPython's 5 ms switch interval).  Free-threaded builds: always 0 (a wait
+ * bound, HELD_WAIT_MS).  Free-threaded builds: always 0 (a wait
  * must detach for the GC's stop-the-world).  An interpreter's thread states are a doubly
  * linked list (prev/next of the public struct _ts); interpreters a list with the main one at
  * its tail (a new one is put at the head).  Read from the caller's own state, not walked from

@@ -14,7 +14,7 @@ DEPTH, strict ping-pong by default) for N and then 2N messages; the server's fix
 
 The Python children run with PYTHONHASHSEED=0, so that hash randomisation cannot move the
 fixed part between the two runs. One thing still depends on timing: a reactio wait that lasts
-longer than 1 ms releases the GIL (~400 instructions; shorter waits keep it when no other
+longer than 20 ms releases the GIL (~400 instructions; shorter waits keep it when no other
 thread exists), so on a loaded machine, where the client is sometimes descheduled that long,
 the reactio legs' figures rise by a few tens of instructions per message (e.g. 564 -> 586 for
 reactio-cy); the budgets of tests/test_cost.py leave room for that. Rounds (``--rounds``) repeat the pair, legs interleaved as

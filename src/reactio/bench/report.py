@@ -181,7 +181,7 @@ def cost_table(result: Dict[str, Any], machine_line: str) -> str:
              f"client), server under {p['valgrind']} --tool=callgrind, (runs of "
              f"{2 * p['count']:,} minus {p['count']:,} messages) / {p['count']:,}, "
              f"{p['rounds']} round(s)",
-             "exact but for the reactio legs' waits over 1 ms (a GIL release each, more on a "
+             "exact but for the reactio legs' waits over 20 ms (a GIL release each, more on a "
              "loaded machine); fixed = start-up, accept, close and exit, per run"]
     lines.append("")
     lines.append(f"{'leg':<11}{'instr/msg':>12}{'spread':>9}{'/C':>9}{'fixed':>15}")
