@@ -2,7 +2,13 @@
 GIL it keeps for short waits when no other thread exists.  Functional only: what the loops
 deliver and when they return, never how fast."""
 import os
+import re
+import shutil
 import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 
@@ -13,6 +19,7 @@ from reactio import DropMsgSize, ExpectMsgSize, Reactor
 
 from support.reactors import EchoReactor
 from support.runtime import listen_factory
+from support.subproc import HELPERS, child_env
 from support.wire import frame, parse_frame
 
 pytestmark = pytest.mark.timeout(60)
@@ -104,7 +111,7 @@ def test_busy_poll_lets_other_threads_run(rt):
 
 
 def test_blocking_wait_without_other_threads_still_sees_commands_and_timers(rt):
-    """With no other thread the first millisecond of a wait keeps the GIL; a wait of seconds
+    """With no other thread the first 20 ms of a wait keep the GIL; a wait of seconds
     must still end at its timer, and a thread started later must get the GIL and be heard."""
     ticks = []
 
@@ -214,3 +221,36 @@ def test_expect_and_drop_results_are_cached_and_checked():
         DropMsgSize(-1)
     with pytest.raises(reactio.MessageResultError):
         ExpectMsgSize(-3)
+
+
+@pytest.mark.skipif(reactio.BACKEND != "epoll", reason="reads epoll_wait's timeouts")
+@pytest.mark.skipif(shutil.which("strace") is None,
+                    reason="strace is not installed (bash bench/install-tools.sh)")
+@pytest.mark.timeout(120)
+def test_no_wait_arms_a_timer_due_before_a_kernel_tick():
+    """A server in run(-1) waits for a peer that pauses between messages.  Its epoll_wait
+    timeouts, read by strace: 0 (a poll), -1 (no limit) or the held wait's bound, never a few
+    ms -- a timer due before the next kernel tick (4 ms at HZ=250, 10 at HZ=100) reprograms
+    the CPU's timer device when armed and when cancelled, which made same-core ping-pong 1.5x
+    slower on a VM with a 1 ms held wait (BENCHMARKS.md)."""
+    trace = os.path.join(tempfile.mkdtemp(), "strace.out")
+    child = subprocess.Popen(
+        ["strace", "-f", "-qq", "-e", "trace=epoll_wait,epoll_pwait", "-o", trace,
+         sys.executable, os.path.join(HELPERS, "echo_until_closed.py")],
+        stdout=subprocess.PIPE, text=True, env=child_env())
+    try:
+        port = int(child.stdout.readline())
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as peer:
+            for i in range(50):
+                peer.sendall(b"ping %03d" % i)
+                assert peer.recv(64) == b"ping %03d" % i
+                time.sleep(0.002)           # the server blocks in a wait before each ping
+        assert child.wait(30) == 0
+    finally:
+        child.kill()
+    with open(trace) as f:
+        timeouts = [int(m.group(1)) for m in
+                    re.finditer(r"epoll_p?wait\(\d+, .*?, \d+, (-?\d+)", f.read())]
+    assert len(timeouts) >= 50, timeouts
+    short = [t for t in timeouts if 0 < t < 10]
+    assert not short, f"waits with a timeout of a few ms: {sorted(set(short))}"
