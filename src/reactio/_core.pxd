@@ -43,6 +43,7 @@ cdef class MsgReader:
     cdef Py_ssize_t recv_min        # recv_buffer_min_size: the free space every read gets
     cdef readonly Py_ssize_t max_msg_size
     cdef bint busy                 # inside a read/dispatch: re-entry is refused
+    cdef bint batched              # the last dispatch left bytes after a message (_dispatch_all)
     cdef int last_errno            # errno of the failed recv() behind READ_ERROR
     # The completion-model contract (a backend whose kernel reads into our buffer, as IOCP's
     # WSARecv does; a readiness backend such as epoll leaves all three 0): bytes a completed

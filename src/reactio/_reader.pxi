@@ -358,6 +358,14 @@ cdef class MsgReader:
         cdef MessageResult res
         cdef Reactor reactor = ctx.reactor
         self.unseen += new_bytes
+        # Replies leave together when this read holds several messages: the ones after the
+        # first always (corked when the first is dropped with bytes left), and the first too
+        # when the last read held more than one message (batched: a pipelining peer gets one
+        # send() per read, not two, and is not woken for the first reply alone).  A ping-pong peer's reads hold
+        # one message each, so its reply still leaves from inside send_or_que.
+        if self.batched:
+            ctx.corked = True
+            self.batched = False
         while self.start < self.end and ctx.state == ST_OPEN:
             avail = self.end - self.start
             if self.decoded > avail:
@@ -384,6 +392,7 @@ cdef class MsgReader:
                 self.unseen = self.end - self.start     # the next message's bytes count as new
                 if self.start < self.end:
                     ctx.corked = True   # more messages in this read: their replies go together
+                    self.batched = True
             else:
                 if n != 0 and n <= avail:
                     raise MessageResultError(

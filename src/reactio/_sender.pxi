@@ -1,9 +1,11 @@
 # MsgSender and DispatchContext: a send writes straight to the socket when nothing is queued and
 # queues only what the kernel did not take -- except while a read holding several messages is
-# dispatched (DispatchContext.corked): the replies after the first are queued and leave in one
-# send() when that dispatch ends (or every CORK_BYTES), so N pipelined requests cost 2 sends,
-# not N, and a lone message (ping-pong) still goes out at once, from inside send_or_que; the runtime flushes the queue when the socket is
-# writable (the backend's write readiness, or the completion of an IOCP WSASend).  Write interest is registered by
+# dispatched (DispatchContext.corked): the replies after the first (and the first too when the
+# stream's last read held several: MsgReader.batched) are queued and leave in one send() when
+# that dispatch ends (or every CORK_BYTES), so N pipelined requests cost one send, not N, and a
+# lone message (ping-pong) still goes out at once, from inside send_or_que.  The runtime flushes
+# the queue when the socket is writable (the backend's write readiness, or the completion of an
+# IOCP WSASend).  Write interest is registered by
 # whoever queues (any callback, any command), so queued bytes always drain.  Send completions
 # (on_sent) run in send order, never inside the send_or_que call that registered them.
 
