@@ -18,7 +18,9 @@
 #   --build-only  set up and build reactio, then stop (the free-threaded compile check)
 #   --ci          a bounded selection for CI instead of the whole suite: the free-threading
 #                 tests (tests/test_freethreaded*.py, full counts) and the core stream tests
-#                 (CI_TESTS below); see docs/internals-threading.md for its time
+#                 (CI_TESTS below); then a cp313t wheel of the scratch copy, installed in a
+#                 fresh 3.13t venv, passes tests/test_smoke.py (REACTIO_SMOKE_INSTALLED=1,
+#                 not under --tsan; about 20 s); see docs/internals-threading.md for the times
 #   --exec CMD    set up and build reactio, then run CMD in the scratch copy with the venv's
 #                 python first on PATH (e.g. --exec python -m reactio.bench scale --threads
 #                 1,2 --in-process); extra environment as VAR=value words before CMD
@@ -77,13 +79,14 @@ CHROOT_PKGS=(build-essential pkg-config ca-certificates dpkg-dev xz-utils rsync 
 ARGS=("$@")
 mode=test
 flavour=ft
+ci=0
 pytest_args=()
 exec_args=()
 while [ $# -gt 0 ]; do
   case $1 in
     --setup-only) mode=setup ;;
     --build-only) mode=build ;;
-    --ci) pytest_args=(${CI_TESTS[@]+"${CI_TESTS[@]}"} -m "not stress" ${pytest_args[@]+"${pytest_args[@]}"}) ;;
+    --ci) ci=1; pytest_args=(${CI_TESTS[@]+"${CI_TESTS[@]}"} -m "not stress" ${pytest_args[@]+"${pytest_args[@]}"}) ;;
     --tsan) flavour=ft-tsan ;;
     --exec) mode=exec; shift; exec_args=("$@"); break ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -358,6 +361,39 @@ run_tests() {
   return "$rc"
 }
 
+# --ci: the cp313t wheel.  CI has no Docker engine for cibuildwheel, so this proves what its
+# cp313t job would: a wheel built from the scratch copy carries the free-threaded ABI tag,
+# installs into a fresh venv of the 3.13t interpreter (pytest and pytest-timeout only) and
+# passes tests/test_smoke.py against the installed package (REACTIO_SMOKE_INSTALLED=1: reactio
+# must come from site-packages; on a "t" build the file also checks that importing it leaves
+# the GIL disabled), run from a folder where the tree's src/ is not importable.
+wheel_check() {
+  local d=/tmp/reactio-ft-wheel t t2 whls whl abi rc=0 smoke
+  t=$(date +%s)
+  in_root sh -c "rm -rf $d && mkdir -p $d/dist $d/run"
+  logged wheel-build in_root sh -c "cd $SCRATCH && python -m pip wheel -v --no-deps --no-build-isolation -w $d/dist ."
+  whls=("$R$d"/dist/reactio-*.whl)
+  [ ${#whls[@]} = 1 ] && [ -f "${whls[0]}" ] || die "wheel-build: expected one reactio wheel in $R$d/dist"
+  whl=$(basename "${whls[0]}")
+  abi=$(printf '%s' "${whl%.whl}" | awk -F- '{ print $(NF-1) }')   # name-ver-python-abi-platform
+  [ "$abi" = cp313t ] || die "wheel $whl: ABI tag $abi, not cp313t"
+  log "wheel: $whl"
+  logged wheel-venv in_root sh -c "$PY -m venv $d/venv && $d/venv/bin/python -m pip install -q \
+    --only-binary=:all: pytest pytest-timeout && $d/venv/bin/python -m pip install -q --no-index $d/dist/$whl"
+  set +e
+  in_root REACTIO_SMOKE_INSTALLED=1 PATH="$d/venv/bin:/usr/bin:/bin" sh -c "cd $d/run && exec python \
+    -m pytest -p no:cacheprovider -q -rA $SCRATCH/tests/test_smoke.py" 2>&1 | tee "$W/logs/wheel-smoke.log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  smoke=$(grep -E '[0-9]+ (passed|failed|errors?) ' "$W/logs/wheel-smoke.log" | tail -n 1 | tr -d '=')
+  [ $rc -eq 0 ] || die "wheel smoke test failed (pytest exit $rc):$smoke; log: $W/logs/wheel-smoke.log"
+  # the two checks that make this step worth running must have run, not skipped
+  for t2 in test_imported_from_an_installed_wheel test_free_threaded_build_keeps_the_gil_disabled; do
+    grep -q "^PASSED .*::$t2\$" "$W/logs/wheel-smoke.log" || die "wheel smoke test: $t2 did not pass"
+  done
+  log "wheel smoke test (installed $whl, fresh venv):$smoke; done in $(( $(date +%s) - t )) s"
+}
+
 # ThreadSanitizer reports (one file per process in /tmp/tsan): how many, and which of them
 # have a frame in reactio's own code; the reports themselves go to $W/logs/tsan/.
 tsan_summary() {
@@ -414,7 +450,8 @@ log "interpreter: $(in_root "$VENV/bin/python" -VV | tr -d '\n')"
 case $mode in
   setup) log "setup done: $R$VENV/bin/python" ;;
   build) build_reactio; log "build done" ;;
-  test) build_reactio; run_tests ;;
+  test) build_reactio; run_tests   # (a failure exits here: set -e)
+        if [ "$ci" = 1 ] && [ "$flavour" = ft ]; then wheel_check; fi ;;
   exec) build_reactio
         [ ${#exec_args[@]} -gt 0 ] || die "--exec needs a command"
         log "exec (GIL as the interpreter and reactio leave it): ${exec_args[*]}"
