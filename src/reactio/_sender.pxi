@@ -287,7 +287,11 @@ cdef class DispatchContext:
         # what the kernel did not take (a TLS stream: plaintext, its first record in the wire)
         if s.tail - s.head + (n - sent) > s.max_send_queue:
             self._refuse_overflow(n, n - sent)
-        s._append(data + sent, n - sent)
+        if s.tail + (n - sent) <= s.cap:    # room at the end (every corked reply but a few)
+            memcpy(s.buf + s.tail, data + sent, n - sent)
+            s.tail += n - sent
+        else:
+            s._append(data + sent, n - sent)
         s.total_queued += n
         if on_sent is not None:
             if s.completions is None:
