@@ -1,10 +1,11 @@
 """An echo server on 127.0.0.1 in rt.run(-1), as a user runs one: prints its port, echoes
-every chunk it reads until the peer closes, then exits (the runtime is idle).  Self-contained
-(tests/helpers run under wine too)."""
-import sys
-
+every chunk it reads until its one peer closes, then exits (the runtime is idle).  Linux only
+(tests/test_run_loop.py runs it under strace), so it takes its helpers from tests/support
+(child_env(TESTS) puts them on the path)."""
 import reactio
-from reactio import DefaultTcpListenerHandler, Deferred, DropMsgSize, Reactor
+from reactio import DropMsgSize, Reactor
+
+from support.runtime import listen_factory, pump_until
 
 
 class Echo(Reactor):
@@ -14,20 +15,14 @@ class Echo(Reactor):
 
 
 def main():
-    rt = reactio.ReactRuntime()
-    done = []
-    rt.cmd_sender.send_listen("127.0.0.1:0", DefaultTcpListenerHandler(lambda c, p: Echo()),
-                              Deferred.IMMEDIATE, done.append)
-    while not done:
-        rt.process_events(0.01)
-    lid = done[0]
-    print(rt.local_address(lid)[1], flush=True)
-    while rt.count_streams() == 0:
-        rt.process_events(0.01)
-    rt.cmd_sender.send_close(lid)       # one peer only: run() returns when it has gone
-    rt.run(-1.0)
-    rt.close()
+    with reactio.ReactRuntime() as rt:
+        lid, port = listen_factory(rt, Echo)
+        print(port, flush=True)
+        pump_until(rt, lambda: rt.count_streams() == 1, timeout=30)
+        rt.cmd_sender.send_close(lid)       # one peer only: run() returns when it has gone
+        print("serving", flush=True)        # (marks in a trace where run() begins)
+        rt.run(-1.0)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
