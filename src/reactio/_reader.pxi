@@ -361,8 +361,8 @@ cdef class MsgReader:
         # Replies leave together when this read holds several messages: the ones after the
         # first always (corked when the first is dropped with bytes left), and the first too
         # when the last read held more than one message (batched: a pipelining peer gets one
-        # send() per read, not two, and is not woken for the first reply alone).  A ping-pong peer's reads hold
-        # one message each, so its reply still leaves from inside send_or_que.
+        # send() per read, not two, and is not woken for the first reply alone).  A ping-pong
+        # peer's reads hold one message each, so its reply still leaves from send_or_que.
         if self.batched:
             ctx.corked = True
             self.batched = False

@@ -5,9 +5,9 @@
 # that dispatch ends (or every CORK_BYTES), so N pipelined requests cost one send, not N, and a
 # lone message (ping-pong) still goes out at once, from inside send_or_que.  The runtime flushes
 # the queue when the socket is writable (the backend's write readiness, or the completion of an
-# IOCP WSASend).  Write interest is registered by
-# whoever queues (any callback, any command), so queued bytes always drain.  Send completions
-# (on_sent) run in send order, never inside the send_or_que call that registered them.
+# IOCP WSASend).  Write interest is registered by whoever queues (any callback, any command),
+# so queued bytes always drain.  Send completions (on_sent) run in send order, never inside
+# the send_or_que call that registered them.
 
 
 # Replies held back during one dispatch leave when they reach this many bytes: one send() of

@@ -40,10 +40,11 @@ typedef SOCKET rio_sock_t;
 #    define ENOSYS 40
 #  endif
 static inline int rio_errno(void) { return WSAGetLastError(); }
-/* QueryPerformanceCounter in ns, converted exactly as CPython's time.monotonic_ns() does it
- * (whole seconds, then the remainder, in integers): the two clocks give the same value, so a
- * timer that fires at its deadline is never "early" to a caller timing it with time.monotonic.
- * (A double conversion rounded differently by a nanosecond.) */
+/* QueryPerformanceCounter in ns, converted exactly as CPython's time.perf_counter_ns() does
+ * it (whole seconds, then the remainder, in integers): the two give the same value, so a timer
+ * that fires at its deadline is never "early" to a caller timing it with perf_counter_ns (a
+ * double conversion could round a nanosecond the other way).  (time.monotonic() is another
+ * clock on Windows before CPython 3.13: GetTickCount64, in milliseconds.) */
 static inline int64_t rio_monotonic_ns(void) {
     static LARGE_INTEGER freq = {0};
     LARGE_INTEGER c;
