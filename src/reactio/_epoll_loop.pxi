@@ -66,8 +66,9 @@ cdef int _epoll_close_socket(ReactRuntime rt, int fd, bint abort) except -1:
 # Longer than a kernel tick on purpose (4 ms at HZ=250, 10 ms at HZ=100): epoll_wait arms a
 # timer for its timeout, and one due before the next tick reprograms the CPU's timer device
 # when armed and again when cancelled by the wake-up -- on a VM a trap to the hypervisor
-# each.  With 1 ms here, same-core ping-pong took 22.1 us (p50, reactio-py) against 15.2 us
-# with 10 ms, 1000 ms or no limit, C 12.7-13.0 in the same interleaved runs (BENCHMARKS.md).
+# each.  With 1 ms here, same-core ping-pong took 22.1-22.9 us (p50, reactio-py) against
+# 14.0-15.4 us held with no limit or 1000 ms, or released; C 11.2-13.0 in the same
+# interleaved runs (BENCHMARKS.md, issue 12 section).
 cdef int HELD_WAIT_MS = 20
 
 
