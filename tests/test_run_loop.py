@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -227,13 +226,13 @@ def test_expect_and_drop_results_are_cached_and_checked():
 @pytest.mark.skipif(shutil.which("strace") is None,
                     reason="strace is not installed (bash bench/install-tools.sh)")
 @pytest.mark.timeout(120)
-def test_no_wait_arms_a_timer_due_before_a_kernel_tick():
+def test_no_wait_arms_a_timer_due_before_a_kernel_tick(tmp_path):
     """A server in run(-1) waits for a peer that pauses between messages.  Its epoll_wait
     timeouts, read by strace: 0 (a poll), -1 (no limit) or the held wait's bound, never a few
     ms -- a timer due before the next kernel tick (4 ms at HZ=250, 10 at HZ=100) reprograms
     the CPU's timer device when armed and when cancelled, which made same-core ping-pong 1.5x
     slower on a VM with a 1 ms held wait (BENCHMARKS.md)."""
-    trace = os.path.join(tempfile.mkdtemp(), "strace.out")
+    trace = str(tmp_path / "strace.out")
     child = subprocess.Popen(
         ["strace", "-f", "-qq", "-e", "trace=epoll_wait,epoll_pwait,write", "-o", trace,
          sys.executable, os.path.join(HELPERS, "echo_until_closed.py")],
@@ -248,7 +247,7 @@ def test_no_wait_arms_a_timer_due_before_a_kernel_tick():
         assert child.wait(30) == 0
     finally:
         child.kill()
-    with open(trace) as f:
+    with open(trace, errors="replace") as f:     # (strace escapes, but be safe)
         text = f.read()
     text = text[text.index('"serving'):]     # the waits of run(), not of the set-up
     timeouts = [int(m.group(1)) for m in
